@@ -1,0 +1,67 @@
+// swift-tools-version:6.0
+//
+// smmu-hypd: an emulated pKVM hypervisor (EL2) owning ARM MMU-500 SMMUs, served over a Unix socket.
+// The layers are modules; see docs/ARCHITECTURE.md for what each owns.
+import PackageDescription
+
+let package = Package(
+    name: "smmu-hypd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "smmu-hypd", targets: ["smmu-hypd"]),
+        .executable(name: "smmuctl", targets: ["smmuctl"]),
+        .library(name: "SMMUClient", targets: ["SMMUClient"]),
+        .library(name: "SMMUModel", targets: ["SMMUModel"]),
+        .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        .library(name: "WireProtocol", targets: ["WireProtocol"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C interop: libsystemd (sd_notify, sd_listen_fds, sd_journal_sendv) and socket helpers.
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // Layer 1: the MMU-500 hardware, pure (no I/O, no clocks, no globals).
+        .target(name: "SMMUModel"),
+        // Layers 2 and 3: the EL2 hypervisor (ownership, lifecycle, hypercalls) and the trap handler.
+        .target(name: "Hypervisor", dependencies: ["SMMUModel"]),
+        // The wire contract (docs: ../shared/spec/protocol-v1.md), a pure codec.
+        .target(name: "WireProtocol"),
+        // The daemon: Dispatch socket server, config, systemd, journald audit, request dispatch.
+        .target(
+            name: "SMMUDaemon",
+            dependencies: [
+                "SMMUModel", "Hypervisor", "WireProtocol", "CSystemd",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // A blocking client library for protocol v1; smmuctl and the tests use it.
+        .target(name: "SMMUClient", dependencies: ["WireProtocol"]),
+        .executableTarget(
+            name: "smmu-hypd",
+            dependencies: [
+                "SMMUDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "smmuctl",
+            dependencies: [
+                "SMMUClient", "WireProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel"]),
+        .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
+        .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),
+    ]
+)

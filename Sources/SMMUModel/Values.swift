@@ -1,0 +1,118 @@
+/// Typed values that cross the model's boundary. Raw integers stay inside.
+
+/// A stream ID as the SMMU sees it on a transaction (SMMUv2: up to 16 bits, MMU-500 implements 15).
+public struct StreamID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public init(_ value: UInt16) { self.rawValue = value }
+    public static func < (a: StreamID, b: StreamID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "0x" + String(rawValue, radix: 16) }
+}
+
+/// Width of one MMIO access. MMU-500 registers are 32 or 64 bits wide.
+public enum AccessWidth: Int, Sendable, CaseIterable {
+    case word = 4
+    case doubleword = 8
+
+    public init?(bytes: UInt32) { self.init(rawValue: Int(bytes)) }
+    public var bytes: Int { rawValue }
+    public var mask: UInt64 { self == .word ? 0xFFFF_FFFF : .max }
+}
+
+/// Attributes of one DMA transaction. Bit values are those of the protocol's DMA flags.
+public struct DMAAccess: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let write = DMAAccess(rawValue: 1 << 0)
+    public static let instructionFetch = DMAAccess(rawValue: 1 << 1)
+    public static let privileged = DMAAccess(rawValue: 1 << 2)
+    public static let read: DMAAccess = []
+    public var isWrite: Bool { contains(.write) }
+}
+
+/// Why a DMA translation failed. Raw values are the protocol's DMA fault codes.
+public enum DMAFault: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    /// No SMR matched and sCR0.USFCFG = 1 (recorded as sGFSR.USF).
+    case unidentifiedStream = 1
+    /// The matching S2CR has TYPE = FAULT, or the context bank is of type S1_TRANS_S2_FAULT / disabled.
+    case streamFault = 2
+    /// No valid descriptor (FSR.TF).
+    case translation = 3
+    /// Descriptor with AF = 0 and no hardware update (FSR.AFF).
+    case accessFlag = 4
+    /// AP/S2AP/XN forbid the access (FSR.PF).
+    case permission = 5
+    /// Input or output address beyond the configured size (FSR.ASF / TF).
+    case addressSize = 6
+    /// The downstream filter (the owner's stage-2) refused a table walk or the output address.
+    case ownership = 7
+    /// Two valid SMRs match the stream (sGFSR.SMCF).
+    case multipleMatch = 8
+
+    public var description: String {
+        switch self {
+        case .unidentifiedStream: "unidentified stream"
+        case .streamFault: "stream configured to fault"
+        case .translation: "translation"
+        case .accessFlag: "access flag"
+        case .permission: "permission"
+        case .addressSize: "address size"
+        case .ownership: "ownership"
+        case .multipleMatch: "multiple SMRs match"
+        }
+    }
+}
+
+/// The outcome of one DMA translation by one MMU-500 instance.
+public struct Translation: Sendable, Equatable {
+    public enum Outcome: Sendable, Equatable {
+        case translated(physicalAddress: UInt64)
+        case fault(DMAFault)
+    }
+    public var outcome: Outcome
+    /// The context bank that handled the transaction, if any (nil for bypass and global faults).
+    public var contextBank: Int?
+    /// True if the translation came from the TLB without a table walk.
+    public var tlbHit: Bool
+
+    public init(outcome: Outcome, contextBank: Int? = nil, tlbHit: Bool = false) {
+        self.outcome = outcome
+        self.contextBank = contextBank
+        self.tlbHit = tlbHit
+    }
+
+    public var physicalAddress: UInt64? {
+        if case .translated(let pa) = outcome { return pa }
+        return nil
+    }
+    public var fault: DMAFault? {
+        if case .fault(let f) = outcome { return f }
+        return nil
+    }
+}
+
+/// What kind of memory access the SMMU makes downstream, as the filter sees it.
+public enum MemoryAccessKind: Sendable, Equatable {
+    /// A read of a translation table descriptor (stage 1 or stage 2).
+    case tableWalk
+    /// The transaction itself, at its output address.
+    case data(write: Bool)
+}
+
+/// Simulated physical memory the SMMU walks tables in. Little-endian.
+///
+/// An interface so that the daemon can back RAM with memory shared by a client (MEM_MAP).
+public protocol PhysicalMemory: AnyObject {
+    /// Reads 8 bytes at `address` (8-byte aligned), or nil when no memory backs it.
+    func read64(at address: UInt64) -> UInt64?
+    /// Writes 8 bytes at `address`; false when no memory backs it.
+    @discardableResult func write64(_ value: UInt64, at address: UInt64) -> Bool
+}
+
+/// A check every memory access the SMMU makes must pass, after its own translation: the page-table
+/// walks and the output address. The hypervisor installs one that enforces each stream owner's
+/// stage-2 (an S2MPU-like filter downstream of the SMMU, as pKVM places one on Pixel).
+/// A refused access is an `ownership` fault.
+public protocol DownstreamFilter: AnyObject {
+    func permits(stream: StreamID, address: UInt64, kind: MemoryAccessKind) -> Bool
+}

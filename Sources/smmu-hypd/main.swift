@@ -1,0 +1,1 @@
+print("smmu-hypd: not yet")

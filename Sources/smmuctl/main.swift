@@ -1,0 +1,1 @@
+print("smmuctl: not yet")
