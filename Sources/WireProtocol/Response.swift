@@ -1,0 +1,213 @@
+/// Response payloads: their layouts, the fixed-size rule, and encoding into an output buffer.
+
+/// One MMU-500 instance's register window as HELLO lists it (32 bytes on the wire).
+public struct WindowRecord: Hashable, Sendable {
+    public static let size = 32
+    public static let maxNameLength = 8
+    public var base: UInt64
+    public var size: UInt64
+    /// The register page size in bytes (4 KiB or 64 KiB).
+    public var pageSize: UInt32
+    /// Context banks the host sees (after the hypervisor's reservations).
+    public var numContextBanks: UInt16
+    /// Stream match register groups the host sees.
+    public var numStreamMatchGroups: UInt16
+    /// ASCII, at most 8 bytes (NUL-padded on the wire).
+    public var name: String
+
+    public init(
+        base: UInt64, size: UInt64, pageSize: UInt32, numContextBanks: UInt16, numStreamMatchGroups: UInt16,
+        name: String
+    ) {
+        self.base = base
+        self.size = size
+        self.pageSize = pageSize
+        self.numContextBanks = numContextBanks
+        self.numStreamMatchGroups = numStreamMatchGroups
+        self.name = name
+    }
+
+    func encode(into out: inout [UInt8]) {
+        out.appendLE(base)
+        out.appendLE(size)
+        out.appendLE(pageSize)
+        out.appendLE(numContextBanks)
+        out.appendLE(numStreamMatchGroups)
+        let bytes = name.utf8.prefix(Self.maxNameLength)
+        out.append(contentsOf: bytes)
+        out.appendZeros(Self.maxNameLength - bytes.count)
+    }
+
+    init(decoding p: UnsafeRawBufferPointer, at o: Int) {
+        base = p.loadLE(UInt64.self, at: o)
+        size = p.loadLE(UInt64.self, at: o + 8)
+        pageSize = p.loadLE(UInt32.self, at: o + 16)
+        numContextBanks = p.loadLE(UInt16.self, at: o + 20)
+        numStreamMatchGroups = p.loadLE(UInt16.self, at: o + 22)
+        let raw = p[(o + 24)..<(o + 32)]
+        name = String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+    }
+}
+
+/// HELLO response: `u32 server_version`, `u32 state`, `u32 N`, `u32 reserved`, N window records.
+public struct HelloResponse: Hashable, Sendable {
+    public var serverVersion: UInt32
+    /// The raw state; see ``state``.
+    public var stateValue: UInt32
+    public var windows: [WindowRecord]
+    public var state: LifecycleState? { LifecycleState(rawValue: stateValue) }
+
+    public init(serverVersion: UInt32 = 1, state: LifecycleState, windows: [WindowRecord]) {
+        self.init(serverVersion: serverVersion, stateValue: state.rawValue, windows: windows)
+    }
+    public init(serverVersion: UInt32, stateValue: UInt32, windows: [WindowRecord]) {
+        self.serverVersion = serverVersion
+        self.stateValue = stateValue
+        self.windows = windows
+    }
+
+    public var encodedLength: Int { 16 + WindowRecord.size * windows.count }
+
+    public func encode(into out: inout [UInt8]) {
+        out.appendLE(serverVersion)
+        out.appendLE(stateValue)
+        out.appendLE(UInt32(windows.count))
+        out.appendLE(UInt32(0))
+        for w in windows { w.encode(into: &out) }
+    }
+
+    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> HelloResponse {
+        guard p.count >= 16 else { throw .wrongResponseLength(opcode: Opcode.hello.responseCode, length: p.count) }
+        let n = Int(p.loadLE(UInt32.self, at: 8))
+        guard p.count == 16 + WindowRecord.size * n else {
+            throw .wrongResponseLength(opcode: Opcode.hello.responseCode, length: p.count)
+        }
+        let windows = (0..<n).map { WindowRecord(decoding: p, at: 16 + WindowRecord.size * $0) }
+        return HelloResponse(
+            serverVersion: p.loadLE(UInt32.self, at: 0), stateValue: p.loadLE(UInt32.self, at: 4), windows: windows)
+    }
+}
+
+/// DMA response: `u64 physical_address`, `u32 fault`, `u32 reserved`.
+public struct DMAResult: Hashable, Sendable {
+    public var physicalAddress: UInt64
+    /// 0 when OK, else the spec's fault value (1 unidentified stream ... 8 multiple SMRs match).
+    public var fault: UInt32
+    public init(physicalAddress: UInt64, fault: UInt32) {
+        self.physicalAddress = physicalAddress
+        self.fault = fault
+    }
+    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> DMAResult {
+        guard p.count == 16 else { throw .wrongResponseLength(opcode: Opcode.dma.responseCode, length: p.count) }
+        return DMAResult(physicalAddress: p.loadLE(UInt64.self, at: 0), fault: p.loadLE(UInt32.self, at: 8))
+    }
+}
+
+/// An interrupt line change on an EVENTS connection: `u32 window`, `u32 line`, `u32 level`.
+/// Line 0 is the global fault line; line 1 + n is context interrupt n.
+public struct Event: Hashable, Sendable {
+    public static let size = 12
+    public var window: UInt32
+    public var line: UInt32
+    public var level: UInt32
+    public init(window: UInt32, line: UInt32, level: UInt32) {
+        self.window = window
+        self.line = line
+        self.level = level
+    }
+    /// Appends the whole event message (header with opcode 0xB0, tag 0, status 0, and payload).
+    public func encode(into out: inout [UInt8]) {
+        FrameHeader(opcode: Opcode.event.rawValue, tag: 0, length: UInt32(Self.size)).encode(into: &out)
+        out.appendLE(window)
+        out.appendLE(line)
+        out.appendLE(level)
+    }
+    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> Event {
+        guard p.count == size else { throw .wrongResponseLength(opcode: Opcode.event.rawValue, length: p.count) }
+        return Event(window: p.loadLE(UInt32.self, at: 0), line: p.loadLE(UInt32.self, at: 4), level: p.loadLE(UInt32.self, at: 8))
+    }
+}
+
+/// What a response carries; ``ResponseEncoder`` applies the fixed-size rule to it.
+public enum ResponsePayload: Sendable {
+    case none
+    case hello(HelloResponse)
+    /// READ: the value read.
+    case read(UInt64)
+    case dma(DMAResult)
+    /// VM_CREATE: the new VM's number.
+    case vmCreate(UInt32)
+    /// MEM_READ bytes.
+    case bytes([UInt8])
+    /// STATS or DUMP JSON.
+    case text(String)
+}
+
+extension Opcode {
+    /// The fixed response payload size, or nil for the variable ones (HELLO, MEM_READ, STATS, DUMP).
+    public var fixedResponseSize: Int? {
+        switch self {
+        case .read: 8
+        case .dma: 16
+        case .vmCreate: 4
+        case .hello, .memRead, .stats, .dump: nil
+        case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .events: 0
+        case .event: Event.size
+        }
+    }
+}
+
+/// Appends responses to an output buffer with no allocation of its own.
+///
+/// The fixed-size rule lives here: READ, DMA and VM_CREATE responses always carry 8, 16 and 4
+/// bytes, zero-filled unless OK (a DMA FAULT carries its fault); HELLO, MEM_READ, STATS and DUMP
+/// are empty unless OK; MALFORMED and UNSUPPORTED carry nothing.
+public enum ResponseEncoder {
+    /// Appends one response frame answering `opcode` (the raw request byte) and `tag`.
+    public static func append(
+        to out: inout [UInt8], opcode rawOpcode: UInt8, tag: UInt32, status: Status, payload: ResponsePayload = .none
+    ) {
+        let start = out.count
+        FrameHeader(responseTo: rawOpcode, tag: tag, status: status, length: 0).encode(into: &out)
+        if status != .malformed && status != .unsupported, let opcode = Opcode(rawValue: rawOpcode) {
+            appendPayload(to: &out, opcode: opcode, status: status, payload: payload)
+        }
+        let length = UInt32(truncatingIfNeeded: out.count - start - FrameHeader.size)
+        withUnsafeBytes(of: length.littleEndian) { bytes in
+            for i in 0..<4 { out[start + 12 + i] = bytes[i] }
+        }
+    }
+
+    /// Appends the MALFORMED response to a framing error (opcode and tag as received).
+    public static func appendMalformed(to out: inout [UInt8], opcode: UInt8, tag: UInt32) {
+        append(to: &out, opcode: opcode, tag: tag, status: .malformed)
+    }
+
+    private static func appendPayload(to out: inout [UInt8], opcode: Opcode, status: Status, payload: ResponsePayload) {
+        if let fixed = opcode.fixedResponseSize {
+            let before = out.count
+            switch (opcode, status, payload) {
+            case (.read, .ok, .read(let v)): out.appendLE(v)
+            case (.vmCreate, .ok, .vmCreate(let vm)): out.appendLE(vm)
+            case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):
+                out.appendLE(r.physicalAddress)
+                out.appendLE(r.fault)
+                out.appendLE(UInt32(0))
+            default: break
+            }
+            // Whatever was given, the size is the opcode's (zero-filled otherwise).
+            if out.count - before != fixed {
+                out.removeLast(out.count - before)
+                out.appendZeros(fixed)
+            }
+            return
+        }
+        guard status == .ok else { return }
+        switch payload {
+        case .hello(let h) where opcode == .hello: h.encode(into: &out)
+        case .bytes(let b) where opcode == .memRead || opcode == .stats || opcode == .dump: out.append(contentsOf: b)
+        case .text(let s) where opcode == .stats || opcode == .dump || opcode == .memRead: out.append(contentsOf: s.utf8)
+        default: break
+        }
+    }
+}
