@@ -42,8 +42,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // C helpers for SCM_RIGHTS fd passing (CMSG macros) and SO_PEERCRED; client and daemon.
+        .target(name: "CSocketShims", cSettings: [.define("_GNU_SOURCE")]),
         // A blocking client library for protocol v1; smmuctl and the tests use it.
-        .target(name: "SMMUClient", dependencies: ["WireProtocol"]),
+        .target(name: "SMMUClient", dependencies: ["WireProtocol", "CSocketShims"]),
         .executableTarget(
             name: "smmu-hypd",
             dependencies: [
@@ -62,6 +64,7 @@ let package = Package(
         .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
+        .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims"]),
         .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),
     ]
 )

@@ -27,4 +27,11 @@ extension Array where Element == UInt8 {
     public func loadLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
         withUnsafeBytes { $0.loadLE(T.self, at: offset) }
     }
+
+    /// `withUnsafeBytes` that keeps the body's typed error (the standard one rethrows `any Error`).
+    @inlinable
+    public func withBytes<T, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> T) throws(E) -> T {
+        let result: Result<T, E> = withUnsafeBytes { p in Result { () throws(E) in try body(p) } }
+        return try result.get()
+    }
 }

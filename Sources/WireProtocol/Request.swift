@@ -223,8 +223,7 @@ extension Request {
 
     /// Decodes a request from an array payload.
     public static func decode(opcode: Opcode, payload: [UInt8]) throws(WireError) -> Request {
-        let result = payload.withUnsafeBytes { p in Result { () throws(WireError) in try decode(opcode: opcode, payload: p) } }
-        return try result.get()
+        try payload.withBytes { p throws(WireError) in try decode(opcode: opcode, payload: p) }
     }
 
     /// Appends the whole frame (header and payload) to `out`.

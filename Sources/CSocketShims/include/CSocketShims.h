@@ -1,0 +1,25 @@
+/* Socket helpers Swift cannot write itself: the CMSG_* macros for SCM_RIGHTS fd passing,
+ * and SO_PEERCRED. Used by SMMUClient (MEM_MAP sends a file descriptor) and the daemon (recvmsg). */
+#ifndef CSOCKETSHIMS_H
+#define CSOCKETSHIMS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Sends len bytes of buf with nfds descriptors attached as one SCM_RIGHTS message.
+ * nfds may be 0 (plain sendmsg). flags are sendmsg flags (pass MSG_NOSIGNAL).
+ * Returns bytes sent or -1 with errno set. */
+ssize_t csock_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags);
+
+/* Receives up to len bytes into buf and any SCM_RIGHTS descriptors (close-on-exec).
+ * The first max_fds descriptors go to fds; any beyond are closed. *num_fds receives the total
+ * number received (so a caller can tell "more than one"); *truncated is 1 when the kernel
+ * cut the control data (MSG_CTRUNC), else 0.
+ * Returns bytes received (0 at EOF) or -1 with errno set. */
+ssize_t csock_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *num_fds,
+                            int *truncated, int flags);
+
+/* The connected peer's credentials (SO_PEERCRED). Returns 0 or -1 with errno set. */
+int csock_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+
+#endif

@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import CSocketShims
+
+/// A failed socket call: which call, and errno.
+public struct SocketError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Call: String, Sendable { case socket, connect, send, recv, poll, close }
+    public let call: Call
+    public let errno: Int32
+    public init(_ call: Call, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+    public var description: String { "\(call.rawValue): \(String(cString: strerror(errno))) (errno \(errno))" }
+}
+
+/// A connected AF_UNIX stream socket: the only place SMMUClient makes syscalls.
+/// Sends use MSG_NOSIGNAL (a closed peer is an error, not SIGPIPE); waits use poll(2).
+final class UnixStream {
+    private(set) var fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// Connects to the socket at `path` (at most 107 bytes).
+    static func connect(path: String) throws(SMMUClientError) -> UnixStream {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard !bytes.isEmpty, bytes.count < capacity else { throw .badSocketPath(path) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .socket(SocketError(.socket, errno: errno)) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw .socket(SocketError(.connect, errno: e))
+        }
+        return UnixStream(fd: fd)
+    }
+
+    deinit { close() }
+
+    func close() {
+        if fd >= 0 {
+            Glibc.close(fd)
+            fd = -1
+        }
+    }
+
+    /// Waits until the socket is readable (or writable) or `timeout` passes; nil waits forever.
+    /// Returns the poll revents, 0 on timeout.
+    func wait(readable: Bool, writable: Bool, timeout: Duration?) throws(SMMUClientError) -> Int16 {
+        var events: Int16 = 0
+        if readable { events |= Int16(POLLIN) }
+        if writable { events |= Int16(POLLOUT) }
+        var pfd = pollfd(fd: fd, events: events, revents: 0)
+        let ms: Int32 = timeout.map { Int32(clamping: $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? -1
+        while true {
+            let n = poll(&pfd, 1, ms)
+            if n >= 0 { return n == 0 ? 0 : pfd.revents }
+            if errno != EINTR { throw .socket(SocketError(.poll, errno: errno)) }
+        }
+    }
+
+    /// Sends what it can without blocking; returns the count (0 when the socket buffer is full).
+    func sendSome(_ bytes: UnsafeRawBufferPointer, fds: [Int32] = []) throws(SMMUClientError) -> Int {
+        guard fd >= 0 else { throw .closed }
+        let n = fds.withUnsafeBufferPointer { fdp in
+            csock_send_with_fds(fd, bytes.baseAddress, bytes.count, fdp.baseAddress, Int32(fdp.count),
+                Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+        }
+        if n >= 0 { return n }
+        if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+        throw .socket(SocketError(.send, errno: errno))
+    }
+
+    /// Sends every byte, blocking as needed (fds go with the first byte).
+    func sendAll(_ bytes: UnsafeRawBufferPointer, fds: [Int32] = [], timeout: Duration?) throws(SMMUClientError) {
+        var offset = 0
+        var pending = fds
+        while offset < bytes.count || !pending.isEmpty {
+            let n = try sendSome(UnsafeRawBufferPointer(rebasing: bytes[offset...]), fds: pending)
+            if n > 0 {
+                offset += n
+                pending = []
+            } else if try wait(readable: false, writable: true, timeout: timeout) == 0 {
+                throw .timedOut
+            }
+        }
+    }
+
+    /// Receives what is available without blocking: the count, 0 if nothing yet, nil at end of stream.
+    func receiveSome(into space: UnsafeMutableRawBufferPointer) throws(SMMUClientError) -> Int? {
+        guard fd >= 0 else { throw .closed }
+        let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
+        if n > 0 { return n }
+        if n == 0 { return nil }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return 0 }
+        if errno == ECONNRESET { return nil }
+        throw .socket(SocketError(.recv, errno: errno))
+    }
+}
