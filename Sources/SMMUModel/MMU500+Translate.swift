@@ -1,0 +1,278 @@
+/// DMA translation: stream matching, context-bank selection, the TLB, table walks.
+
+/// A context bank's configuration, decoded from CBAR, CBA2R, SCTLR, TCR2 and TTBRn.
+struct ContextState {
+    enum BankType: UInt64 {
+        case s2Translate = 0, s1TranslateS2Bypass = 1, s1TranslateS2Fault = 2, nested = 3
+    }
+    var type: BankType
+    /// SCTLR.M: the bank translates (otherwise its stage is flat).
+    var enabled: Bool
+    /// CBA2R.VA64: AArch64 descriptors.
+    var aarch64: Bool
+    var vmid: UInt16
+    /// The stage-1 ASID (TTBR0 or TTBR1 by TCR.A1; 8 bits unless TCR2.AS).
+    var asid: UInt16
+    /// For nested banks: the bank holding stage 2 (CBAR[15:8]).
+    var s2Bank: Int
+}
+
+extension MMU500 {
+    /// Decoded configuration of context bank `bank` (cached until a write to the bank or sCR0).
+    func context(_ bank: Int) -> ContextState {
+        if bank < contexts.count, let c = contexts[bank] { return c }
+        let cbar = peek(.CBAR, index: bank)
+        let cba2r = peek(.CBA2R, index: bank)
+        let sctlr = peek(.SCTLR, index: bank)
+        let tcr = peek(.TCR, index: bank)
+        let ttbr = peek(tcr & (1 << 22) != 0 ? .TTBR1 : .TTBR0, index: bank)
+        let wideASID = peek(.TCR2, index: bank) & (1 << 4) != 0
+        let vmid16 = configuration.supportsVMID16 && values[sCR0Slot] & (1 << 31) != 0
+        let type = ContextState.BankType(rawValue: (cbar >> 16) & 3) ?? .s1TranslateS2Fault
+        let c = ContextState(
+            type: type,
+            enabled: sctlr & 1 != 0,
+            aarch64: cba2r & 1 != 0,
+            vmid: vmid16 ? UInt16(truncatingIfNeeded: cba2r >> 16) : UInt16(cbar & 0xFF),
+            asid: UInt16(truncatingIfNeeded: (ttbr >> 48) & (wideASID ? 0xFFFF : 0xFF)),
+            s2Bank: Int((cbar >> 8) & 0xFF))
+        if bank < contexts.count { contexts[bank] = c }
+        return c
+    }
+
+    /// The SMR that matches `sid`: index, `noMatch` or `multipleMatches` (cached per stream).
+    @inline(__always)
+    func matchStream(_ sid: UInt16) -> Int16 {
+        let cached = streamCache[Int(sid)]
+        if cached != Self.unresolved { return cached }
+        let idMask = UInt32(configuration.streamIDMask)
+        var found = Self.noMatch
+        for i in 0..<configuration.numStreamMatchGroups {
+            let smr = UInt32(truncatingIfNeeded: values[smrSlot + i])
+            guard smr & (1 << 31) != 0 else { continue }
+            let id = smr & 0x7FFF
+            let mask = (smr >> 16) & 0x7FFF
+            if (UInt32(sid) ^ id) & ~mask & idMask == 0 {
+                if found != Self.noMatch { found = Self.multipleMatches; break }
+                found = Int16(i)
+            }
+        }
+        streamCache[Int(sid)] = found
+        return found
+    }
+
+    /// Translates one DMA transaction by `stream` at `iova`, recording any fault where the
+    /// hardware records it.
+    public func translate(stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
+        let scr0 = values[sCR0Slot]
+        if scr0 & 1 != 0 { return bypass(stream, iova, access) }    // CLIENTPD
+        let match = matchStream(stream.rawValue)
+        if match == Self.multipleMatches {
+            recordGlobalFault(.smcf, stream: stream, iova: iova, access: access)
+            return Translation(outcome: .fault(.multipleMatch))
+        }
+        if match == Self.noMatch {
+            guard scr0 & (1 << 10) != 0 else { return bypass(stream, iova, access) }    // USFCFG
+            recordGlobalFault(.usf, stream: stream, iova: iova, access: access)
+            return Translation(outcome: .fault(.unidentifiedStream))
+        }
+        let s2cr = values[s2crSlot + Int(match)]
+        switch (s2cr >> 16) & 3 {
+        case 0:
+            let bank = Int(s2cr & 0xFF)
+            guard bank < configuration.numContextBanks else {
+                recordGlobalFault(.icf, stream: stream, iova: iova, access: access)
+                return Translation(outcome: .fault(.streamFault))
+            }
+            return translate(bank: bank, stream: stream, iova: iova, access: access)
+        case 1:
+            return bypass(stream, iova, access)
+        default:
+            // S2CR TYPE = FAULT: terminated, not recorded (no fault status register names it).
+            return Translation(outcome: .fault(.streamFault))
+        }
+    }
+
+    /// Untranslated: the address goes downstream as is, checked by the filter; nothing recorded.
+    private func bypass(_ stream: StreamID, _ address: UInt64, _ access: DMAAccess) -> Translation {
+        guard address >> UInt64(configuration.outputAddressBits) == 0 else {
+            return Translation(outcome: .fault(.addressSize))
+        }
+        if let filter, !filter.permits(stream: stream, address: address, kind: .data(write: access.isWrite)) {
+            return Translation(outcome: .fault(.ownership))
+        }
+        return Translation(outcome: .translated(physicalAddress: address))
+    }
+
+    /// Translation in context bank `bank`: the TLB first, then the walks.
+    private func translate(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
+        let ctx = context(bank)
+        let vaPage = iova >> 12
+        if let e = tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: vaPage) {
+            return finish(bank: bank, stream: stream, iova: iova, access: access,
+                          physical: e.paPage << 12 | iova & 0xFFF, permissions: e.permissions,
+                          level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true)
+        }
+        guard ctx.aarch64 else {
+            // Only AArch64 descriptors are modelled: a VA64 = 0 bank faults every transaction.
+            return fail(bank, stream, iova, access, WalkFault(kind: .translation, level: 0, duringWalk: false))
+        }
+        let walker = TableWalker(memory: memory, filter: filter, stream: stream)
+        var entry = TLB.Entry()
+        entry.bank = Int16(bank)
+        entry.vmid = ctx.vmid
+        entry.asid = ctx.asid
+        entry.vaPage = vaPage
+        var address = iova
+        var permissions = TLB.Permissions.all
+        var level = 3
+        var walked = false
+
+        // Stage 2 for this transaction (its own bank, or the nested bank's), if any.
+        var s2: (bank: Int, params: StageParameters)?
+        switch ctx.type {
+        case .s2Translate:
+            if ctx.enabled { s2 = (bank, stage2Parameters(bank)) }
+        case .nested:
+            let b = ctx.s2Bank
+            if b < configuration.numContextBanks, context(b).enabled { s2 = (b, stage2Parameters(b)) }
+        case .s1TranslateS2Bypass, .s1TranslateS2Fault:
+            break
+        }
+        let s2Walk: ((UInt64) -> Result<WalkLeaf, WalkFault>)? = s2.map { s2 in
+            { ipa in walker.walk(s2.params, input: ipa) }
+        }
+
+        // Stage 1.
+        if ctx.type != .s2Translate && ctx.enabled {
+            let params: StageParameters
+            switch stage1Parameters(bank, iova: iova, nextStageBits: s2 != nil || ctx.type == .nested
+                                        ? configuration.inputAddressBits : configuration.outputAddressBits) {
+            case .success(let p): params = p
+            case .failure(let f): return fail(bank, stream, iova, access, f)
+            }
+            // Each stage-1 descriptor address is an IPA when stage 2 follows: it needs read permission.
+            let tableAddress: ((UInt64) -> Result<UInt64, WalkFault>)? = s2Walk.map { s2Walk in
+                { ipa in
+                    s2Walk(ipa).flatMap { leaf in
+                        leaf.permissions.contains(.privilegedRead) ? .success(leaf.output)
+                            : .failure(WalkFault(kind: .permission, level: leaf.level, duringWalk: true, ipa: ipa))
+                    }
+                }
+            }
+            let walkInput = iova & ((1 << UInt64(params.inputBits)) - 1)    // TTBR1: drop the ones
+            switch walker.walk(params, input: walkInput, tableAddress: tableAddress) {
+            case .failure(let f): return fail(bank, stream, iova, access, f)
+            case .success(let leaf):
+                guard leaf.permissions.permits(access) else {
+                    return fail(bank, stream, iova, access,
+                                WalkFault(kind: .permission, level: leaf.level, duringWalk: false))
+                }
+                address = leaf.output
+                permissions = leaf.permissions
+                level = leaf.level
+                entry.leafShift = UInt8(leaf.leafShift)
+                entry.global = !leaf.nonGlobal
+                walked = true
+            }
+        }
+        if ctx.type == .s1TranslateS2Fault {
+            return Translation(outcome: .fault(.streamFault), contextBank: bank)
+        }
+
+        // Stage 2.
+        if let s2, let s2Walk {
+            let ipa = address
+            switch s2Walk(ipa) {
+            case .failure(let f): return fail(bank, stream, iova, access, f)
+            case .success(let leaf):
+                guard leaf.permissions.permits(access) else {
+                    return fail(bank, stream, iova, access,
+                                WalkFault(kind: .permission, level: leaf.level, duringWalk: false, ipa: ipa))
+                }
+                permissions.formIntersection(leaf.permissions)
+                entry.hasIPA = true
+                entry.ipaPage = ipa >> 12
+                entry.s2Bank = Int16(s2.bank)
+                entry.s2VMID = context(s2.bank).vmid
+                entry.s2LeafShift = UInt8(leaf.leafShift)
+                if !walked {
+                    // No stage-1 walk: the entry has no ASID and spans the stage-2 mapping.
+                    entry.leafShift = UInt8(leaf.leafShift)
+                    entry.global = true
+                    level = leaf.level
+                }
+                address = leaf.output
+                walked = true
+            }
+        }
+        guard address >> UInt64(configuration.outputAddressBits) == 0 else {
+            return fail(bank, stream, iova, access, WalkFault(kind: .addressSize, level: level, duringWalk: false))
+        }
+        if walked {
+            entry.paPage = address >> 12
+            entry.permissions = permissions
+            entry.level = UInt8(level)
+            tlb.insert(entry)
+        }
+        return finish(bank: bank, stream: stream, iova: iova, access: access, physical: address,
+                      permissions: permissions, level: level, ipa: entry.hasIPA ? entry.ipaPage << 12 | iova & 0xFFF : nil,
+                      tlbHit: false)
+    }
+
+    /// The last checks on a translated address: permissions (for TLB hits) and the filter.
+    @inline(__always)
+    private func finish(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess, physical: UInt64,
+                        permissions: TLB.Permissions, level: Int, ipa: UInt64?, tlbHit: Bool) -> Translation {
+        guard permissions.permits(access) else {
+            return fail(bank, stream, iova, access, WalkFault(kind: .permission, level: level, duringWalk: false))
+        }
+        if let filter, !filter.permits(stream: stream, address: physical, kind: .data(write: access.isWrite)) {
+            return fail(bank, stream, iova, access, WalkFault(kind: .ownership, level: level, duringWalk: false))
+        }
+        return Translation(outcome: .translated(physicalAddress: physical), contextBank: bank, tlbHit: tlbHit)
+    }
+
+    private func fail(_ bank: Int, _ stream: StreamID, _ iova: UInt64, _ access: DMAAccess,
+                      _ f: WalkFault) -> Translation {
+        recordContextFault(bank: bank, fault: f, stream: stream, iova: iova, access: access)
+        return Translation(outcome: .fault(f.kind), contextBank: bank)
+    }
+
+    // MARK: Walk parameters
+
+    /// Stage-1 parameters for `iova`: TTBR0 or TTBR1 by address range (T0SZ/T1SZ, EPDn, TGn).
+    func stage1Parameters(_ bank: Int, iova: UInt64, nextStageBits: Int) -> Result<StageParameters, WalkFault> {
+        let tcr = peek(.TCR, index: bank)
+        let upper = iova >> 63 != 0
+        let txsz = Int(upper ? (tcr >> 16) & 0x3F : tcr & 0x3F)
+        let inputBits = min(64 - txsz, configuration.upstreamBusBits)
+        let inRange = upper ? (~iova) >> UInt64(inputBits) == 0 : iova >> UInt64(inputBits) == 0
+        let disabled = tcr & (upper ? 1 << 23 : 1 << 7) != 0
+        guard inRange, !disabled else {
+            return .failure(WalkFault(kind: .translation, level: 0, duringWalk: false))
+        }
+        let granule: Int = upper
+            ? [12, 14, 12, 16][Int((tcr >> 30) & 3)]     // TG1: 1=16K, 2=4K, 3=64K
+            : [12, 16, 14, 12][Int((tcr >> 14) & 3)]     // TG0: 0=4K, 1=64K, 2=16K
+        let pasize = StageParameters.physicalAddressBits(peek(.TCR2, index: bank))
+        let ttbr = peek(upper ? .TTBR1 : .TTBR0, index: bank)
+        return .success(StageParameters(
+            stage2: false, tableBase: ttbr & 0x0000_FFFF_FFFF_FFFE, granuleShift: granule,
+            startLevel: StageParameters.startLevel(inputBits: inputBits, granuleShift: granule),
+            inputBits: inputBits, outputBits: min(pasize, nextStageBits)))
+    }
+
+    /// Stage-2 parameters from the bank's VTCR (TCR) and VTTBR (TTBR0).
+    func stage2Parameters(_ bank: Int) -> StageParameters {
+        let vtcr = peek(.TCR, index: bank)
+        let granule = [12, 16, 14, 12][Int((vtcr >> 14) & 3)]
+        let sl0 = Int((vtcr >> 6) & 3)
+        let start = sl0 == 3 ? -1 : (granule == 12 ? 2 - sl0 : 3 - sl0)
+        let inputBits = min(64 - Int(vtcr & 0x3F), configuration.inputAddressBits)
+        return StageParameters(
+            stage2: true, tableBase: peek(.TTBR0, index: bank) & 0x0000_FFFF_FFFF_FFFE, granuleShift: granule,
+            startLevel: start, inputBits: inputBits,
+            outputBits: min(StageParameters.physicalAddressBits(vtcr >> 16), configuration.outputAddressBits))
+    }
+}

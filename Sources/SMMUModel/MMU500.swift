@@ -1,0 +1,230 @@
+/// One MMU-500 instance: its register file, driven by `RegisterMap`, and the side effects of
+/// register writes. Translation lives in MMU500+Translate.swift, fault recording in
+/// MMU500+Faults.swift.
+///
+/// A pure model: no I/O, no clocks, no globals. Not thread-safe; its owner serialises access.
+public final class MMU500 {
+    public let configuration: MMU500Configuration
+    public let memory: PhysicalMemory
+    /// Every memory access the SMMU makes downstream must pass this (walks and output addresses).
+    public var filter: DownstreamFilter?
+
+    let layout: RegisterLayout
+    /// The register file: one slot per implemented register element (context-bank registers:
+    /// one per bank), 64-bit registers in one slot.
+    var values: [UInt64]
+    /// First slot of each register, by `RegisterMap` ordinal.
+    let slotBase: [Int]
+    /// Implemented elements of each register, by ordinal.
+    let slotCount: [Int]
+
+    // Slots read on every translation, looked up once.
+    let sCR0Slot, smrSlot, s2crSlot, cbarSlot, cba2rSlot: Int
+    let sctlrSlot, tcrSlot, tcr2Slot, ttbr0Slot, ttbr1Slot, fsrSlot: Int
+
+    let tlb = TLB()
+    /// Stream ID → matching SMR: index, or `noMatch`/`multipleMatches`/`unresolved`.
+    var streamCache: [Int16]
+    static let unresolved: Int16 = -1
+    static let noMatch: Int16 = -2
+    static let multipleMatches: Int16 = -3
+    /// Decoded context-bank configuration, rebuilt after any write to that bank.
+    var contexts: [ContextState?]
+
+    public init(configuration: MMU500Configuration, memory: PhysicalMemory, filter: DownstreamFilter? = nil) {
+        self.configuration = configuration
+        self.memory = memory
+        self.filter = filter
+        self.layout = RegisterLayout(configuration)
+        var bases: [Int] = []
+        var counts: [Int] = []
+        var total = 0
+        for d in RegisterMap.all {
+            let n = configuration.implementedCount(d)
+            bases.append(total)
+            counts.append(n)
+            total += n
+        }
+        slotBase = bases
+        slotCount = counts
+        values = Array(repeating: 0, count: total)
+        func base(_ name: RegisterName) -> Int { bases[RegisterMap.ordinal(name)] }
+        sCR0Slot = base(.sCR0)
+        smrSlot = base(.SMR)
+        s2crSlot = base(.S2CR)
+        cbarSlot = base(.CBAR)
+        cba2rSlot = base(.CBA2R)
+        sctlrSlot = base(.SCTLR)
+        tcrSlot = base(.TCR)
+        tcr2Slot = base(.TCR2)
+        ttbr0Slot = base(.TTBR0)
+        ttbr1Slot = base(.TTBR1)
+        fsrSlot = base(.FSR)
+        streamCache = Array(repeating: Self.unresolved, count: 1 << 16)
+        contexts = Array(repeating: nil, count: configuration.numContextBanks)
+        reset()
+    }
+
+    /// Puts every register at its reset value and empties the TLB.
+    public func reset() {
+        for (ordinal, d) in RegisterMap.all.enumerated() {
+            for i in 0..<slotCount[ordinal] { values[slotBase[ordinal] + i] = d.reset }
+        }
+        let ids: [(RegisterName, UInt32)] = [(.IDR0, configuration.idr0), (.IDR1, configuration.idr1),
+                                             (.IDR2, configuration.idr2), (.IDR7, configuration.idr7)]
+        for (name, value) in ids { values[slot(name, 0)!] = UInt64(value) }
+        tlb.invalidateAll()
+        tlb.resetStatistics()
+        invalidateStreamCache()
+        invalidateContexts()
+    }
+
+    /// The slot of element `index` of `name`, nil if not implemented.
+    @inline(__always)
+    func slot(_ name: RegisterName, _ index: Int) -> Int? {
+        let ordinal = RegisterMap.ordinal(name)
+        guard index >= 0, index < slotCount[ordinal] else { return nil }
+        return slotBase[ordinal] + index
+    }
+
+    // MARK: MMIO
+
+    public func decode(offset: UInt64, width: AccessWidth) -> Result<DecodedAccess, AccessError> {
+        layout.decode(offset: offset, width: width)
+    }
+
+    /// An MMIO read. Write-only registers and reserved offsets read as zero.
+    public func read(offset: UInt64, width: AccessWidth) -> Result<UInt64, AccessError> {
+        decode(offset: offset, width: width).map { decoded in
+            guard case .register(let location, _) = decoded else { return 0 }
+            let d = RegisterMap.descriptor(location.name)
+            if d.access == .writeOnly { return 0 }
+            let raw = peek(location.name, index: location.index)
+            return (raw >> UInt64(location.byteOffset * 8)) & width.mask
+        }
+    }
+
+    /// An MMIO write: writable masks, write-1-to-clear, TLB maintenance, restore registers.
+    public func write(offset: UInt64, value: UInt64, width: AccessWidth) -> Result<Void, AccessError> {
+        decode(offset: offset, width: width).map { decoded in
+            guard case .register(let location, _) = decoded else { return }
+            store(location, value: value & width.mask, width: width)
+        }
+    }
+
+    /// Applies one decoded register write.
+    func store(_ location: RegisterLocation, value: UInt64, width: AccessWidth) {
+        let d = RegisterMap.descriptor(location.name)
+        guard d.access != .readOnly, let s = slot(location.name, location.index) else { return }
+        let old = values[s]
+        // A 32-bit half of a 64-bit register changes only its half.
+        let shift = UInt64(location.byteOffset * 8)
+        let laneMask: UInt64 = width == .doubleword || d.width == .word ? d.width.mask : 0xFFFF_FFFF << shift
+        let written = (value << shift) & laneMask
+        let mask = d.writableMask & laneMask
+        switch d.access {
+        case .writeOneToClear:
+            values[s] = old & ~(written & mask)
+        case .readWrite, .writeOnly:
+            values[s] = (old & ~mask) | (written & mask)
+        case .readOnly:
+            return
+        }
+        // Actions complete with the low (or only) half: a split 64-bit write goes high then low.
+        if location.byteOffset == 0 {
+            sideEffect(of: location.name, index: location.index, value: values[s])
+        }
+        invalidateCaches(after: d, index: location.index)
+    }
+
+    /// What a register write does beyond storing its value.
+    private func sideEffect(of name: RegisterName, index: Int, value: UInt64) {
+        switch name {
+        case .sGFSRRESTORE:
+            poke(.sGFSR, value & RegisterMap.sGFSRBits)
+        case .FSRRESTORE:
+            poke(.FSR, index: index, value & RegisterMap.fsrBits)
+        case .TLBIALLNSNH:
+            tlb.invalidateAll()
+        case .TLBIVMID:
+            tlb.invalidate(vmid: UInt16(truncatingIfNeeded: value))
+        case .TLBIALL:
+            tlb.invalidateContext(vmid: context(index).vmid)
+        case .TLBIASID:
+            tlb.invalidate(vmid: context(index).vmid, asid: UInt16(truncatingIfNeeded: value))
+        case .TLBIVA, .TLBIVAL:
+            tlb.invalidate(vmid: context(index).vmid, asid: UInt16(truncatingIfNeeded: value >> 48),
+                           va: (value & 0xFFF_FFFF_FFFF) << 12)
+        case .TLBIVAA, .TLBIVAAL:
+            tlb.invalidate(vmid: context(index).vmid, asid: nil, va: (value & 0xFFF_FFFF_FFFF) << 12)
+        case .TLBIIPAS2, .TLBIIPAS2L:
+            tlb.invalidate(s2Bank: index, vmid: context(index).vmid, ipa: (value & 0xF_FFFF_FFFF) << 12)
+        default:
+            // TLBIALLH and STLBIALL: no hypervisor or secure entries exist. Syncs complete at once.
+            // ATS1*: latched only (no address translation operations; IDR0.ATOSNS is set).
+            break
+        }
+    }
+
+    /// Drops decoded state that depends on a register just written.
+    private func invalidateCaches(after d: RegisterDescriptor, index: Int) {
+        switch d.name {
+        case .SMR: invalidateStreamCache()
+        case .sCR0: invalidateContexts()
+        default:
+            if d.indexing == .contextBank, index < contexts.count { contexts[index] = nil }
+        }
+    }
+
+    func invalidateStreamCache() {
+        for i in streamCache.indices { streamCache[i] = Self.unresolved }
+    }
+
+    func invalidateContexts() {
+        for i in contexts.indices { contexts[i] = nil }
+    }
+
+    // MARK: Raw access
+
+    /// The raw stored value, no side effects (0 for an element that is not implemented).
+    public func peek(_ name: RegisterName, index: Int = 0) -> UInt64 {
+        slot(name, index).map { values[$0] } ?? 0
+    }
+
+    /// A raw store, no side effects beyond dropping decoded state (the hypervisor mirrors with it).
+    public func poke(_ name: RegisterName, index: Int = 0, _ value: UInt64) {
+        guard let s = slot(name, index) else { return }
+        let d = RegisterMap.descriptor(name)
+        values[s] = value & d.width.mask
+        invalidateCaches(after: d, index: index)
+    }
+
+    /// Every implemented register and its raw value, in table order (for DUMP).
+    public func registers() -> [(location: RegisterLocation, value: UInt64)] {
+        var out: [(location: RegisterLocation, value: UInt64)] = []
+        out.reserveCapacity(values.count)
+        for (ordinal, d) in RegisterMap.all.enumerated() {
+            for i in 0..<slotCount[ordinal] {
+                out.append((RegisterLocation(name: d.name, index: i), values[slotBase[ordinal] + i]))
+            }
+        }
+        return out
+    }
+
+    // MARK: Interrupts and statistics
+
+    /// The global fault interrupt: sGFSR has fault bits and sCR0.GFIE is set.
+    public var globalInterruptAsserted: Bool {
+        peek(.sGFSR) & RegisterMap.sGFSRBits != 0 && values[sCR0Slot] & (1 << 2) != 0
+    }
+
+    /// Context bank `bank`'s interrupt: FSR has fault bits and SCTLR.CFIE is set.
+    public func contextInterruptAsserted(bank: Int) -> Bool {
+        peek(.FSR, index: bank) & RegisterMap.fsrBits != 0 && peek(.SCTLR, index: bank) & (1 << 6) != 0
+    }
+
+    public var tlbStatistics: (hits: Int, misses: Int) { (tlb.hits, tlb.misses) }
+
+    /// Live TLB entries.
+    public var tlbEntryCount: Int { tlb.count }
+}

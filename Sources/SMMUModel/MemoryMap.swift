@@ -1,0 +1,212 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Simulated physical memory: RAM regions backed by zero-filled memory, allocated on first
+/// write (so a large, untouched RAM costs nothing resident), and page-aligned ranges inside a
+/// region that can be backed by memory supplied from outside (a client's shared memory).
+public final class MemoryMap: PhysicalMemory {
+    public enum MemoryMapError: Error, Sendable, Equatable {
+        /// The region would overlap one that exists, or is empty, or wraps around.
+        case invalidRegion(base: UInt64, size: UInt64)
+        /// The range is not page aligned or not inside one region.
+        case invalidRange(base: UInt64, size: UInt64)
+        /// Part of the range is already backed by external memory.
+        case alreadyReplaced(base: UInt64)
+        /// No external memory starts at this address.
+        case notReplaced(base: UInt64)
+    }
+
+    /// Granule of `replace(base:size:with:release:)`.
+    public static let pageSize: UInt64 = 4096
+
+    final class Overlay {
+        let base: UInt64
+        let size: UInt64
+        let pointer: UnsafeMutableRawPointer
+        let release: () -> Void
+        init(base: UInt64, size: UInt64, pointer: UnsafeMutableRawPointer, release: @escaping () -> Void) {
+            self.base = base
+            self.size = size
+            self.pointer = pointer
+            self.release = release
+        }
+        deinit { release() }
+    }
+
+    final class Region {
+        let base: UInt64
+        let size: UInt64
+        /// calloc'd on first write; nil reads as zeros.
+        var storage: UnsafeMutableRawPointer?
+        var overlays: [Overlay] = []
+        init(base: UInt64, size: UInt64) {
+            self.base = base
+            self.size = size
+        }
+        deinit { free(storage) }
+    }
+
+    private var regions: [Region] = []
+    /// The region of the last access: descriptor walks and DMA stay in one region.
+    private var lastRegion: Region?
+
+    public init() {}
+
+    /// A map with these RAM regions.
+    public convenience init(regions: [(base: UInt64, size: UInt64)]) throws(MemoryMapError) {
+        self.init()
+        for r in regions { try addRegion(base: r.base, size: r.size) }
+    }
+
+    /// The RAM regions, by base.
+    public var ramRegions: [(base: UInt64, size: UInt64)] { regions.map { ($0.base, $0.size) } }
+
+    /// Adds a zero-filled RAM region.
+    public func addRegion(base: UInt64, size: UInt64) throws(MemoryMapError) {
+        let (end, overflow) = base.addingReportingOverflow(size)
+        guard size > 0, !overflow, size <= UInt64(Int.max),
+              !regions.contains(where: { base < $0.base + $0.size && $0.base < end }) else {
+            throw .invalidRegion(base: base, size: size)
+        }
+        regions.append(Region(base: base, size: size))
+        regions.sort { $0.base < $1.base }
+    }
+
+    /// True if every byte of [address, address + count) is RAM.
+    public func contains(address: UInt64, count: Int) -> Bool {
+        guard count >= 0, let r = region(address) else { return false }
+        let (end, overflow) = address.addingReportingOverflow(UInt64(count))
+        return !overflow && end <= r.base + r.size
+    }
+
+    @inline(__always)
+    private func region(_ address: UInt64) -> Region? {
+        if let r = lastRegion, address >= r.base, address - r.base < r.size { return r }
+        for r in regions where address >= r.base && address - r.base < r.size {
+            lastRegion = r
+            return r
+        }
+        return nil
+    }
+
+    /// Host memory behind `address` and how many bytes follow it contiguously; nil if not RAM.
+    /// `forWrite` allocates the region's storage; a read of an untouched region gets nil pointer.
+    private func segment(_ address: UInt64, forWrite: Bool)
+        -> (pointer: UnsafeMutableRawPointer?, available: UInt64)? {
+        guard let r = region(address) else { return nil }
+        let offset = address - r.base
+        var limit = r.size - offset
+        for o in r.overlays {
+            if address >= o.base && address - o.base < o.size {
+                return (o.pointer + Int(address - o.base), o.size - (address - o.base))
+            }
+            if o.base > address { limit = min(limit, o.base - address) }
+        }
+        if r.storage == nil && forWrite {
+            guard let p = calloc(Int(r.size), 1) else { return nil }
+            r.storage = p
+        }
+        return (r.storage.map { $0 + Int(offset) }, limit)
+    }
+
+    // MARK: PhysicalMemory
+
+    public func read64(at address: UInt64) -> UInt64? {
+        if let (p, available) = segment(address, forWrite: false), available >= 8 {
+            guard let p else { return 0 }
+            return UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        }
+        guard let bytes = readBytes(at: address, count: 8) else { return nil }
+        return bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << UInt64($1.offset * 8) }
+    }
+
+    @discardableResult
+    public func write64(_ value: UInt64, at address: UInt64) -> Bool {
+        if let (p, available) = segment(address, forWrite: true), available >= 8, let p {
+            p.storeBytes(of: value.littleEndian, as: UInt64.self)
+            return true
+        }
+        return writeBytes((0..<8).map { UInt8(truncatingIfNeeded: value >> UInt64($0 * 8)) }, at: address)
+    }
+
+    // MARK: Bytes
+
+    /// Calls `body` for each contiguous piece of [address, address + count); false if any is not RAM.
+    private func forEachSegment(_ address: UInt64, _ count: Int, forWrite: Bool,
+                                _ body: (UnsafeMutableRawPointer?, Int, Int) -> Void) -> Bool {
+        guard count >= 0, contains(address: address, count: count) || count == 0 else { return false }
+        var done = 0
+        while done < count {
+            guard let (p, available) = segment(address + UInt64(done), forWrite: forWrite) else { return false }
+            let n = Int(min(available, UInt64(count - done)))
+            body(p, done, n)
+            done += n
+        }
+        return true
+    }
+
+    /// `count` bytes at `address`, nil unless all of them are RAM.
+    public func readBytes(at address: UInt64, count: Int) -> [UInt8]? {
+        guard contains(address: address, count: count) || count == 0 else { return nil }
+        var out = [UInt8](repeating: 0, count: count)
+        let ok = out.withUnsafeMutableBytes { buffer in
+            forEachSegment(address, count, forWrite: false) { p, at, n in
+                if let p, let base = buffer.baseAddress { (base + at).copyMemory(from: p, byteCount: n) }
+            }
+        }
+        return ok ? out : nil
+    }
+
+    /// Writes `bytes` at `address`; false (and nothing written) unless all of them are RAM.
+    @discardableResult
+    public func writeBytes(_ bytes: [UInt8], at address: UInt64) -> Bool {
+        guard contains(address: address, count: bytes.count) || bytes.isEmpty else { return false }
+        return bytes.withUnsafeBytes { buffer in
+            forEachSegment(address, bytes.count, forWrite: true) { p, at, n in
+                if let p, let base = buffer.baseAddress { p.copyMemory(from: base + at, byteCount: n) }
+            }
+        }
+    }
+
+    /// Fills [address, address + count) with zeros; false unless all of it is RAM.
+    @discardableResult
+    public func zero(at address: UInt64, count: Int) -> Bool {
+        guard contains(address: address, count: count) || count == 0 else { return false }
+        return forEachSegment(address, count, forWrite: false) { p, _, n in
+            if let p { memset(p, 0, n) }
+        }
+    }
+
+    // MARK: External backing
+
+    /// Backs the page-aligned range [base, base + size) inside one region with `pointer` (size
+    /// bytes) until `restore(base:)`; `release` runs when the map lets go of it. The region's own
+    /// contents in that range are hidden, not copied.
+    public func replace(base: UInt64, size: UInt64, with pointer: UnsafeMutableRawPointer,
+                        release: @escaping () -> Void) throws(MemoryMapError) {
+        guard size > 0, base % Self.pageSize == 0, size % Self.pageSize == 0,
+              contains(address: base, count: Int(clamping: size)), let r = region(base) else {
+            throw .invalidRange(base: base, size: size)
+        }
+        if r.overlays.contains(where: { base < $0.base + $0.size && $0.base < base + size }) {
+            throw .alreadyReplaced(base: base)
+        }
+        r.overlays.append(Overlay(base: base, size: size, pointer: pointer, release: release))
+    }
+
+    /// Ends the replacement that starts at `base`: the region's own memory shows again.
+    public func restore(base: UInt64) throws(MemoryMapError) {
+        guard let r = region(base), let i = r.overlays.firstIndex(where: { $0.base == base }) else {
+            throw .notReplaced(base: base)
+        }
+        r.overlays.remove(at: i)
+    }
+
+    /// The replaced ranges, as (base, size).
+    public var replacedRanges: [(base: UInt64, size: UInt64)] {
+        regions.flatMap { $0.overlays.map { ($0.base, $0.size) } }
+    }
+}

@@ -1,0 +1,154 @@
+/// The translation cache: final translations, one entry per 4 KiB input page, tagged the way the
+/// architecture tags them (VMID, ASID or global) plus the context bank that made them. Entries stay
+/// until a TLBI removes them, stale or not, as on hardware.
+///
+/// Direct-mapped and allocated once, so a hit costs no allocation and no hashing of a struct key.
+final class TLB {
+    /// Allowed accesses, as bits: privileged read/write/execute, then unprivileged.
+    struct Permissions: OptionSet, Hashable {
+        let rawValue: UInt8
+        static let privilegedRead = Permissions(rawValue: 1 << 0)
+        static let privilegedWrite = Permissions(rawValue: 1 << 1)
+        static let privilegedExecute = Permissions(rawValue: 1 << 2)
+        static let userRead = Permissions(rawValue: 1 << 3)
+        static let userWrite = Permissions(rawValue: 1 << 4)
+        static let userExecute = Permissions(rawValue: 1 << 5)
+        static let all: Permissions = [.privilegedRead, .privilegedWrite, .privilegedExecute,
+                                       .userRead, .userWrite, .userExecute]
+
+        /// True if `access` is allowed.
+        func permits(_ access: DMAAccess) -> Bool {
+            let user = !access.contains(.privileged)
+            var needed: Permissions
+            if access.isWrite {
+                needed = user ? .userWrite : .privilegedWrite
+            } else {
+                needed = user ? .userRead : .privilegedRead
+            }
+            if access.contains(.instructionFetch) {
+                needed.insert(user ? .userExecute : .privilegedExecute)
+            }
+            return isSuperset(of: needed)
+        }
+    }
+
+    struct Entry {
+        var vaPage: UInt64 = 0
+        var paPage: UInt64 = 0
+        var ipaPage: UInt64 = 0
+        /// -1: empty.
+        var bank: Int16 = -1
+        /// The context bank whose stage 2 produced the entry (itself for stage-2-only), or -1.
+        var s2Bank: Int16 = -1
+        var vmid: UInt16 = 0
+        var s2VMID: UInt16 = 0
+        var asid: UInt16 = 0
+        var global = false
+        var hasIPA = false
+        var permissions = Permissions()
+        var level: UInt8 = 3
+        /// Size of the stage-1 (or only) mapping, log2 bytes; TLBIVA removes the whole of it.
+        var leafShift: UInt8 = 12
+        /// Size of the stage-2 mapping, log2 bytes; TLBIIPAS2 removes the whole of it.
+        var s2LeafShift: UInt8 = 12
+    }
+
+    static let capacity = 8192
+    private let entries: UnsafeMutablePointer<Entry>
+    private(set) var hits = 0
+    private(set) var misses = 0
+
+    init() {
+        entries = .allocate(capacity: Self.capacity)
+        entries.initialize(repeating: Entry(), count: Self.capacity)
+    }
+
+    deinit {
+        entries.deinitialize(count: Self.capacity)
+        entries.deallocate()
+    }
+
+    @inline(__always)
+    private func slot(bank: Int, vaPage: UInt64) -> Int {
+        let h = (vaPage &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(bank) &* 0xBF58_476D_1CE4_E5B9)
+        return Int(truncatingIfNeeded: h >> 51) & (Self.capacity - 1)
+    }
+
+    /// The entry for this bank, VMID and ASID covering `vaPage`, if cached.
+    @inline(__always)
+    func lookup(bank: Int, vmid: UInt16, asid: UInt16, vaPage: UInt64) -> Entry? {
+        let e = entries[slot(bank: bank, vaPage: vaPage)]
+        if e.bank == Int16(truncatingIfNeeded: bank), e.vaPage == vaPage, e.vmid == vmid,
+           e.global || e.asid == asid {
+            hits &+= 1
+            return e
+        }
+        misses &+= 1
+        return nil
+    }
+
+    func insert(_ entry: Entry) {
+        entries[slot(bank: Int(entry.bank), vaPage: entry.vaPage)] = entry
+    }
+
+    func resetStatistics() {
+        hits = 0
+        misses = 0
+    }
+
+    /// Removes every entry `matches` selects.
+    private func invalidate(where matches: (Entry) -> Bool) {
+        for i in 0..<Self.capacity where entries[i].bank >= 0 && matches(entries[i]) {
+            entries[i].bank = -1
+        }
+    }
+
+    /// TLBIALLNSNH, reset: everything (no hypervisor or secure entries are ever made).
+    func invalidateAll() {
+        invalidate { _ in true }
+    }
+
+    /// TLBIVMID: every entry made under `vmid`, at either stage.
+    func invalidate(vmid: UInt16) {
+        invalidate { $0.vmid == vmid || ($0.s2Bank >= 0 && $0.s2VMID == vmid) }
+    }
+
+    /// TLBIALL (context bank): every entry of the bank's VMID.
+    func invalidateContext(vmid: UInt16) {
+        invalidate { $0.vmid == vmid }
+    }
+
+    /// TLBIASID: non-global stage-1 entries of (VMID, ASID).
+    func invalidate(vmid: UInt16, asid: UInt16) {
+        invalidate { $0.vmid == vmid && !$0.global && $0.asid == asid }
+    }
+
+    /// TLBIVA(L) with an ASID, TLBIVAA(L) without: the entries whose mapping covers `va` (VA[55:12]).
+    func invalidate(vmid: UInt16, asid: UInt16?, va: UInt64) {
+        let vaMask: UInt64 = 0x00FF_FFFF_FFFF_F000
+        let target = va & vaMask
+        invalidate { e in
+            guard e.vmid == vmid, !e.hasIPA || e.s2Bank != e.bank else { return false }
+            if let asid, !e.global, e.asid != asid { return false }
+            let shift = UInt64(e.leafShift)
+            return ((e.vaPage << 12) & vaMask) >> shift == target >> shift
+        }
+    }
+
+    /// TLBIIPAS2(L): entries whose stage-2 mapping covers `ipa`, made by `bank`'s stage 2 or
+    /// under its VMID.
+    func invalidate(s2Bank bank: Int, vmid: UInt16, ipa: UInt64) {
+        invalidate { e in
+            guard e.hasIPA, Int(e.s2Bank) == bank || e.s2VMID == vmid else { return false }
+            let shift = UInt64(e.s2LeafShift)
+            return (e.ipaPage << 12) >> shift == ipa >> shift
+        }
+    }
+
+    /// How many entries are live (tests and statistics).
+    var count: Int {
+        var n = 0
+        for i in 0..<Self.capacity where entries[i].bank >= 0 { n += 1 }
+        return n
+    }
+}
