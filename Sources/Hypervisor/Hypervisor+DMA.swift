@@ -1,0 +1,109 @@
+import SMMUModel
+
+/// The result of one DMA translation request.
+public enum DMAResult: Sendable, Equatable {
+    case translated(physicalAddress: UInt64)
+    case fault(DMAFault)
+    /// No such window, or a stream ID wider than the instance implements.
+    case invalid(String)
+}
+
+extension Hypervisor {
+    /// A bus master's transaction through one instance: translated by the physical SMMU under the
+    /// owners' stage-2. Faults are recorded where the hardware records them and, for host streams,
+    /// mirrored into the host's view; a VM's faults are consumed by the hypervisor and never seen.
+    public func dma(window w: Int, stream raw: UInt32, iova: UInt64, access: DMAAccess) -> DMAResult {
+        guard instances.indices.contains(w) else { return .invalid("no window \(w)") }
+        let instance = instances[w]
+        guard raw <= UInt32(instance.idMask) else {
+            return .invalid("stream 0x\(String(raw, radix: 16)) wider than the \(instance.window.configuration.streamIDBits)-bit stream IDs of \(instance.window.name)")
+        }
+        let stream = StreamID(UInt16(raw))
+        let t = instance.physical.translate(stream: stream, iova: iova, access: access)
+        statistics.dmaTranslations += 1
+        switch t.outcome {
+        case .translated(let pa):
+            return .translated(physicalAddress: pa)
+        case .fault(let fault):
+            statistics.faultsByKind[fault, default: 0] += 1
+            deliverFault(in: instance, contextBank: t.contextBank,
+                         owner: ownership.owner(ofStream: stream, smmu: instance.smmu))
+            return .fault(fault)
+        }
+    }
+
+    /// What the hypervisor's fault handlers do: a host bank's syndrome is copied into the host's view
+    /// (the bank is the host's, identity-mapped); a global fault of a host stream is moved into the
+    /// host's sGFSR (MULTI when one is pending); everything else is consumed by EL2.
+    private func deliverFault(in instance: HostedInstance, contextBank: Int?, owner: Owner) {
+        if let n = contextBank {
+            if n < instance.hostContextBanks {
+                for name: RegisterName in [.FSR, .FAR, .FSYNR0, .FSYNR1, .IPAFAR, .CBFRSYNRA] {
+                    instance.virtual.poke(name, index: n, instance.physical.peek(name, index: n))
+                }
+            } else {
+                instance.program(.FSR, index: n, instance.physical.peek(.FSR, index: n))
+            }
+            return
+        }
+        let gfsr = UInt32(truncatingIfNeeded: instance.physical.peek(.sGFSR))
+        guard gfsr & FaultStatus.globalFaultBits != 0 else { return }
+        if owner == .host {
+            let pending = UInt32(truncatingIfNeeded: instance.virtual.peek(.sGFSR))
+            if pending & FaultStatus.globalFaultBits == 0 {
+                for name: RegisterName in [.sGFSR, .sGFSYNR0, .sGFSYNR1, .sGFSYNR2] {
+                    instance.virtual.poke(name, instance.physical.peek(name))
+                }
+            } else {
+                instance.virtual.poke(.sGFSR, UInt64(pending | FaultStatus.multi))
+            }
+        }
+        instance.program(.sGFSR, UInt64(gfsr))
+    }
+
+    // MARK: Host CPU memory (MEM_READ / MEM_WRITE)
+
+    /// A host CPU read: it passes the host stage-2, so only host pages (G3).
+    public func memRead(address: UInt64, length: Int, client: ClientIdentity) -> HostAccessResult<[UInt8]> {
+        switch hostMemoryCheck(address: address, length: length, write: false, client: client) {
+        case .ok:
+            guard let bytes = memory.readBytes(at: address, count: length) else { return .badAddress }
+            return .ok(bytes)
+        case let other: return other.map { [] }
+        }
+    }
+
+    /// A host CPU write: same stage-2 rule as `memRead`.
+    public func memWrite(address: UInt64, bytes: [UInt8], client: ClientIdentity) -> HostAccessResult<Void> {
+        switch hostMemoryCheck(address: address, length: bytes.count, write: true, client: client) {
+        case .ok: return memory.writeBytes(bytes, at: address) ? .ok(()) : .badAddress
+        case let other: return other
+        }
+    }
+
+    private func hostMemoryCheck(address: UInt64, length: Int, write: Bool,
+                                 client: ClientIdentity) -> HostAccessResult<Void> {
+        if length == 0 { return .ok(()) }
+        let range = PhysicalRange(base: address, size: UInt64(length))
+        guard ownership.isRAM(range) else { return .badAddress }
+        guard ownership.owns(.host, range) else {
+            return .denied(record(AuditEvent(rule: .hostMemoryAccess, client: client, window: nil,
+                                             register: write ? "MEM_WRITE" : "MEM_READ", offset: address,
+                                             value: 0, width: length)))
+        }
+        return .ok(())
+    }
+}
+
+extension HostAccessResult {
+    /// The same non-OK outcome with another value type.
+    func map<T>(_ transform: (Value) -> T) -> HostAccessResult<T> {
+        switch self {
+        case .ok(let v): .ok(transform(v))
+        case .deferred: .deferred
+        case .denied(let e): .denied(e)
+        case .badAddress: .badAddress
+        case .badAccess: .badAccess
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import SMMUModel
+
+/// The result of one trapped host access or host request.
+public enum HostAccessResult<Value>: CustomStringConvertible {
+    case ok(Value)
+    /// pKVM is not finalized: nothing was touched (G1).
+    case deferred
+    /// Refused by a trap rule; the event has gone to the audit sink (G7).
+    case denied(AuditEvent)
+    /// In no window (MMIO) or in no RAM (memory).
+    case badAddress
+    /// Width not 4 or 8, misaligned, or a 64-bit access to a 32-bit register.
+    case badAccess
+
+    public var value: Value? {
+        if case .ok(let v) = self { return v }
+        return nil
+    }
+    public var description: String {
+        switch self {
+        case .ok(let v): "ok(\(v))"
+        case .deferred: "deferred"
+        case .denied(let e): "denied(\(e.rule.rawValue))"
+        case .badAddress: "badAddress"
+        case .badAccess: "badAccess"
+        }
+    }
+}
+
+/// Decodes, checks and emulates one host MMIO access to one instance (layer 3).
+///
+/// Order: decode against the physical register table (so hidden indices are recognised), refuse what
+/// a rule forbids before anything changes, then apply the access to the virtual register file (which
+/// gives read-back, W1C and masks exactly as the hardware table says) and reconcile the physical SMMU.
+struct TrapHandler {
+    let ownership: Ownership
+
+    /// A refusal before any state changed: the rule and the streams concerned.
+    struct Refusal {
+        var rule: TrapRule
+        var streams: [StreamID] = []
+    }
+
+    func read(_ instance: HostedInstance, offset: UInt64, width: AccessWidth)
+        -> Result<UInt64, TrapFailure>
+    {
+        switch instance.physical.decode(offset: offset, width: width) {
+        case .failure: return .failure(.badAccess)
+        case .success(.reserved): return .success(0)
+        case .success(.register(let location, _)):
+            if let refusal = hidden(location, in: instance) {
+                return .failure(.refused(refusal, location))
+            }
+            switch instance.virtual.read(offset: offset, width: width) {
+            case .success(let v): return .success(v)
+            case .failure: return .failure(.badAccess)
+            }
+        }
+    }
+
+    func write(_ instance: HostedInstance, offset: UInt64, value: UInt64, width: AccessWidth)
+        -> Result<Void, TrapFailure>
+    {
+        switch instance.physical.decode(offset: offset, width: width) {
+        case .failure: return .failure(.badAccess)
+        case .success(.reserved): return .success(())
+        case .success(.register(let location, _)):
+            if let refusal = hidden(location, in: instance) ?? check(location, value: value, in: instance) {
+                return .failure(.refused(refusal, location))
+            }
+            guard case .success = instance.virtual.write(offset: offset, value: value, width: width) else {
+                return .failure(.badAccess)
+            }
+            instance.reconcile(after: location, offset: offset, value: value, width: width)
+            return .success(())
+        }
+    }
+
+    enum TrapFailure: Error {
+        case badAccess
+        case refused(Refusal, RegisterLocation)
+    }
+
+    // MARK: Rules
+
+    /// G5: the hypervisor's context banks and SMR/S2CR pairs are outside the host's view, for reads too
+    /// (no value of a VM's TTBR, FAR, FSR or SMR leaks).
+    func hidden(_ location: RegisterLocation, in instance: HostedInstance) -> Refusal? {
+        switch RegisterMap.descriptor(location.name).indexing {
+        case .none: return nil
+        case .contextBank:
+            return location.index >= instance.hostContextBanks ? Refusal(rule: .hiddenContextBank) : nil
+        case .streamMatchGroup:
+            return location.index >= instance.hostSMRs ? Refusal(rule: .hiddenStreamMatchGroup) : nil
+        }
+    }
+
+    /// G2: what a write would route. Only registers that route streams have rules; everything else is
+    /// safe under the downstream filter and is emulated as written.
+    func check(_ location: RegisterLocation, value: UInt64, in instance: HostedInstance) -> Refusal? {
+        let raw = UInt32(truncatingIfNeeded: value)
+        switch location.name {
+        case .SMR:
+            // The stored value is what matches: the table's writable mask gives the implemented width.
+            let smr = SMR(raw: raw & UInt32(truncatingIfNeeded: RegisterMap.descriptor(.SMR).writableMask))
+            guard smr.valid else { return nil }   // an invalid SMR matches nothing (Linux writes these)
+            let foreign = ownership.foreignStreams(smmu: instance.smmu)
+                .filter { smr.matches($0.stream, idMask: instance.idMask) }
+                .map(\.stream)
+            return foreign.isEmpty ? nil : Refusal(rule: .smrForeignStream, streams: foreign)
+        case .S2CR:
+            let s2cr = S2CR(raw: raw)
+            if s2cr.kind == .translate && s2cr.contextBank >= instance.hostContextBanks {
+                return Refusal(rule: .s2crHiddenContextBank)
+            }
+            return nil
+        case .CBAR:
+            let cbar = CBAR(raw: raw)
+            if cbar.kind == .nested && cbar.stage2ContextBank >= instance.hostContextBanks {
+                return Refusal(rule: .cbarHiddenContextBank)
+            }
+            return nil
+        default:
+            return nil
+        }
+    }
+}

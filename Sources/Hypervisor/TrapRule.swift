@@ -1,0 +1,103 @@
+/// Every reason the hypervisor refuses something, each beside the guarantee it enforces.
+///
+/// The raw value is the audit's SMMU_RULE field; `messageID` is the journal's MESSAGE_ID for the kind
+/// (the catalog in systemd/smmu-hypd.catalog explains each one).
+public enum TrapRule: String, CaseIterable, Sendable, Codable {
+    /// G2: a valid SMR must match only host streams, counting ID, MASK and the implemented width.
+    case smrForeignStream = "G2.smr-foreign-stream"
+    /// G2: an S2CR of type TRANS must name a context bank the host sees.
+    case s2crHiddenContextBank = "G2.s2cr-hidden-context-bank"
+    /// G2/G5: a nested CBAR must name a stage-2 context bank the host sees.
+    case cbarHiddenContextBank = "G2.cbar-hidden-context-bank"
+    /// G5: context banks the hypervisor keeps are neither readable nor writable by the host.
+    case hiddenContextBank = "G5.hidden-context-bank"
+    /// G5: SMR/S2CR pairs the hypervisor keeps are neither readable nor writable by the host.
+    case hiddenStreamMatchGroup = "G5.hidden-smr"
+    /// G3: host CPU accesses (MEM_READ/MEM_WRITE) pass the host stage-2: host pages only.
+    case hostMemoryAccess = "G3.host-stage2"
+    /// G4: only host-owned pages can be donated.
+    case donateNotHostOwned = "G4.donate-not-host-owned"
+    /// G4: a page the host's live SMMU configuration walks as a page table cannot be donated.
+    case donateLivePageTable = "G4.donate-live-page-table"
+    /// G4: only a host-owned stream can be assigned to a VM.
+    case assignForeignStream = "G4.assign-foreign-stream"
+    /// G4: a stream a valid host SMR still matches cannot be assigned (the host detaches it first).
+    case assignMatchedStream = "G4.assign-stream-in-use"
+
+    /// The guarantee of the hypervisor model this rule enforces.
+    public var guarantee: String { String(rawValue.prefix { $0 != "." }) }
+
+    /// Fixed journal MESSAGE_ID per kind of denial (128-bit, lowercase hex).
+    public var messageID: String {
+        switch self {
+        case .smrForeignStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a11"
+        case .s2crHiddenContextBank: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a12"
+        case .cbarHiddenContextBank: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a13"
+        case .hiddenContextBank: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a14"
+        case .hiddenStreamMatchGroup: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a15"
+        case .hostMemoryAccess: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a16"
+        case .donateNotHostOwned: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a17"
+        case .donateLivePageTable: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a18"
+        case .assignForeignStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a19"
+        case .assignMatchedStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1a"
+        }
+    }
+
+    /// One sentence for the journal's MESSAGE and the catalog.
+    public var summary: String {
+        switch self {
+        case .smrForeignStream: "SMR write would match a stream the host does not own"
+        case .s2crHiddenContextBank: "S2CR write routes a stream to a context bank the host does not see"
+        case .cbarHiddenContextBank: "CBAR write nests a context over a stage-2 bank the host does not see"
+        case .hiddenContextBank: "access to a context bank the hypervisor keeps for itself"
+        case .hiddenStreamMatchGroup: "access to an SMR/S2CR pair the hypervisor keeps for itself"
+        case .hostMemoryAccess: "host memory access to a page the host does not own"
+        case .donateNotHostOwned: "VM_DONATE of memory the host does not own"
+        case .donateLivePageTable: "VM_DONATE of a page the host's SMMU configuration uses as a page table"
+        case .assignForeignStream: "VM_ASSIGN_STREAM of a stream the host does not own"
+        case .assignMatchedStream: "VM_ASSIGN_STREAM of a stream a valid host SMR still matches"
+        }
+    }
+}
+
+/// One refused access, as the audit records it (G7). Produced once per DENIED.
+public struct AuditEvent: Sendable, Equatable {
+    public var rule: TrapRule
+    public var client: ClientIdentity
+    /// The window (instance) name, when the access was an MMIO access or named a window.
+    public var window: String?
+    /// The register in ARM terms with its index, e.g. "SMR[3]" or "CB[120].FAR".
+    public var register: String?
+    /// Window offset for MMIO; the physical address for memory and hypercalls.
+    public var offset: UInt64
+    public var value: UInt64
+    public var width: Int
+    /// The streams concerned (the foreign ones an SMR would match, the stream a hypercall named).
+    public var streams: [StreamIDValue]
+
+    public typealias StreamIDValue = UInt16
+
+    public init(rule: TrapRule, client: ClientIdentity, window: String?, register: String?,
+                offset: UInt64, value: UInt64, width: Int, streams: [UInt16] = []) {
+        self.rule = rule
+        self.client = client
+        self.window = window
+        self.register = register
+        self.offset = offset
+        self.value = value
+        self.width = width
+        self.streams = streams
+    }
+}
+
+/// Where audit events go. The daemon's sink writes them to journald; tests collect them.
+public protocol AuditSink: AnyObject {
+    func record(_ event: AuditEvent)
+}
+
+/// Keeps events in memory; for tests and for tools that want the list.
+public final class CollectingAuditSink: AuditSink {
+    public private(set) var events: [AuditEvent] = []
+    public init() {}
+    public func record(_ event: AuditEvent) { events.append(event) }
+}
