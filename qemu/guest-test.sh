@@ -1,0 +1,207 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# A real Linux guest as smmu-hypd's EL1 client. Builds QEMU with the smmu-hypd device and fetches
+# Debian's arm64 kernel (both cached), starts smmu-hypd with Config/qemu-virt.yaml, waits until it
+# is finalized (the guest must never run before), boots the guest with a virtio-rng-pci master
+# behind the SMMU, injects faults, and checks what the guest's stock arm-smmu driver and the
+# daemon report. Prints PASS/FAIL per check; the guest's console log is kept as an artifact.
+#
+# Environment: SMMU_HYPD_BIN (default .build/debug/smmu-hypd), SMMU_HYPD_ARTIFACTS (default
+# .build/qemu-guest), SMMU_HYPD_CACHE (default ~/.cache/smmu-hypd), SMMU_HYPD_STANDIN=1 to run
+# against qemu/standin-daemon.py instead (device development only: no policy, no journal).
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+ART=${SMMU_HYPD_ARTIFACTS:-$ROOT/.build/qemu-guest}
+DAEMON=${SMMU_HYPD_BIN:-$ROOT/.build/debug/smmu-hypd}
+MEM_MB=512
+WIRE="python3 $HERE/wire.py"
+mkdir -p "$ART"
+ART=$(cd "$ART" && pwd)
+CONSOLE=$ART/guest-console.log
+QEMU_LOG=$ART/qemu-stderr.log
+DAEMON_LOG=$ART/smmu-hypd.log
+rm -f "$CONSOLE" "$QEMU_LOG" "$DAEMON_LOG"
+
+TMP=$(mktemp -d /tmp/smmu-hypd-guest.XXXXXX)
+SOCK=$TMP/smmu-hypd.sock
+RAMFILE=/dev/shm/smmu-hypd-guest-$$
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    rm -rf "$TMP" "$RAMFILE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+FAILS=0
+RESULTS=()
+check() {   # check NAME CONDITION-STATUS DETAIL
+    if [ "$2" -eq 0 ]; then RESULTS+=("PASS  $1: $3"); else RESULTS+=("FAIL  $1: $3"); FAILS=$((FAILS + 1)); fi
+}
+say() { echo "guest-test: $*" >&2; }
+die() {
+    say "$*"
+    echo "FAIL  setup: $*"
+    exit 1
+}
+wait_for() {   # wait_for FILE PATTERN SECONDS [PID]
+    local i=0
+    while [ $i -lt $(($3 * 10)) ]; do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+            grep -q -- "$2" "$1" 2>/dev/null
+            return
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
+T0=$(date +%s)
+say "building QEMU (cached after the first run)"
+QEMU=$("$HERE/build-qemu.sh" | tail -n1) || die "QEMU build failed"
+say "fetching the guest kernel and busybox (cached)"
+read -r KERNEL INITRD < <("$HERE/fetch-guest.sh" | tail -n1)
+[ -f "${KERNEL:-}" ] && [ -f "${INITRD:-}" ] || die "guest fetch failed"
+
+# journald receives the daemon's audit records; start one if none runs (CI has one).
+STARTED_JOURNALD=0
+if [ -z "${SMMU_HYPD_STANDIN:-}" ] && [ ! -S /run/systemd/journal/socket ]; then
+    mkdir -p /run/systemd/journal
+    /lib/systemd/systemd-journald >/dev/null 2>&1 &
+    PIDS+=($!)
+    STARTED_JOURNALD=1
+    for _ in $(seq 50); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
+fi
+
+SINCE=$(date '+%Y-%m-%d %H:%M:%S')
+if [ -n "${SMMU_HYPD_STANDIN:-}" ]; then
+    say "starting the stand-in daemon (development aid, not smmu-hypd)"
+    python3 "$HERE/standin-daemon.py" "$SOCK" >"$DAEMON_LOG" 2>&1 &
+else
+    [ -x "$DAEMON" ] || die "no smmu-hypd binary at $DAEMON (build it, or set SMMU_HYPD_BIN)"
+    sed "s|^\( *socket:.*path: *\)[^,}]*|\1$SOCK|" "$ROOT/Config/qemu-virt.yaml" > "$TMP/qemu-virt.yaml"
+    say "starting $DAEMON --config $TMP/qemu-virt.yaml"
+    "$DAEMON" --config "$TMP/qemu-virt.yaml" --socket "$SOCK" >"$DAEMON_LOG" 2>&1 &
+fi
+DAEMON_PID=$!
+PIDS+=($DAEMON_PID)
+
+# The seed's point: no host access before pKVM is finalized. The guest starts after READY.
+HELLO=$($WIRE "$SOCK" wait-ready 20) || { cat "$DAEMON_LOG" >&2; die "smmu-hypd never finalized: $HELLO"; }
+say "daemon finalized: $HELLO"
+read -r HOST_CB HOST_SMR WIN_BASE < <(python3 -c '
+import json, sys
+w = json.loads(sys.argv[1])["windows"][0]
+print(w["num_cb"], w["num_smrg"], w["base"])' "$HELLO")
+
+say "booting the guest (console: $CONSOLE)"
+timeout 180 "$QEMU" -M virt,memory-backend=ram0 -cpu cortex-a57 -m $MEM_MB -smp 1 \
+    -object memory-backend-file,id=ram0,size=${MEM_MB}M,mem-path=$RAMFILE,share=on \
+    -nographic -no-reboot -nic none -serial "file:$CONSOLE" -monitor none \
+    -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyAMA0 panic=-1 loglevel=7" \
+    -device smmu-hypd,socket=$SOCK,name=guest-test \
+    -device virtio-rng-pci,iommu_platform=on,disable-legacy=on \
+    2>"$QEMU_LOG" &
+QEMU_PID=$!
+PIDS+=($QEMU_PID)
+
+if wait_for "$CONSOLE" "GUEST: waiting for faults" 120 $QEMU_PID; then
+    # A master faults: stream 0x8 is virtio-rng-pci (00:01.0), attached by the guest driver to a
+    # context bank; an IOVA nothing maps gives a translation fault in that bank. Stream 0x7f
+    # matches no SMR the guest wrote: an unidentified-stream global fault.
+    CTX_FAULT=$($WIRE "$SOCK" dma 0 0x8 0xdead0000 write)
+    GLOBAL_FAULT=$($WIRE "$SOCK" dma 0 0x7f 0x1000)
+    say "injected: context fault $CTX_FAULT, global fault $GLOBAL_FAULT"
+else
+    say "the guest never reached its fault wait"
+fi
+# A host write the policy refuses: SCTLR of context bank 12, one the hypervisor keeps hidden.
+HIDDEN_CB=12
+DENIED_ADDR=$(printf '0x%x' $((WIN_BASE + 0x800000 + HIDDEN_CB * 0x10000)))
+DENIED=$($WIRE "$SOCK" write "$DENIED_ADDR" 0x1 4)
+say "write to hidden context bank $HIDDEN_CB SCTLR ($DENIED_ADDR): $DENIED"
+
+wait_for "$CONSOLE" "reboot: Power down" 60 $QEMU_PID
+wait $QEMU_PID 2>/dev/null
+STATS=$($WIRE "$SOCK" stats 2>&1)
+
+# ---- checks: the guest's console is the judge ----
+grep -a "smmu\|SMMU\|GUEST:\|iommu" "$CONSOLE" > "$TMP/relevant" 2>/dev/null
+
+line=$(grep -a "SMMUv2 with:" "$CONSOLE" | head -n1)
+check "driver probed" $([ -n "$line" ]; echo $?) "${line:-no \"SMMUv2 with:\" on the console}"
+
+cb_line=$(grep -a "context banks" "$CONSOLE" | head -n1)
+smr_line=$(grep -a "stream matching with" "$CONSOLE" | head -n1)
+echo "$cb_line" | grep -q "[^0-9]$HOST_CB context banks"
+check "host-visible context banks ($HOST_CB)" $? "${cb_line:-none printed}"
+echo "$smr_line" | grep -q "with $HOST_SMR register groups"
+check "host-visible SMRs ($HOST_SMR)" $? "${smr_line:-none printed}"
+
+grp=$(grep -a "GUEST: iommu group" "$CONSOLE" | head -n1)
+add=$(grep -a "Adding to iommu group" "$CONSOLE" | head -n1)
+check "master joined an IOMMU group" $([ -n "$grp" ] && [ -n "$add" ]; echo $?) "${add:-no} / ${grp:-no group in sysfs}"
+
+rng=$(grep -a "GUEST: hwrng read" "$CONSOLE" | head -n1)
+dma_ok=$(python3 -c '
+import json, sys
+def leaves(v, path=""):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            yield from leaves(x, path + "/" + str(k))
+    elif isinstance(v, (int, float)):
+        yield path.lower(), v
+try:
+    stats = json.loads(sys.argv[1])
+except ValueError:
+    print(0); sys.exit()
+print(int(sum(v for p, v in leaves(stats) if "dma" in p and "ok" in p and "fault" not in p)))' "$STATS")
+echo "$rng" | grep -q "read 32 hex digits" && [ "${dma_ok:-0}" -gt 0 ]
+check "hwrng bytes came through daemon-translated DMA" $? "${rng:-no hwrng read}; daemon DMA OK count $dma_ok"
+
+ctx=$(grep -a "Unhandled context fault" "$CONSOLE" | head -n1)
+glob=$(grep -a "Blocked unknown Stream ID\|Unexpected global fault" "$CONSOLE" | head -n1)
+raised_ctx=$(grep -c "context line [0-9]* -> SPI [0-9]* level 1" "$QEMU_LOG")
+lowered_ctx=$(grep -c "context line [0-9]* -> SPI [0-9]* level 0" "$QEMU_LOG")
+raised_glob=$(grep -c "global line 0 -> SPI [0-9]* level 1" "$QEMU_LOG")
+lowered_glob=$(grep -c "global line 0 -> SPI [0-9]* level 0" "$QEMU_LOG")
+[ -n "$ctx" ] && [ "$raised_ctx" -gt 0 ] && [ "$lowered_ctx" -gt 0 ]
+check "context fault reached the guest handler, its FSR W1C lowered the line" $? \
+    "${ctx:-no handler output}; line raised $raised_ctx, lowered $lowered_ctx"
+[ -n "$glob" ] && [ "$raised_glob" -gt 0 ] && [ "$lowered_glob" -gt 0 ]
+check "global fault reached the guest handler, its sGFSR W1C lowered the line" $? \
+    "${glob:-no handler output}; line raised $raised_glob, lowered $lowered_glob"
+
+if [ -n "${SMMU_HYPD_STANDIN:-}" ]; then
+    RESULTS+=("SKIP  refused write audited: the stand-in has no policy")
+else
+    audit=$(journalctl -o json --since "$SINCE" --no-pager 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if "SMMU_RULE" in e:
+        print("SMMU_RULE=%s MESSAGE=%s" % (e["SMMU_RULE"], e.get("MESSAGE", "")))
+        break')
+    echo "$DENIED" | grep -q DENIED && [ -n "$audit" ]
+    check "refused write audited in the journal" $? "$DENIED_ADDR: $DENIED; journal: ${audit:-no SMMU_RULE record}"
+fi
+
+echo
+echo "== smmu-hypd QEMU guest test ($(($(date +%s) - T0)) s) =="
+echo "guest console: $CONSOLE"
+echo "QEMU stderr:   $QEMU_LOG"
+echo "daemon log:    $DAEMON_LOG"
+echo "-- guest console, SMMU lines --"
+sed 's/^/    /' "$TMP/relevant"
+echo "-- results --"
+printf '%s\n' "${RESULTS[@]}"
+if [ $FAILS -eq 0 ]; then echo "PASS: the stock arm-smmu driver probed and worked through smmu-hypd"; else echo "FAIL: $FAILS check(s) failed"; fi
+[ $FAILS -eq 0 ]

@@ -1,0 +1,727 @@
+/*
+ * smmu-hypd client device: an ARM MMU-500 emulated out of process by smmu-hypd.
+ *
+ * The guest's arm-smmu driver plays the pKVM host (EL1); smmu-hypd plays the EL2
+ * hypervisor and the SMMU hardware. This device forwards MMIO of one SMMU window to the
+ * daemon over protocol v1 (HELLO, READ, WRITE), shares guest RAM with it (MEM_MAP) so it
+ * walks the guest's page tables, turns its interrupt EVENTS into GIC SPI levels, puts an
+ * "arm,mmu-500" node and the PCIe host's iommu-map into the guest's device tree, and
+ * translates every PCI DMA access through the daemon (DMA opcode, stream = PCI BDF).
+ *
+ * Usage (must come before the PCI devices it translates):
+ *   -machine virt,memory-backend=ram0
+ *   -object memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm/guest,share=on
+ *   -device smmu-hypd,socket=/run/smmu-hypd.sock
+ *
+ * Copyright (c) 2026 the smmu-hypd authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <libfdt.h>
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/module.h"
+#include "qemu/main-loop.h"
+#include "qemu/thread.h"
+#include "qemu/sockets.h"
+#include "qemu/bswap.h"
+#include "exec/memory.h"
+#include "exec/address-spaces.h"
+#include "exec/cpu-common.h"
+#include "hw/qdev-core.h"
+#include "hw/qdev-properties.h"
+#include "hw/irq.h"
+#include "hw/boards.h"
+#include "hw/arm/fdt.h"
+#include "hw/pci/pci.h"
+#include "hw/pci/pci_host.h"
+#include "hw/pci-host/gpex.h"
+#include "hw/intc/arm_gic_common.h"
+#include "hw/intc/arm_gicv3_common.h"
+#include "sysemu/device_tree.h"
+#include "qom/object.h"
+
+#define TYPE_SMMU_HYPD "smmu-hypd"
+#define TYPE_SMMU_HYPD_IOMMU_MR "smmu-hypd-iommu-memory-region"
+OBJECT_DECLARE_SIMPLE_TYPE(SmmuHypdState, SMMU_HYPD)
+
+/* Protocol v1 (shared/spec/protocol-v1.md). */
+enum {
+    SH_MAGIC = 0x4D53, SH_VERSION = 1, SH_HEADER = 16, SH_MAX_PAYLOAD = 65536,
+    SH_OP_HELLO = 0x01, SH_OP_READ = 0x02, SH_OP_WRITE = 0x03, SH_OP_DMA = 0x04,
+    SH_OP_MEM_MAP = 0x07, SH_OP_EVENTS = 0x30, SH_OP_EVENT = 0xB0,
+    SH_ROLE_HOST = 1, SH_ROLE_DEVICE = 2,
+    SH_OK = 0, SH_DEFERRED = 1, SH_DENIED = 2, SH_FAULT = 8,
+    SH_STATE_FINALIZED = 1,
+    SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
+    SH_MAX_IRQS = 1 + 128,
+};
+
+static const char *const sh_status_names[] = {
+    "OK", "DEFERRED", "DENIED", "BAD_ADDRESS", "BAD_ACCESS", "MALFORMED",
+    "UNSUPPORTED", "FORBIDDEN", "FAULT", "INVALID", "SHUTTING_DOWN",
+};
+
+static const char *sh_status_name(uint32_t status)
+{
+    return status < ARRAY_SIZE(sh_status_names) ? sh_status_names[status] : "?";
+}
+
+/* One blocking request/response connection; the mutex keeps vCPU threads' exchanges whole. */
+typedef struct SmmuHypdConn {
+    int fd;
+    QemuMutex lock;
+    uint32_t next_tag;
+    bool dead;
+} SmmuHypdConn;
+
+typedef struct SmmuHypdIOMMU {
+    IOMMUMemoryRegion iommu;
+    AddressSpace as;
+    SmmuHypdState *s;
+    PCIBus *bus;
+    int devfn;
+} SmmuHypdIOMMU;
+
+struct SmmuHypdState {
+    DeviceState parent_obj;
+
+    /* properties */
+    char *socket_path;
+    char *client_name;
+    uint32_t window;
+    uint64_t base;          /* guest address of the window; UINT64_MAX: the daemon's */
+    uint64_t size;          /* 0: the daemon's */
+    uint32_t spi;           /* GIC SPI of the global fault line; context lines follow */
+    uint32_t context_irqs;  /* 0: as many as the host sees context banks */
+    uint64_t ram_base;      /* guest physical address of the machine's RAM */
+
+    /* learned from HELLO */
+    uint64_t daemon_base;
+    uint32_t page_size;
+    uint16_t num_cb, num_smrg;
+    char window_name[9];
+
+    SmmuHypdConn mmio;      /* READ/WRITE, MEM_MAP (role host) */
+    SmmuHypdConn dma;       /* DMA (role device) */
+    int events_fd;          /* EVENTS (role host), read from the main loop */
+    uint8_t events_buf[SH_HEADER + SH_EVENT_PAYLOAD];
+    size_t events_len;
+
+    MemoryRegion iomem;
+    qemu_irq irqs[SH_MAX_IRQS];
+    uint32_t num_irqs;
+    GHashTable *iommu_by_bus;   /* PCIBus * -> SmmuHypdIOMMU *[PCI_DEVFN_MAX] */
+    uint64_t dma_requests, dma_faults;
+};
+
+/* ---- socket plumbing ---- */
+
+static int sh_connect(const char *path, Error **errp)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct timeval tv = { .tv_sec = 10 };
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        error_setg(errp, "smmu-hypd: socket path too long: %s", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "smmu-hypd: socket");
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        error_setg_errno(errp, errno, "smmu-hypd: cannot connect to %s", path);
+        close(fd);
+        return -1;
+    }
+    /* A daemon that stops answering must not hang a vCPU for ever. */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static bool sh_send_all(int fd, const void *buf, size_t len, int pass_fd)
+{
+    const uint8_t *p = buf;
+    bool first = true;
+
+    while (len > 0) {
+        struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n;
+
+        if (first && pass_fd >= 0) {
+            struct cmsghdr *cmsg;
+            memset(&control, 0, sizeof(control));
+            msg.msg_control = control.buf;
+            msg.msg_controllen = sizeof(control.buf);
+            cmsg = CMSG_FIRSTHDR(&msg);
+            cmsg->cmsg_level = SOL_SOCKET;
+            cmsg->cmsg_type = SCM_RIGHTS;
+            cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+        }
+        n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        first = false;
+        p += n;
+        len -= n;
+    }
+    return true;
+}
+
+static bool sh_recv_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        p += n;
+        len -= n;
+    }
+    return true;
+}
+
+static void sh_put_header(uint8_t *h, uint8_t opcode, uint32_t tag, uint32_t length)
+{
+    stw_le_p(h, SH_MAGIC);
+    h[2] = SH_VERSION;
+    h[3] = opcode;
+    stl_le_p(h + 4, tag);
+    stl_le_p(h + 8, 0);
+    stl_le_p(h + 12, length);
+}
+
+/*
+ * One request and its response on a connection. Returns false when the connection broke;
+ * otherwise *status is the response status and resp holds min(length, resp_cap) bytes.
+ */
+static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32_t len,
+                    int pass_fd, uint32_t *status, void *resp, uint32_t resp_cap,
+                    uint32_t *resp_len)
+{
+    uint8_t req[SH_HEADER + 64];
+    uint8_t hdr[SH_HEADER];
+    uint32_t tag, rlen;
+    bool ok = false;
+
+    assert(len <= sizeof(req) - SH_HEADER);
+    qemu_mutex_lock(&c->lock);
+    if (c->dead) {
+        goto out;
+    }
+    tag = c->next_tag++;
+    sh_put_header(req, opcode, tag, len);
+    memcpy(req + SH_HEADER, payload, len);
+    if (!sh_send_all(c->fd, req, SH_HEADER + len, pass_fd) ||
+        !sh_recv_all(c->fd, hdr, SH_HEADER)) {
+        goto broken;
+    }
+    rlen = ldl_le_p(hdr + 12);
+    if (lduw_le_p(hdr) != SH_MAGIC || hdr[3] != (opcode | 0x80) ||
+        ldl_le_p(hdr + 4) != tag || rlen > SH_MAX_PAYLOAD) {
+        error_report("smmu-hypd: unexpected response (opcode 0x%x tag %u length %u)",
+                     hdr[3], ldl_le_p(hdr + 4), rlen);
+        goto broken;
+    }
+    *status = ldl_le_p(hdr + 8);
+    if (resp_len) {
+        *resp_len = rlen;
+    }
+    /* Keep what fits, drain the rest so the stream stays framed. */
+    {
+        uint32_t keep = MIN(rlen, resp_cap);
+        uint8_t sink[256];
+        if (keep && !sh_recv_all(c->fd, resp, keep)) {
+            goto broken;
+        }
+        rlen -= keep;
+        while (rlen) {
+            uint32_t n = MIN(rlen, sizeof(sink));
+            if (!sh_recv_all(c->fd, sink, n)) {
+                goto broken;
+            }
+            rlen -= n;
+        }
+    }
+    ok = true;
+    goto out;
+broken:
+    error_report("smmu-hypd: connection to the daemon lost; the SMMU now reads as zero");
+    c->dead = true;
+out:
+    qemu_mutex_unlock(&c->lock);
+    return ok;
+}
+
+/* HELLO on a fresh connection; the response (up to cap bytes) is left in resp. */
+static bool sh_open(SmmuHypdConn *c, SmmuHypdState *s, uint32_t role, uint8_t *resp,
+                    uint32_t cap, uint32_t *resp_len, Error **errp)
+{
+    uint8_t hello[8 + 64];
+    size_t name_len = MIN(strlen(s->client_name), 64);
+    uint32_t status;
+
+    c->fd = sh_connect(s->socket_path, errp);
+    if (c->fd < 0) {
+        return false;
+    }
+    qemu_mutex_init(&c->lock);
+    c->next_tag = 1;
+    c->dead = false;
+    stl_le_p(hello, role);
+    stl_le_p(hello + 4, 0);
+    memcpy(hello + 8, s->client_name, name_len);
+    if (!sh_call(c, SH_OP_HELLO, hello, 8 + name_len, -1, &status, resp, cap, resp_len)) {
+        error_setg(errp, "smmu-hypd: no HELLO response from %s", s->socket_path);
+        return false;
+    }
+    if (status != SH_OK) {
+        error_setg(errp, "smmu-hypd: HELLO as role %u refused: %s", role,
+                   sh_status_name(status));
+        return false;
+    }
+    return true;
+}
+
+/* ---- MMIO: the SMMU window ---- */
+
+static uint64_t smmu_hypd_read(void *opaque, hwaddr offset, unsigned size)
+{
+    SmmuHypdState *s = opaque;
+    uint8_t req[16], resp[8] = { 0 };
+    uint32_t status;
+
+    stq_le_p(req, s->daemon_base + offset);
+    stl_le_p(req + 8, size);
+    stl_le_p(req + 12, 0);
+    if (!sh_call(&s->mmio, SH_OP_READ, req, sizeof(req), -1, &status, resp, sizeof(resp),
+                 NULL)) {
+        return 0;
+    }
+    if (status != SH_OK) {
+        warn_report_once("smmu-hypd: READ 0x%" PRIx64 " (%u bytes): %s; reads as zero",
+                         s->daemon_base + offset, size, sh_status_name(status));
+        return 0;
+    }
+    return ldq_le_p(resp);
+}
+
+static void smmu_hypd_write(void *opaque, hwaddr offset, uint64_t value, unsigned size)
+{
+    SmmuHypdState *s = opaque;
+    uint8_t req[24];
+    uint32_t status;
+
+    stq_le_p(req, s->daemon_base + offset);
+    stq_le_p(req + 8, value);
+    stl_le_p(req + 16, size);
+    stl_le_p(req + 20, 0);
+    if (!sh_call(&s->mmio, SH_OP_WRITE, req, sizeof(req), -1, &status, NULL, 0, NULL)) {
+        return;
+    }
+    if (status != SH_OK) {
+        /* A refused write changes nothing; the daemon audits it. */
+        warn_report("smmu-hypd: WRITE 0x%" PRIx64 " = 0x%" PRIx64 " (%u bytes): %s",
+                    s->daemon_base + offset, value, size, sh_status_name(status));
+    }
+}
+
+static const MemoryRegionOps smmu_hypd_ops = {
+    .read = smmu_hypd_read,
+    .write = smmu_hypd_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = { .min_access_size = 4, .max_access_size = 8 },
+    .impl = { .min_access_size = 4, .max_access_size = 8 },
+};
+
+/* ---- interrupts: EVENTS to GIC SPI levels ---- */
+
+static void smmu_hypd_events_readable(void *opaque)
+{
+    SmmuHypdState *s = opaque;
+
+    for (;;) {
+        ssize_t n = recv(s->events_fd, s->events_buf + s->events_len,
+                         sizeof(s->events_buf) - s->events_len, MSG_DONTWAIT);
+        uint32_t window, line, level;
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n <= 0) {
+            error_report("smmu-hypd: event connection closed; interrupts stay as they are");
+            qemu_set_fd_handler(s->events_fd, NULL, NULL, NULL);
+            close(s->events_fd);
+            s->events_fd = -1;
+            return;
+        }
+        s->events_len += n;
+        if (s->events_len < sizeof(s->events_buf)) {
+            continue;
+        }
+        s->events_len = 0;
+        if (lduw_le_p(s->events_buf) != SH_MAGIC || s->events_buf[3] != SH_OP_EVENT ||
+            ldl_le_p(s->events_buf + 12) != SH_EVENT_PAYLOAD) {
+            error_report("smmu-hypd: malformed event; closing the event connection");
+            qemu_set_fd_handler(s->events_fd, NULL, NULL, NULL);
+            close(s->events_fd);
+            s->events_fd = -1;
+            return;
+        }
+        window = ldl_le_p(s->events_buf + SH_HEADER);
+        line = ldl_le_p(s->events_buf + SH_HEADER + 4);
+        level = ldl_le_p(s->events_buf + SH_HEADER + 8);
+        if (window != s->window) {
+            continue;
+        }
+        if (line >= s->num_irqs) {
+            warn_report_once("smmu-hypd: event for line %u, only %u wired", line,
+                             s->num_irqs);
+            continue;
+        }
+        /* One line per change: the test reads these to see a fault raised and cleared. */
+        info_report("smmu-hypd: window %u %s line %u -> SPI %u level %u", window,
+                    line == 0 ? "global" : "context", line, s->spi + line, level);
+        qemu_set_irq(s->irqs[line], level != 0);
+    }
+}
+
+/* ---- DMA: PCI masters translated by the daemon ---- */
+
+static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
+                                         IOMMUAccessFlags flag, int iommu_idx)
+{
+    SmmuHypdIOMMU *sdev = container_of(iommu, SmmuHypdIOMMU, iommu);
+    SmmuHypdState *s = sdev->s;
+    uint16_t sid = PCI_BUILD_BDF(pci_bus_num(sdev->bus), sdev->devfn);
+    IOMMUTLBEntry entry = {
+        .target_as = &address_space_memory,
+        .iova = addr & ~(hwaddr)0xfff,
+        .translated_addr = 0,
+        .addr_mask = 0xfff,
+        .perm = IOMMU_NONE,
+    };
+    uint8_t req[24], resp[16] = { 0 };
+    uint32_t status;
+
+    stl_le_p(req, s->window);
+    stl_le_p(req + 4, sid);
+    stq_le_p(req + 8, addr);
+    stl_le_p(req + 16, (flag & IOMMU_WO) ? 1 : 0);
+    stl_le_p(req + 20, 0);
+    s->dma_requests++;
+    if (!sh_call(&s->dma, SH_OP_DMA, req, sizeof(req), -1, &status, resp, sizeof(resp),
+                 NULL)) {
+        return entry;
+    }
+    if (status == SH_OK) {
+        entry.translated_addr = ldq_le_p(resp) & ~(hwaddr)0xfff;
+        entry.perm = flag == IOMMU_NONE ? IOMMU_RO : flag;
+    } else {
+        s->dma_faults++;
+        warn_report("smmu-hypd: DMA stream 0x%x iova 0x%" PRIx64 " %s: %s (fault %u)", sid,
+                    (uint64_t)addr, (flag & IOMMU_WO) ? "write" : "read",
+                    sh_status_name(status), ldl_le_p(resp + 8));
+    }
+    return entry;
+}
+
+static AddressSpace *smmu_hypd_find_add_as(PCIBus *bus, void *opaque, int devfn)
+{
+    SmmuHypdState *s = opaque;
+    SmmuHypdIOMMU **table = g_hash_table_lookup(s->iommu_by_bus, bus);
+    SmmuHypdIOMMU *sdev;
+
+    if (!table) {
+        table = g_new0(SmmuHypdIOMMU *, PCI_DEVFN_MAX);
+        g_hash_table_insert(s->iommu_by_bus, bus, table);
+    }
+    sdev = table[devfn];
+    if (!sdev) {
+        g_autofree char *name = g_strdup_printf("smmu-hypd-%p-%d", (void *)bus, devfn);
+        sdev = table[devfn] = g_new0(SmmuHypdIOMMU, 1);
+        sdev->s = s;
+        sdev->bus = bus;
+        sdev->devfn = devfn;
+        memory_region_init_iommu(&sdev->iommu, sizeof(sdev->iommu), TYPE_SMMU_HYPD_IOMMU_MR,
+                                 OBJECT(s), name, UINT64_MAX);
+        address_space_init(&sdev->as, MEMORY_REGION(&sdev->iommu), name);
+    }
+    return &sdev->as;
+}
+
+/* ---- realize ---- */
+
+static bool smmu_hypd_map_ram(SmmuHypdState *s, Error **errp)
+{
+    MachineState *ms = MACHINE(qdev_get_machine());
+    uint8_t req[24];
+    uint32_t status;
+    int fd;
+
+    if (!ms->ram || !ms->ram->ram_block) {
+        error_setg(errp, "smmu-hypd: the machine has no RAM region");
+        return false;
+    }
+    fd = memory_region_get_fd(ms->ram);
+    if (fd < 0 || !qemu_ram_is_shared(ms->ram->ram_block)) {
+        error_setg(errp, "smmu-hypd: guest RAM must be shared with the daemon: use "
+                   "-machine memory-backend=ID -object memory-backend-file,id=ID,"
+                   "mem-path=/dev/shm/NAME,share=on,size=...");
+        return false;
+    }
+    stq_le_p(req, s->ram_base);
+    stq_le_p(req + 8, ms->ram_size);
+    stq_le_p(req + 16, 0);
+    if (!sh_call(&s->mmio, SH_OP_MEM_MAP, req, sizeof(req), fd, &status, NULL, 0, NULL)) {
+        error_setg(errp, "smmu-hypd: MEM_MAP got no response");
+        return false;
+    }
+    if (status != SH_OK) {
+        error_setg(errp, "smmu-hypd: MEM_MAP of guest RAM 0x%" PRIx64 "+0x%" PRIx64
+                   " refused: %s (does the config's host_ram match -m?)", s->ram_base,
+                   (uint64_t)ms->ram_size, sh_status_name(status));
+        return false;
+    }
+    return true;
+}
+
+static bool smmu_hypd_open_events(SmmuHypdState *s, Error **errp)
+{
+    SmmuHypdConn c;
+    uint8_t resp[SH_HEADER + SH_WINDOW_RECORD * 8];
+    uint32_t status;
+
+    if (!sh_open(&c, s, SH_ROLE_HOST, resp, sizeof(resp), NULL, errp)) {
+        return false;
+    }
+    if (!sh_call(&c, SH_OP_EVENTS, NULL, 0, -1, &status, NULL, 0, NULL) || status != SH_OK) {
+        error_setg(errp, "smmu-hypd: EVENTS refused");
+        close(c.fd);
+        return false;
+    }
+    qemu_mutex_destroy(&c.lock);
+    s->events_fd = c.fd;
+    s->events_len = 0;
+    qemu_socket_set_nonblock(s->events_fd);
+    qemu_set_fd_handler(s->events_fd, smmu_hypd_events_readable, NULL, s);
+    return true;
+}
+
+static DeviceState *smmu_hypd_find_gic(void)
+{
+    Object *gic = object_resolve_path_type("", TYPE_ARM_GIC_COMMON, NULL);
+
+    if (!gic) {
+        gic = object_resolve_path_type("", TYPE_ARM_GICV3_COMMON, NULL);
+    }
+    return gic ? DEVICE(gic) : NULL;
+}
+
+static bool smmu_hypd_write_fdt(SmmuHypdState *s, Error **errp)
+{
+    MachineState *ms = MACHINE(qdev_get_machine());
+    void *fdt = ms->fdt;
+    g_autofree char *node = g_strdup_printf("/smmu@%" PRIx64, s->base);
+    g_autofree uint32_t *irqs = g_new(uint32_t, 3 * s->num_irqs);
+    uint32_t phandle;
+    char pcie_path[256];
+    int pcie;
+
+    if (!fdt) {
+        error_setg(errp, "smmu-hypd: this machine has no device tree to describe the SMMU in");
+        return false;
+    }
+    phandle = qemu_fdt_alloc_phandle(fdt);
+    qemu_fdt_add_subnode(fdt, node);
+    qemu_fdt_setprop_string(fdt, node, "compatible", "arm,mmu-500");
+    qemu_fdt_setprop_sized_cells(fdt, node, "reg", 2, s->base, 2, s->size);
+    qemu_fdt_setprop_cell(fdt, node, "#global-interrupts", 1);
+    for (uint32_t i = 0; i < s->num_irqs; i++) {
+        irqs[3 * i] = cpu_to_be32(GIC_FDT_IRQ_TYPE_SPI);
+        irqs[3 * i + 1] = cpu_to_be32(s->spi + i);
+        irqs[3 * i + 2] = cpu_to_be32(GIC_FDT_IRQ_FLAGS_LEVEL_HI);
+    }
+    qemu_fdt_setprop(fdt, node, "interrupts", irqs, 3 * s->num_irqs * sizeof(uint32_t));
+    qemu_fdt_setprop_cell(fdt, node, "#iommu-cells", 1);
+    qemu_fdt_setprop_cell(fdt, node, "phandle", phandle);
+
+    /* Every PCI requester ID is its stream ID. */
+    pcie = fdt_node_offset_by_compatible(fdt, -1, "pci-host-ecam-generic");
+    if (pcie >= 0 && fdt_get_path(fdt, pcie, pcie_path, sizeof(pcie_path)) == 0) {
+        qemu_fdt_setprop_cells(fdt, pcie_path, "iommu-map", 0, phandle, 0, 0x10000);
+    } else {
+        warn_report("smmu-hypd: no PCIe host node; PCI masters bypass the SMMU description");
+    }
+    return true;
+}
+
+static void smmu_hypd_realize(DeviceState *dev, Error **errp)
+{
+    SmmuHypdState *s = SMMU_HYPD(dev);
+    uint8_t hello[SH_HEADER + SH_WINDOW_RECORD * 64];
+    uint32_t hello_len = 0, state, nwin;
+    const uint8_t *w;
+    DeviceState *gic;
+    Object *host;
+
+    if (!s->socket_path) {
+        error_setg(errp, "smmu-hypd: the socket property is required");
+        return;
+    }
+    if (!s->client_name) {
+        s->client_name = g_strdup("qemu-smmu-hypd");
+    }
+    s->events_fd = -1;
+    s->mmio.fd = s->dma.fd = -1;
+    if (!sh_open(&s->mmio, s, SH_ROLE_HOST, hello, sizeof(hello), &hello_len, errp)) {
+        return;
+    }
+    if (hello_len < SH_HEADER) {
+        error_setg(errp, "smmu-hypd: short HELLO response");
+        return;
+    }
+    state = ldl_le_p(hello + 4);
+    nwin = ldl_le_p(hello + 8);
+    if (state != SH_STATE_FINALIZED) {
+        /* A guest MMIO read cannot be deferred: start the guest after the daemon's READY. */
+        error_setg(errp, "smmu-hypd: the daemon is not finalized (state %u); start the "
+                   "guest after smmu-hypd reports READY", state);
+        return;
+    }
+    if (s->window >= nwin || hello_len < SH_HEADER + SH_WINDOW_RECORD * (s->window + 1)) {
+        error_setg(errp, "smmu-hypd: window %u does not exist (the daemon has %u)",
+                   s->window, nwin);
+        return;
+    }
+    w = hello + SH_HEADER + SH_WINDOW_RECORD * s->window;
+    s->daemon_base = ldq_le_p(w);
+    if (s->size == 0) {
+        s->size = ldq_le_p(w + 8);
+    }
+    s->page_size = ldl_le_p(w + 16);
+    s->num_cb = lduw_le_p(w + 20);
+    s->num_smrg = lduw_le_p(w + 22);
+    memcpy(s->window_name, w + 24, 8);
+    s->window_name[8] = 0;
+    if (s->base == UINT64_MAX) {
+        s->base = s->daemon_base;
+    }
+    s->num_irqs = 1 + (s->context_irqs ? s->context_irqs : s->num_cb);
+    if (s->num_irqs > SH_MAX_IRQS) {
+        error_setg(errp, "smmu-hypd: too many interrupts (%u)", s->num_irqs);
+        return;
+    }
+    info_report("smmu-hypd: window %u \"%s\" at 0x%" PRIx64 " size 0x%" PRIx64
+                ", %u KiB pages, host sees %u context banks and %u SMRs; SPIs %u-%u",
+                s->window, s->window_name, s->base, s->size, s->page_size / 1024,
+                s->num_cb, s->num_smrg, s->spi, s->spi + s->num_irqs - 1);
+
+    if (!smmu_hypd_map_ram(s, errp)) {
+        return;
+    }
+    {
+        uint8_t resp[SH_HEADER + SH_WINDOW_RECORD * 8];
+        if (!sh_open(&s->dma, s, SH_ROLE_DEVICE, resp, sizeof(resp), NULL, errp)) {
+            return;
+        }
+    }
+
+    gic = smmu_hypd_find_gic();
+    if (!gic) {
+        error_setg(errp, "smmu-hypd: no GIC to wire the SMMU's interrupts to");
+        return;
+    }
+    for (uint32_t i = 0; i < s->num_irqs; i++) {
+        s->irqs[i] = qdev_get_gpio_in(gic, s->spi + i);
+    }
+    if (!smmu_hypd_open_events(s, errp)) {
+        return;
+    }
+
+    memory_region_init_io(&s->iomem, OBJECT(s), &smmu_hypd_ops, s, "smmu-hypd", s->size);
+    memory_region_add_subregion(get_system_memory(), s->base, &s->iomem);
+    if (!smmu_hypd_write_fdt(s, errp)) {
+        return;
+    }
+
+    host = object_resolve_path_type("", TYPE_GPEX_HOST, NULL);
+    if (host) {
+        s->iommu_by_bus = g_hash_table_new(NULL, NULL);
+        pci_setup_iommu(PCI_HOST_BRIDGE(host)->bus, smmu_hypd_find_add_as, s);
+    } else {
+        warn_report("smmu-hypd: no PCIe host bridge; no DMA goes through the daemon");
+    }
+}
+
+static Property smmu_hypd_properties[] = {
+    DEFINE_PROP_STRING("socket", SmmuHypdState, socket_path),
+    DEFINE_PROP_STRING("name", SmmuHypdState, client_name),
+    DEFINE_PROP_UINT32("window", SmmuHypdState, window, 0),
+    DEFINE_PROP_UINT64("base", SmmuHypdState, base, UINT64_MAX),
+    DEFINE_PROP_UINT64("size", SmmuHypdState, size, 0),
+    DEFINE_PROP_UINT32("spi", SmmuHypdState, spi, 176),
+    DEFINE_PROP_UINT32("context-irqs", SmmuHypdState, context_irqs, 0),
+    DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
+    DEFINE_PROP_END_OF_LIST(),
+};
+
+static void smmu_hypd_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+
+    dc->realize = smmu_hypd_realize;
+    dc->desc = "ARM MMU-500 emulated by the smmu-hypd daemon";
+    dc->user_creatable = true;
+    dc->hotpluggable = false;
+    device_class_set_props(dc, smmu_hypd_properties);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static void smmu_hypd_iommu_class_init(ObjectClass *klass, void *data)
+{
+    IOMMUMemoryRegionClass *imrc = IOMMU_MEMORY_REGION_CLASS(klass);
+
+    imrc->translate = smmu_hypd_translate;
+}
+
+static const TypeInfo smmu_hypd_types[] = {
+    {
+        .name = TYPE_SMMU_HYPD,
+        .parent = TYPE_DEVICE,
+        .instance_size = sizeof(SmmuHypdState),
+        .class_init = smmu_hypd_class_init,
+    }, {
+        .name = TYPE_SMMU_HYPD_IOMMU_MR,
+        .parent = TYPE_IOMMU_MEMORY_REGION,
+        .class_init = smmu_hypd_iommu_class_init,
+    },
+};
+
+DEFINE_TYPES(smmu_hypd_types)
