@@ -1,6 +1,88 @@
 #ifndef CSYSTEMD_SHIM_H
 #define CSYSTEMD_SHIM_H
+// libsystemd plus the few socket calls Swift cannot reach on Linux: the CMSG_* macros (SCM_RIGHTS),
+// accept4 and struct ucred are _GNU_SOURCE-only or function-like macros, so they are wrapped here.
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
+
+#ifndef SO_PEERCRED
+#define SO_PEERCRED 17
+#endif
+#ifndef MSG_CMSG_CLOEXEC
+#define MSG_CMSG_CLOEXEC 0x40000000
+#endif
+
+/// The most descriptors one recvmsg call accepts; more are closed here at once.
+#define CSYSTEMD_MAX_FDS 16
+
+/// The peer's credentials as the kernel recorded them at connect() (struct ucred).
+struct csystemd_peer { int pid; unsigned int uid; unsigned int gid; };
+
+static inline int csystemd_peer_credentials(int fd, struct csystemd_peer *out) {
+    socklen_t len = sizeof(*out);
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len);
+}
+
+extern int accept4(int, struct sockaddr *, socklen_t *, int);
+
+/// accept4(O_NONBLOCK | O_CLOEXEC); returns the fd or -1 with errno.
+static inline int csystemd_accept(int listener) {
+    return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+/// recvmsg(MSG_DONTWAIT | MSG_CMSG_CLOEXEC) into buf, collecting SCM_RIGHTS descriptors into fds
+/// (at most CSYSTEMD_MAX_FDS; any beyond are closed). Returns recvmsg's result; *nfds is set in all cases.
+static inline ssize_t csystemd_recv(int sock, void *buf, size_t len, int *fds, int *nfds) {
+    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int) * CSYSTEMD_MAX_FDS)]; } control;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof(control.bytes);
+    *nfds = 0;
+    ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int received[CSYSTEMD_MAX_FDS];
+        memcpy(received, CMSG_DATA(c), count * sizeof(int));
+        for (size_t i = 0; i < count; i++) {
+            if (*nfds < CSYSTEMD_MAX_FDS) fds[(*nfds)++] = received[i];
+            else close(received[i]);
+        }
+    }
+    return n;
+}
+
+/// sendmsg with one SCM_RIGHTS descriptor array (clients and tests pass memfds this way).
+static inline ssize_t csystemd_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int) * CSYSTEMD_MAX_FDS)]; } control;
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        if (nfds > CSYSTEMD_MAX_FDS) { errno = EINVAL; return -1; }
+        memset(control.bytes, 0, sizeof(control.bytes));
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
 #endif

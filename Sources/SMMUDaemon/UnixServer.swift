@@ -1,0 +1,198 @@
+import CSystemd
+import Dispatch
+import Glibc
+import Logging
+
+/// The daemon's AF_UNIX SOCK_STREAM server. One serial queue owns everything: the listener, every connection,
+/// every session and, through the sessions, the hypervisor. Input is read in batches and handed to each connection's
+/// session; its answers go out in as few send() calls as the socket allows.
+///
+/// Back-pressure: a connection whose unsent output passes `Limits.maxPendingOutput` is no longer read until it
+/// drains below half of it, so memory stays bounded and nothing is dropped; other connections are unaffected.
+public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant: mutable state only on `queue`
+    public struct Limits: Sendable {
+        /// Stop reading a connection whose unsent output exceeds this; resume below half of it.
+        public var maxPendingOutput = 4 << 20
+        /// Unsolicited output (events) past this closes the connection: its client stopped reading.
+        public var hardPendingOutput = 16 << 20
+        /// Bytes read per recvmsg call.
+        public var readChunk = 64 << 10
+        /// Bytes read from one connection per wake-up, so one busy client cannot starve the others.
+        public var readBudgetPerEvent = 256 << 10
+        /// How long shutdown waits for clients to take their last answers before closing anyway.
+        public var shutdownGrace: Duration = .seconds(3)
+        public init() {}
+    }
+
+    /// What the server knows about one connection (for STATUS, DUMP and tests).
+    public struct ConnectionStatus: Sendable, Equatable {
+        public let id: ConnectionID
+        public let peer: PeerCredentials
+        public let pendingOutput: Int
+        public let peakPendingOutput: Int
+        public let readSuspended: Bool
+        public let bytesReceived: UInt64
+    }
+
+    public let queue: DispatchQueue
+    public let limits: Limits
+    private let listener: ListeningSocket
+    private let factory: SessionFactory
+    private let logger: Logger
+    private var listenSource: DispatchSourceRead?
+    private var listenSuspended = false
+    private var connections: [ConnectionID: Connection] = [:]
+    private var nextID: UInt64 = 1
+    private var shutdownCompletion: (() -> Void)?
+    /// Connections accepted since start.
+    public private(set) var acceptedCount: UInt64 = 0
+    public private(set) var isShuttingDown = false
+    /// One receive buffer shared by all connections: the queue is serial, and sessions copy what they keep.
+    let readBuffer: UnsafeMutableRawBufferPointer
+
+    public init(
+        listener: ListeningSocket, sessionFactory: SessionFactory,
+        queue: DispatchQueue = DispatchQueue(label: "smmu-hypd.server"), limits: Limits = Limits(),
+        logger: Logger = Logger(label: "smmu-hypd.server")
+    ) {
+        self.listener = listener
+        self.factory = sessionFactory
+        self.queue = queue
+        self.limits = limits
+        self.logger = logger
+        readBuffer = .allocate(byteCount: limits.readChunk, alignment: 16)
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    /// Starts accepting (on the queue; callable from anywhere).
+    public func start() {
+        queue.async { self.startOnQueue() }
+    }
+
+    /// Number of open connections. Call on the queue.
+    public var clientCount: Int {
+        dispatchPrecondition(condition: .onQueue(queue))
+        return connections.count
+    }
+
+    /// Call on the queue.
+    public func connectionStatuses() -> [ConnectionStatus] {
+        dispatchPrecondition(condition: .onQueue(queue))
+        return connections.values.sorted { $0.id.rawValue < $1.id.rawValue }.map {
+            ConnectionStatus(id: $0.id, peer: $0.peer, pendingOutput: $0.pendingOutput,
+                             peakPendingOutput: $0.peakPendingOutput, readSuspended: $0.isReadSuspended,
+                             bytesReceived: $0.bytesReceived)
+        }
+    }
+
+    public func send(_ bytes: [UInt8], to connection: ConnectionID) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        connections[connection]?.enqueue(bytes)
+    }
+
+    /// Stops accepting (removing the socket file the server bound), stops reading, lets every connection
+    /// receive what was already answered, closes them, then calls `completion` on the queue.
+    /// Connections still holding output after `Limits.shutdownGrace` are closed anyway. Call on the queue.
+    public func beginShutdown(completion: @escaping () -> Void) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isShuttingDown else { return }
+        isShuttingDown = true
+        shutdownCompletion = completion
+        stopListening()
+        for connection in connections.values { connection.finishAfterFlush() }
+        queue.asyncAfter(deadline: .now() + limits.shutdownGrace.timeInterval) { [self] in
+            for connection in connections.values {
+                logger.warning("shutdown: closing \(connection.id) with \(connection.pendingOutput) bytes unsent")
+                connection.teardown()
+            }
+        }
+        completeShutdownIfIdle()
+    }
+
+    // MARK: internals
+
+    private func startOnQueue() {
+        let source = DispatchSource.makeReadSource(fileDescriptor: listener.fd, queue: queue)
+        source.setEventHandler { [unowned self] in self.acceptAll() }
+        source.setCancelHandler { [listener] in
+            close(listener.fd)
+            if let path = listener.path { unlink(path) }
+        }
+        listenSource = source
+        source.resume()
+    }
+
+    private func stopListening() {
+        guard let source = listenSource else { return }
+        listenSource = nil
+        source.cancel()
+        if listenSuspended {
+            listenSuspended = false
+            source.resume()
+        }
+    }
+
+    /// Accepts until EAGAIN. On fd exhaustion the listener pauses briefly instead of spinning.
+    private func acceptAll() {
+        while !isShuttingDown {
+            let fd = csystemd_accept(listener.fd)
+            if fd < 0 {
+                let e = errno
+                switch e {
+                case EAGAIN, EWOULDBLOCK: return
+                case EINTR, ECONNABORTED, EPROTO: continue
+                default:
+                    logger.error("accept: \(String(cString: strerror(e))); pausing the listener for 100 ms")
+                    pauseListener()
+                    return
+                }
+            }
+            var credentials = csystemd_peer()
+            guard csystemd_peer_credentials(fd, &credentials) == 0 else {
+                close(fd)
+                continue
+            }
+            let peer = PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
+            let id = ConnectionID(rawValue: nextID)
+            nextID += 1
+            acceptedCount += 1
+            let session = factory.makeSession(connection: id, peer: peer, server: self)
+            let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self, queue: queue)
+            connections[id] = connection
+            connection.start()
+        }
+    }
+
+    private func pauseListener() {
+        guard let source = listenSource, !listenSuspended else { return }
+        listenSuspended = true
+        source.suspend()
+        queue.asyncAfter(deadline: .now() + .milliseconds(100)) { [self] in
+            guard listenSuspended, let source = listenSource else { return }
+            listenSuspended = false
+            source.resume()
+        }
+    }
+
+    func connectionClosed(_ connection: Connection) {
+        connections[connection.id] = nil
+        completeShutdownIfIdle()
+    }
+
+    private func completeShutdownIfIdle() {
+        guard isShuttingDown, connections.isEmpty, let completion = shutdownCompletion else { return }
+        shutdownCompletion = nil
+        completion()
+    }
+
+    func log(_ message: String) { logger.warning("\(message)") }
+}
+
+extension Duration {
+    /// For Dispatch deadlines.
+    var timeInterval: DispatchTimeInterval {
+        let (seconds, attoseconds) = components
+        return .nanoseconds(Int(clamping: seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+    }
+}
