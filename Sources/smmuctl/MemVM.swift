@@ -38,9 +38,7 @@ struct MemWrite: ParsableCommand {
             guard let b = UInt8(String(digits[i...i + 1]), radix: 16) else { throw ValidationError("not hex: \(hexBytes)") }
             bytes.append(b)
         }
-        let (client, _) = try connection.open(defaultRole: .host)
-        try perform { () throws(SMMUClientError) in try client.memWrite(address: address.value, bytes: bytes) }
-        print("OK")
+        try connection.callPrintingOK(defaultRole: .host) { client throws(SMMUClientError) in try client.memWrite(address: address.value, bytes: bytes) }
     }
 }
 
@@ -65,9 +63,7 @@ struct VMDonate: ParsableCommand {
     @Argument var address: Number
     @Argument var size: Number
     func run() throws {
-        let (client, _) = try connection.open(defaultRole: .host)
-        try perform { () throws(SMMUClientError) in try client.vmDonate(vm: vm.u32, address: address.value, size: size.value) }
-        print("OK")
+        try connection.callPrintingOK(defaultRole: .host) { client throws(SMMUClientError) in try client.vmDonate(vm: vm.u32, address: address.value, size: size.value) }
     }
 }
 
@@ -78,9 +74,7 @@ struct VMAssign: ParsableCommand {
     @Argument var window: Number
     @Argument var stream: Number
     func run() throws {
-        let (client, _) = try connection.open(defaultRole: .host)
-        try perform { () throws(SMMUClientError) in try client.vmAssignStream(vm: vm.u32, window: window.u32, stream: stream.u32) }
-        print("OK")
+        try connection.callPrintingOK(defaultRole: .host) { client throws(SMMUClientError) in try client.vmAssignStream(vm: vm.u32, window: window.u32, stream: stream.u32) }
     }
 }
 
@@ -89,9 +83,7 @@ struct VMDestroy: ParsableCommand {
     @OptionGroup var connection: Connection
     @Argument var vm: Number
     func run() throws {
-        let (client, _) = try connection.open(defaultRole: .host)
-        try perform { () throws(SMMUClientError) in try client.vmDestroy(vm: vm.u32) }
-        print("OK")
+        try connection.callPrintingOK(defaultRole: .host) { client throws(SMMUClientError) in try client.vmDestroy(vm: vm.u32) }
     }
 }
 
@@ -108,9 +100,7 @@ struct Finalize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run pKVM finalization now (admin).")
     @OptionGroup var connection: Connection
     func run() throws {
-        let (client, _) = try connection.open(defaultRole: .admin)
-        try perform { () throws(SMMUClientError) in try client.finalize() }
-        print("OK")
+        try connection.callPrintingOK(defaultRole: .admin) { client throws(SMMUClientError) in try client.finalize() }
     }
 }
 

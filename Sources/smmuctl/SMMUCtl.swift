@@ -78,6 +78,13 @@ struct Connection: ParsableArguments {
             return (client, hello)
         }
     }
+
+    /// Connects, runs one call that answers nothing but OK, and prints "OK".
+    func callPrintingOK(defaultRole: Role, _ body: (SMMUClient) throws(SMMUClientError) -> Void) throws {
+        let (client, _) = try open(defaultRole: defaultRole)
+        try perform { () throws(SMMUClientError) in try body(client) }
+        print("OK")
+    }
 }
 
 /// Runs `body`, turning a client error into a message on stderr and an exit code.
