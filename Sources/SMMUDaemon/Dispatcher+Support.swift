@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Hypervisor
+import SMMUModel
+import WireProtocol
+
+extension Dispatcher {
+    /// The spec's status for each hypervisor outcome.
+    static func status<T>(_ result: HostAccessResult<T>) -> Status {
+        switch result {
+        case .ok: .ok
+        case .deferred: .deferred
+        case .denied: .denied
+        case .badAddress: .badAddress
+        case .badAccess: .badAccess
+        }
+    }
+
+    static func status<T>(_ result: HypercallResult<T>) -> Status {
+        switch result {
+        case .ok: .ok
+        case .deferred: .deferred
+        case .denied: .denied
+        case .invalid: .invalid
+        }
+    }
+
+    func helloResponse() -> HelloResponse {
+        let state = WireProtocol.LifecycleState(rawValue: hypervisor.lifecycle.rawValue) ?? .notFinalized
+        return HelloResponse(state: state, windows: hypervisor.windows.map {
+            WindowRecord(base: $0.base, size: $0.size, pageSize: $0.pageSize, numContextBanks: $0.contextBanks,
+                         numStreamMatchGroups: $0.streamMatchGroups, name: $0.name)
+        })
+    }
+
+    // MARK: Interrupt lines
+
+    /// After anything that can raise or lower a line: recompute, and send each change to every
+    /// EVENTS connection. Skipped entirely while nobody listens (READ/WRITE stay cheap).
+    func linesMayHaveChanged() {
+        if !subscribersEmpty { publishLineChanges() }
+    }
+
+    // MARK: MEM_MAP
+
+    /// Maps [offset, offset + size) of the client's file shared and makes it the physical memory of
+    /// [address, address + size). The mapping ends when the connection closes.
+    func mapClientMemory(_ m: MemMapRequest, fd: Int32, session: DispatcherSession) -> Status {
+        let range = PhysicalRange(base: m.address, size: m.size)
+        guard m.size > 0, m.address % Ownership.pageSize == 0, m.size % Ownership.pageSize == 0,
+              m.offset % Ownership.pageSize == 0, m.size <= UInt64(Int.max),
+              hypervisor.policy.hostRAM.contains(where: { $0.contains(range) }) else { return .invalid }
+        guard let p = mmap(nil, Int(m.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(truncatingIfNeeded: m.offset)),
+              p != MAP_FAILED else { return .invalid }
+        let size = Int(m.size)
+        do {
+            try hypervisor.memory.replace(base: m.address, size: m.size, with: p, release: { munmap(p, size) })
+        } catch {
+            munmap(p, size)
+            return .invalid
+        }
+        session.mappedRanges.append(m.address)
+        return .ok
+    }
+
+    /// The range goes back to the daemon's own memory, zeroed.
+    func unmapClientMemory(base: UInt64) {
+        guard let size = hypervisor.memory.replacedRanges.first(where: { $0.base == base })?.size else { return }
+        try? hypervisor.memory.restore(base: base)
+        _ = hypervisor.memory.zero(at: base, count: Int(size))
+    }
+
+    // MARK: STATS
+
+    func statisticsJSON() -> String {
+        let h = hypervisor.statistics
+        var object: [String: Any] = [
+            "state": "\(hypervisor.lifecycle)",
+            "operations": stats.byOpcode,
+            "operations_total": stats.totalOperations,
+            "denials": h.denials,
+            "denials_by_rule": Dictionary(uniqueKeysWithValues: h.denialsByRule.map { ($0.key.rawValue, $0.value) }),
+            "faults_by_kind": Dictionary(uniqueKeysWithValues: h.faultsByKind.map { ("\($0.key)", $0.value) }),
+            "dma_translations": h.dmaTranslations,
+            "connections": ["open": stats.connectionsOpen, "opened": stats.connectionsOpened],
+            "framing": ["malformed": stats.malformed, "unsupported": stats.unsupported],
+            "audit": auditCounters(),
+        ]
+        object["tlb"] = hypervisor.tlbStatistics
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
