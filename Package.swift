@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SMMUModel", targets: ["SMMUModel"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .library(name: "WireProtocol", targets: ["WireProtocol"]),
+        .library(name: "SMMUDaemon", targets: ["SMMUDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
