@@ -1,0 +1,124 @@
+import Foundation
+import Yams
+
+/// The daemon's configuration file (YAML, snake_case keys; see Config/tegra234.yaml for a commented example).
+/// Decoding rejects unknown keys; `validate()` checks ranges and layout and names the key that is wrong.
+public struct DaemonConfiguration: Sendable, Equatable {
+    /// Which SMMU topology preset the daemon builds (SMMUModel's `Topology`).
+    public enum Topology: String, Sendable, Equatable, CaseIterable, Decodable {
+        case tegra234
+        case generic4k
+        case qemuVirt = "qemu-virt"
+    }
+
+    /// A physical address range [base, base + size).
+    public struct MemoryRange: Sendable, Equatable, Decodable {
+        public var base: UInt64
+        public var size: UInt64
+        public init(base: UInt64, size: UInt64) { self.base = base; self.size = size }
+        public var end: UInt64 { base &+ size }
+        func overlaps(_ other: MemoryRange) -> Bool { base < other.end && other.base < end }
+    }
+
+    public struct Memory: Sendable, Equatable {
+        /// The host's RAM; the host stage-2 starts out owning all of it.
+        public var hostRAM: [MemoryRange]
+        /// EL2's own pages (VM stage-2 tables); never the host's.
+        public var hypervisorRAM: MemoryRange
+        /// Extra DMA targets for host streams (an MSI doorbell such as a GICv2m frame).
+        public var hostDMARanges: [MemoryRange]
+    }
+
+    /// Streams of one logical SMMU that the hypervisor keeps for itself.
+    public struct HypervisorStreams: Sendable, Equatable {
+        public var smmu: String
+        public var streams: [UInt16]
+    }
+
+    public struct Hypervisor: Sendable, Equatable {
+        /// Context banks per instance hidden from the host (the top of the range).
+        public var reservedContextBanks: Int
+        /// Stream match register groups per instance hidden from the host.
+        public var reservedSMRs: Int
+        public var hypervisorStreams: [HypervisorStreams]
+    }
+
+    public enum FinalizationMode: String, Sendable, Equatable, Decodable {
+        /// Finalize `delayMilliseconds` after start (the seed's device_initcall_sync comes shortly after boot).
+        case delay
+        /// Finalize on an admin FINALIZE request.
+        case manual
+    }
+
+    public struct Finalization: Sendable, Equatable {
+        public var mode: FinalizationMode
+        public var delayMilliseconds: Int
+    }
+
+    public struct Socket: Sendable, Equatable {
+        public var path: String
+        /// File mode of the socket (octal in the file: `0660`).
+        public var mode: UInt32
+    }
+
+    /// Who may take a HELLO role. uid 0 always may.
+    public struct RoleAllowList: Sendable, Equatable {
+        public var uids: [UInt32]
+        public var gids: [UInt32]
+        public init(uids: [UInt32] = [], gids: [UInt32] = []) { self.uids = uids; self.gids = gids }
+        /// True when the peer is root, or its uid or primary gid is listed.
+        public func permits(_ peer: PeerCredentials) -> Bool {
+            peer.uid == 0 || uids.contains(peer.uid) || gids.contains(peer.gid)
+        }
+    }
+
+    public struct Roles: Sendable, Equatable {
+        public var host: RoleAllowList
+        public var device: RoleAllowList
+        public var admin: RoleAllowList
+    }
+
+    public struct Audit: Sendable, Equatable {
+        /// Denial records written per second per (client, rule) before further ones are only counted.
+        public var burst: Int
+        /// How often the counted ones are summarized (one record per (client, rule), with the count).
+        public var summaryIntervalMilliseconds: Int
+    }
+
+    public var topology: Topology
+    public var memory: Memory
+    public var hypervisor: Hypervisor
+    public var finalization: Finalization
+    public var socket: Socket
+    public var roles: Roles
+    public var audit: Audit
+    /// Ping systemd's watchdog when the unit sets WatchdogSec.
+    public var watchdog: Bool
+
+    /// Reads, decodes and validates a configuration file.
+    public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw .unreadable(path: path, reason: (error as NSError).localizedDescription)
+        }
+        return try parse(yaml: text)
+    }
+
+    /// Decodes and validates YAML text.
+    public static func parse(yaml: String) throws(ConfigurationError) -> DaemonConfiguration {
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try YAMLDecoder().decode(DaemonConfiguration.self, from: yaml)
+        } catch let error as DecodingError {
+            throw ConfigurationError.from(error)
+        } catch let error as ConfigurationError {
+            throw error
+        } catch {
+            throw .syntax(String(describing: error))
+        }
+        try configuration.validate()
+        return configuration
+    }
+}
