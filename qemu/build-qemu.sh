@@ -70,7 +70,7 @@ if [ ! -f "$CACHE/build/build.ninja" ]; then
         --enable-fdt=system --disable-werror >configure.log 2>&1) ||
         { tail -n 30 "$CACHE/build/configure.log" >&2; exit 1; }
 fi
-log "building qemu-system-aarch64 (first time: ~5 min)"
+log "building qemu-system-aarch64 (~5 min the first time; the device alone after)"
 (cd "$CACHE/build" && ninja -j"${SMMU_HYPD_JOBS:-2}" qemu-system-aarch64 >ninja.log 2>&1) ||
     { grep -B2 -A12 'error' "$CACHE/build/ninja.log" | head -n 60 >&2; exit 1; }
 echo "$want" > "$STAMP"

@@ -308,6 +308,9 @@ static bool sh_open(SmmuHypdConn *c, SmmuHypdState *s, uint32_t role, uint8_t *r
 
 /* ---- MMIO: the SMMU window ---- */
 
+/* Applies the level changes the daemon has sent so far (main-loop fd handler, and inline). */
+static void smmu_hypd_events_readable(void *opaque);
+
 static uint64_t smmu_hypd_read(void *opaque, hwaddr offset, unsigned size)
 {
     SmmuHypdState *s = opaque;
@@ -347,6 +350,12 @@ static void smmu_hypd_write(void *opaque, hwaddr offset, uint64_t value, unsigne
         warn_report("smmu-hypd: WRITE 0x%" PRIx64 " = 0x%" PRIx64 " (%u bytes): %s",
                     s->daemon_base + offset, value, size, sh_status_name(status));
     }
+    /*
+     * On hardware a W1C write lowers the fault line at once. The daemon has sent the level
+     * change by the time it answers; apply it now, before the vCPU EOIs, or the GIC would
+     * re-deliver a line the guest already cleared (a spurious interrupt per main-loop delay).
+     */
+    smmu_hypd_events_readable(s);
 }
 
 static const MemoryRegionOps smmu_hypd_ops = {
@@ -359,11 +368,19 @@ static const MemoryRegionOps smmu_hypd_ops = {
 
 /* ---- interrupts: EVENTS to GIC SPI levels ---- */
 
+static void smmu_hypd_events_close(SmmuHypdState *s, const char *why)
+{
+    error_report("smmu-hypd: %s; the SMMU's interrupt lines stay as they are", why);
+    qemu_set_fd_handler(s->events_fd, NULL, NULL, NULL);
+    close(s->events_fd);
+    s->events_fd = -1;
+}
+
 static void smmu_hypd_events_readable(void *opaque)
 {
     SmmuHypdState *s = opaque;
 
-    for (;;) {
+    while (s->events_fd >= 0) {
         ssize_t n = recv(s->events_fd, s->events_buf + s->events_len,
                          sizeof(s->events_buf) - s->events_len, MSG_DONTWAIT);
         uint32_t window, line, level;
@@ -375,10 +392,7 @@ static void smmu_hypd_events_readable(void *opaque)
             return;
         }
         if (n <= 0) {
-            error_report("smmu-hypd: event connection closed; interrupts stay as they are");
-            qemu_set_fd_handler(s->events_fd, NULL, NULL, NULL);
-            close(s->events_fd);
-            s->events_fd = -1;
+            smmu_hypd_events_close(s, "event connection closed");
             return;
         }
         s->events_len += n;
@@ -388,10 +402,7 @@ static void smmu_hypd_events_readable(void *opaque)
         s->events_len = 0;
         if (lduw_le_p(s->events_buf) != SH_MAGIC || s->events_buf[3] != SH_OP_EVENT ||
             ldl_le_p(s->events_buf + 12) != SH_EVENT_PAYLOAD) {
-            error_report("smmu-hypd: malformed event; closing the event connection");
-            qemu_set_fd_handler(s->events_fd, NULL, NULL, NULL);
-            close(s->events_fd);
-            s->events_fd = -1;
+            smmu_hypd_events_close(s, "malformed event");
             return;
         }
         window = ldl_le_p(s->events_buf + SH_HEADER);
