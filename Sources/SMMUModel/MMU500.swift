@@ -23,9 +23,10 @@ public final class MMU500 {
     let sctlrSlot, tcrSlot, tcr2Slot, ttbr0Slot, ttbr1Slot, fsrSlot: Int
 
     let tlb = TLB()
-    /// Stream ID → matching SMR: index, or `noMatch`/`multipleMatches`/`unresolved`.
-    var streamCache: [Int16]
-    static let unresolved: Int16 = -1
+    /// Stream ID → (generation << 16 | matching SMR index, or `noMatch`/`multipleMatches`); an
+    /// entry of an older generation is unresolved, so invalidating is one increment.
+    var streamCache: [UInt32]
+    var streamCacheGeneration: UInt32 = 1
     static let noMatch: Int16 = -2
     static let multipleMatches: Int16 = -3
     /// Decoded context-bank configuration, rebuilt after any write to that bank.
@@ -60,7 +61,7 @@ public final class MMU500 {
         ttbr0Slot = base(.TTBR0)
         ttbr1Slot = base(.TTBR1)
         fsrSlot = base(.FSR)
-        streamCache = Array(repeating: Self.unresolved, count: 1 << 16)
+        streamCache = Array(repeating: 0, count: 1 << 16)
         contexts = Array(repeating: nil, count: configuration.numContextBanks)
         reset()
     }
@@ -177,7 +178,11 @@ public final class MMU500 {
     }
 
     func invalidateStreamCache() {
-        for i in streamCache.indices { streamCache[i] = Self.unresolved }
+        streamCacheGeneration = (streamCacheGeneration + 1) & 0xFFFF
+        if streamCacheGeneration == 0 {
+            streamCacheGeneration = 1
+            for i in streamCache.indices { streamCache[i] = 0 }
+        }
     }
 
     func invalidateContexts() {

@@ -31,8 +31,8 @@ public final class PageTableBuilder {
     public struct Attributes: Sendable, Equatable {
         public var readable = true
         public var writable = true
-        /// Stage 1: AP[1], unprivileged access allowed.
-        public var user = false
+        /// Stage 1: AP[1], unprivileged access allowed (io-pgtable sets it unless IOMMU_PRIV).
+        public var user = true
         /// Stage 1: UXN; stage 2: XN.
         public var executeNever = false
         /// Stage 1: PXN.
@@ -44,7 +44,7 @@ public final class PageTableBuilder {
         /// Stage 1: MAIR index (io-pgtable: 0 non-cacheable, 1 cacheable, 2 device).
         public var attributeIndex: UInt64 = 1
 
-        public init(readable: Bool = true, writable: Bool = true, user: Bool = false, executeNever: Bool = false,
+        public init(readable: Bool = true, writable: Bool = true, user: Bool = true, executeNever: Bool = false,
                     privilegedExecuteNever: Bool = false, nonGlobal: Bool = true, accessFlag: Bool = true) {
             self.readable = readable
             self.writable = writable
