@@ -116,7 +116,6 @@ struct SmmuHypdState {
     qemu_irq irqs[SH_MAX_IRQS];
     uint32_t num_irqs;
     GHashTable *iommu_by_bus;   /* PCIBus * -> SmmuHypdIOMMU *[PCI_DEVFN_MAX] */
-    uint64_t dma_requests, dma_faults;
 };
 
 /* ---- socket plumbing ---- */
@@ -446,7 +445,6 @@ static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
     stq_le_p(req + 8, addr);
     stl_le_p(req + 16, (flag & IOMMU_WO) ? 1 : 0);
     stl_le_p(req + 20, 0);
-    s->dma_requests++;
     if (!sh_call(&s->dma, SH_OP_DMA, req, sizeof(req), -1, &status, resp, sizeof(resp),
                  NULL)) {
         return entry;
@@ -455,7 +453,6 @@ static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
         entry.translated_addr = ldq_le_p(resp) & ~(hwaddr)0xfff;
         entry.perm = flag == IOMMU_NONE ? IOMMU_RO : flag;
     } else {
-        s->dma_faults++;
         warn_report("smmu-hypd: DMA stream 0x%x iova 0x%" PRIx64 " %s: %s (fault %u)", sid,
                     (uint64_t)addr, (flag & IOMMU_WO) ? "write" : "read",
                     sh_status_name(status), ldl_le_p(resp + 8));
@@ -626,7 +623,8 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
                    "guest after smmu-hypd reports READY", state);
         return;
     }
-    if (s->window >= nwin || hello_len < SH_HEADER + SH_WINDOW_RECORD * (s->window + 1)) {
+    if (s->window >= nwin ||
+        MIN(hello_len, sizeof(hello)) < SH_HEADER + SH_WINDOW_RECORD * ((uint64_t)s->window + 1)) {
         error_setg(errp, "smmu-hypd: window %u does not exist (the daemon has %u)",
                    s->window, nwin);
         return;
