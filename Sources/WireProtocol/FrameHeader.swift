@@ -62,13 +62,12 @@ public struct FrameHeader: Hashable, Sendable {
     }
 
     /// Appends the 16 encoded bytes to `out`.
+    @inlinable
     public func encode(into out: inout [UInt8]) {
-        out.appendLE(magic)
-        out.append(version)
-        out.append(opcode)
-        out.appendLE(tag)
-        out.appendLE(status)
-        out.appendLE(length)
+        // Two words, one append: the header is on every response's hot path.
+        let low = UInt64(magic) | UInt64(version) << 16 | UInt64(opcode) << 24 | UInt64(tag) << 32
+        let high = UInt64(status) | UInt64(length) << 32
+        withUnsafeBytes(of: (low.littleEndian, high.littleEndian)) { out.append(contentsOf: $0) }
     }
 
     /// The 16 encoded bytes.

@@ -12,7 +12,11 @@ extension Array where Element == UInt8 {
     /// Appends `value` as little-endian bytes (no allocation when capacity suffices).
     @inlinable
     public mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+        var v = value
+        for _ in 0..<MemoryLayout<T>.size {
+            append(UInt8(truncatingIfNeeded: v))
+            v >>= 8
+        }
     }
 
     /// Appends `count` zero bytes.

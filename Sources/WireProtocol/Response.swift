@@ -167,14 +167,23 @@ public enum ResponseEncoder {
     public static func append(
         to out: inout [UInt8], opcode rawOpcode: UInt8, tag: UInt32, status: Status, payload: ResponsePayload = .none
     ) {
-        let start = out.count
-        FrameHeader(responseTo: rawOpcode, tag: tag, status: status, length: 0).encode(into: &out)
-        if status != .malformed && status != .unsupported, let opcode = Opcode(rawValue: rawOpcode) {
+        let opcode = status == .malformed || status == .unsupported ? nil : Opcode(rawValue: rawOpcode)
+        let length = opcode.map { payloadLength(opcode: $0, status: status, payload: payload) } ?? 0
+        FrameHeader(responseTo: rawOpcode, tag: tag, status: status, length: length).encode(into: &out)
+        if let opcode, length > 0 {
             appendPayload(to: &out, opcode: opcode, status: status, payload: payload)
         }
-        let length = UInt32(truncatingIfNeeded: out.count - start - FrameHeader.size)
-        withUnsafeBytes(of: length.littleEndian) { bytes in
-            for i in 0..<4 { out[start + 12 + i] = bytes[i] }
+    }
+
+    /// The payload size the fixed-size rule gives this response.
+    static func payloadLength(opcode: Opcode, status: Status, payload: ResponsePayload) -> Int {
+        if let fixed = opcode.fixedResponseSize { return fixed }
+        guard status == .ok else { return 0 }
+        switch (opcode, payload) {
+        case (.hello, .hello(let h)): return h.encodedLength
+        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)): return b.count
+        case (.memRead, .text(let t)), (.stats, .text(let t)), (.dump, .text(let t)): return t.utf8.count
+        default: return 0
         }
     }
 
@@ -183,31 +192,27 @@ public enum ResponseEncoder {
         append(to: &out, opcode: opcode, tag: tag, status: .malformed)
     }
 
+    /// Appends exactly ``payloadLength(opcode:status:payload:)`` bytes.
     private static func appendPayload(to out: inout [UInt8], opcode: Opcode, status: Status, payload: ResponsePayload) {
-        if let fixed = opcode.fixedResponseSize {
-            let before = out.count
+        if opcode.fixedResponseSize != nil {
             switch (opcode, status, payload) {
             case (.read, .ok, .read(let v)): out.appendLE(v)
             case (.vmCreate, .ok, .vmCreate(let vm)): out.appendLE(vm)
             case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):
-                out.appendLE(r.physicalAddress)
-                out.appendLE(r.fault)
-                out.appendLE(UInt32(0))
-            default: break
-            }
-            // Whatever was given, the size is the opcode's (zero-filled otherwise).
-            if out.count - before != fixed {
-                out.removeLast(out.count - before)
-                out.appendZeros(fixed)
+                withUnsafeBytes(of: (r.physicalAddress.littleEndian, r.fault.littleEndian, UInt32(0))) {
+                    out.append(contentsOf: $0)
+                }
+            default:
+                // Not OK, or no matching payload given: zero-filled at the opcode's size.
+                out.appendZeros(opcode.fixedResponseSize ?? 0)
             }
             return
         }
-        guard status == .ok else { return }
         switch payload {
-        case .hello(let h) where opcode == .hello: h.encode(into: &out)
-        case .bytes(let b) where opcode == .memRead || opcode == .stats || opcode == .dump: out.append(contentsOf: b)
-        case .text(let s) where opcode == .stats || opcode == .dump || opcode == .memRead: out.append(contentsOf: s.utf8)
-        default: break
+        case .hello(let h): h.encode(into: &out)
+        case .bytes(let b): out.append(contentsOf: b)
+        case .text(let t): out.append(contentsOf: t.utf8)
+        case .none, .read, .dma, .vmCreate: break
         }
     }
 }

@@ -36,6 +36,10 @@ func response(_ op: UInt8, _ status: Status, _ payload: ResponsePayload, tag: UI
         }
         // Given no payload at all, an OK READ still carries 8 zero bytes.
         #expect(response(0x02, .ok, .none).1 == Array(repeating: 0, count: 8))
+        // A payload of the wrong kind cannot change a fixed size.
+        #expect(response(0x02, .ok, .bytes([1, 2, 3])).1 == Array(repeating: 0, count: 8))
+        #expect(response(0x10, .ok, .text("123456")).1 == [0, 0, 0, 0])
+        #expect(response(0x03, .ok, .bytes([1])).1.isEmpty)
     }
 
     @Test("variable payloads are empty unless OK; MALFORMED and UNSUPPORTED carry nothing")
