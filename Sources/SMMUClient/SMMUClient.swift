@@ -179,19 +179,18 @@ public final class SMMUClient {
         var sent = 0
         var received = 0
         while received < responses || sent < encoded.count {
-            while received < responses, let r = try nextBuffered(body) {
-                _ = r
+            while received < responses, try nextBuffered(body) != nil {
                 received += 1
             }
             if received == responses && sent == encoded.count { break }
-            let revents = try stream.wait(readable: received < responses, writable: sent < encoded.count, timeout: timeout)
-            if revents == 0 { throw .timedOut }
-            if sent < encoded.count && revents & Int16(0x004) != 0 {  // POLLOUT
+            let ready = try stream.wait(readable: received < responses, writable: sent < encoded.count, timeout: timeout)
+            if ready.timedOut { throw .timedOut }
+            if sent < encoded.count && ready.writable {
                 sent += try encoded.withBytes { b throws(SMMUClientError) in
                     try stream.sendSome(UnsafeRawBufferPointer(rebasing: b[sent...]))
                 }
             }
-            if received < responses && revents & ~Int16(0x004) != 0 {
+            if received < responses && ready.readable {
                 try fill()
             }
         }
@@ -210,7 +209,7 @@ public final class SMMUClient {
             if let frame = try nextBuffered({ h, p throws(SMMUClientError) in Frame(header: h, payload: Array(p)) }) {
                 return frame
             }
-            if try stream.wait(readable: true, writable: false, timeout: timeout) == 0 { throw .timedOut }
+            if try stream.wait(readable: true, writable: false, timeout: timeout).timedOut { throw .timedOut }
             try fill()
         }
     }
@@ -219,7 +218,7 @@ public final class SMMUClient {
     /// Returns true if it closed.
     public func waitForClose(timeout: Duration = .seconds(5)) throws(SMMUClientError) -> Bool {
         while true {
-            if try stream.wait(readable: true, writable: false, timeout: timeout) == 0 { return false }
+            if try stream.wait(readable: true, writable: false, timeout: timeout).timedOut { return false }
             do throws(SMMUClientError) { try fill() } catch .closed { return true }
         }
     }

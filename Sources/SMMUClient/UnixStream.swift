@@ -59,9 +59,15 @@ final class UnixStream {
         }
     }
 
+    /// What poll(2) reported. Hang-up and error count as readable: the next receive reports them.
+    struct Readiness {
+        var readable = false
+        var writable = false
+        var timedOut: Bool { !readable && !writable }
+    }
+
     /// Waits until the socket is readable (or writable) or `timeout` passes; nil waits forever.
-    /// Returns the poll revents, 0 on timeout.
-    func wait(readable: Bool, writable: Bool, timeout: Duration?) throws(SMMUClientError) -> Int16 {
+    func wait(readable: Bool, writable: Bool, timeout: Duration?) throws(SMMUClientError) -> Readiness {
         var events: Int16 = 0
         if readable { events |= Int16(POLLIN) }
         if writable { events |= Int16(POLLOUT) }
@@ -69,7 +75,11 @@ final class UnixStream {
         let ms: Int32 = timeout.map { Int32(clamping: $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? -1
         while true {
             let n = poll(&pfd, 1, ms)
-            if n >= 0 { return n == 0 ? 0 : pfd.revents }
+            if n >= 0 {
+                let r = pfd.revents
+                return Readiness(
+                    readable: r & Int16(POLLIN | POLLHUP | POLLERR) != 0, writable: r & Int16(POLLOUT) != 0)
+            }
             if errno != EINTR { throw .socket(SocketError(.poll, errno: errno)) }
         }
     }
@@ -95,7 +105,7 @@ final class UnixStream {
             if n > 0 {
                 offset += n
                 pending = []
-            } else if try wait(readable: false, writable: true, timeout: timeout) == 0 {
+            } else if try wait(readable: false, writable: true, timeout: timeout).timedOut {
                 throw .timedOut
             }
         }
