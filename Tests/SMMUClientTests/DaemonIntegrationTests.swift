@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+import WireProtocol
+
+@testable import SMMUClient
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The real daemon, started from $SMMU_HYPD_BIN on a private socket with the Tegra234 config.
+/// These tests run only when SMMU_HYPD_BIN is set (e.g. SMMU_HYPD_BIN=.build/debug/smmu-hypd).
+final class RunningDaemon {
+    let process = Process()
+    let directory: String
+    let socketPath: String
+
+    init() throws {
+        let env = ProcessInfo.processInfo.environment
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var binary = env["SMMU_HYPD_BIN"] ?? ""
+        if !binary.hasPrefix("/") { binary = repo.appendingPathComponent(binary).path }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("smmu-swift-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        socketPath = directory + "/smmu-hypd.sock"
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "--socket", socketPath, "--finalize-delay", "0", "--config", repo.appendingPathComponent("Config/tegra234.yaml").path,
+        ]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let client = try? SMMUClient(path: socketPath, timeout: .seconds(5)),
+                let hello = try? client.hello(role: .host, name: "swift-wait"), hello.state == .finalized
+            {
+                return
+            }
+            usleep(50_000)
+        }
+        stop()
+        throw SMMUClientError.timedOut
+    }
+
+    func connect(role: Role = .host) throws -> (SMMUClient, HelloResponse) {
+        let client = try SMMUClient(path: socketPath, timeout: .seconds(30))
+        return (client, try client.hello(role: role, name: "swift-integration"))
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    deinit { stop() }
+}
+
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["SMMU_HYPD_BIN"] != nil, "set SMMU_HYPD_BIN to run against the daemon"))
+struct DaemonIntegrationTests {
+    @Test("the Linux probe and reset succeed on every Tegra234 window, seeing the host's 120 banks and SMRs")
+    func linuxProbe() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (client, hello) = try daemon.connect()
+        #expect(hello.windows.count == 5)
+        let reports = try LinuxProbe(client: client).run(windows: hello.windows)
+        for r in reports {
+            #expect(r.configuration.numContextBanks == 120 && r.configuration.numMappingGroups == 120, "\(r.deviceName)")
+            #expect(r.lines.contains("\t120 context banks (0 stage-2 only)"))
+            #expect(r.lines.contains("\tSupported page sizes: 0x61311000"))
+            #expect(!r.lines.contains { $0.contains("differs from mapped region") })
+            #expect(r.syncCompleted && r.readBackSCR0 == r.finalSCR0)
+            #expect(r.finalSCR0 & (1 << 10) != 0 && r.finalSCR0 & 1 == 0)  // USFCFG set, CLIENTPD clear
+            #expect(r.streamIDMask == 0x7FFF && r.smrMaskMask == 0x7FFF)
+        }
+        // A bank the hypervisor keeps is not the host's to write.
+        let cb127 = hello.windows[0].base + 0x80_0000 + 127 * 0x1_0000
+        #expect(throws: SMMUClientError.status(.denied)) { try client.write(address: cb127, value: 1) }
+    }
+
+    @Test("10,000 pipelined READs come back OK and in order")
+    func pipelinedReads() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (client, hello) = try daemon.connect()
+        let idr1 = hello.windows[0].base + 0x24
+        let count = 10_000
+        var bytes: [UInt8] = []
+        for i in 0..<count { Request.read(ReadRequest(address: idr1, width: 4)).encode(tag: UInt32(1_000 + i), into: &bytes) }
+        var i = 0
+        var bad = 0
+        let start = ContinuousClock.now
+        try client.exchange(bytes, responses: count) { header, payload throws(SMMUClientError) in
+            if header.tag != UInt32(1_000 + i) || header.statusCode != .ok || payload.loadLE(UInt32.self, at: 0) & 0xFF != 120 {
+                bad += 1
+            }
+            i += 1
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(i == count && bad == 0)
+        print("pipelined READ: \(count) in \(elapsed)")
+    }
+
+    @Test("MEM_MAP lends the client's file: the daemon reads and writes the client's bytes")
+    func memMap() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (client, _) = try daemon.connect()
+        var template = Array("/tmp/smmu-ram-XXXXXX".utf8CString)
+        let file = mkstemp(&template)
+        try #require(file >= 0)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        defer { close(file) }
+        #expect(ftruncate(file, 0x20_0000) == 0)
+        let marker = Array("from the client's file".utf8)
+        #expect(pwrite(file, marker, marker.count, 0x1_0000 + 0x40) == marker.count)
+        // Bytes [0x10000, 0x10000 + 1 MiB) of the file become host RAM at 0x80100000.
+        try client.memMap(address: 0x8010_0000, size: 0x10_0000, offset: 0x1_0000, fd: file)
+        #expect(try client.memRead(address: 0x8010_0040, length: marker.count) == marker)
+        try client.memWrite(address: 0x8010_1000, bytes: [0xDE, 0xAD, 0xBE, 0xEF])
+        var back = [UInt8](repeating: 0, count: 4)
+        #expect(pread(file, &back, 4, 0x1_0000 + 0x1000) == 4)
+        #expect(back == [0xDE, 0xAD, 0xBE, 0xEF])
+        // Without the descriptor the request is MALFORMED and the connection closes.
+        let (other, _) = try daemon.connect()
+        try other.sendRaw(Request.memMap(MemMapRequest(address: 0x8020_0000, size: 0x1000, offset: 0)).encoded(tag: 7))
+        #expect(try other.receiveFrame().status == .malformed)
+        #expect(try other.waitForClose())
+    }
+}
