@@ -62,6 +62,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The benchmark (issue 5): the socket floor, the daemon's round trips and throughput, DMA translation,
+        // the Linux probe and the daemon's memory, in one table.
+        .executableTarget(
+            name: "smmu-bench",
+            dependencies: [
+                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),

@@ -1,7 +1,7 @@
-/// Plain-text tables for terminal output.
-enum Table {
+/// Plain-text tables for terminal output (smmuctl's hello and dump).
+public enum TextTable {
     /// Left-aligned columns separated by two spaces, a header and a rule.
-    static func render(header: [String], rows: [[String]]) -> String {
+    public static func render(header: [String], rows: [[String]]) -> String {
         var widths = header.map(\.count)
         for row in rows {
             for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }

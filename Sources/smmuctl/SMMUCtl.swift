@@ -110,7 +110,7 @@ struct Hello: ParsableCommand {
     func run() throws {
         let (_, hello) = try connection.open(defaultRole: .host)
         print("server version \(hello.serverVersion), state \(hello.state.map { "\($0)" } ?? "\(hello.stateValue)")")
-        print(Table.render(
+        print(TextTable.render(
             header: ["window", "name", "base", "size", "page", "context banks", "SMRs"],
             rows: hello.windows.enumerated().map { i, w in
                 ["\(i)", w.name, hex(w.base), hex(w.size), w.pageSize >= 1024 ? "\(w.pageSize / 1024)K" : "\(w.pageSize)",

@@ -1,0 +1,107 @@
+import Foundation
+import Glibc
+
+/// The socket floor: the least a protocol v1 server on AF_UNIX SOCK_STREAM can cost on this machine.
+///
+/// A blocking read loop on its own thread (socket-floor.md's "Swift, blocking read loop"): it reads
+/// everything available, answers every whole frame in the batch with a response of the size the daemon
+/// would send (READ: 8-byte payload, anything else: none), and sends the batch with one write. It does
+/// no decoding beyond the header, so the daemon's ratio against it is the cost of the daemon itself.
+final class EchoFloor: Sendable {
+    let path: String
+    private let listenFD: Int32
+
+    enum SetupError: Error, CustomStringConvertible {
+        case socket(String, Int32)
+        var description: String {
+            switch self { case .socket(let call, let e): "echo floor: \(call): \(String(cString: strerror(e)))" }
+        }
+    }
+
+    init(path: String) throws(SetupError) {
+        self.path = path
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .socket("socket", errno) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            let bytes = Array(path.utf8.prefix(raw.count - 1))
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0, listen(fd, 16) == 0 else {
+            let e = errno
+            close(fd)
+            throw .socket("bind/listen", e)
+        }
+        listenFD = fd
+    }
+
+    /// Serves connections one after another, forever, on a new thread.
+    func start() {
+        let thread = Thread { [self] in
+            while true {
+                let fd = accept(listenFD, nil, nil)
+                if fd < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                serve(fd)
+                close(fd)
+            }
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// The loop: blocking recv of whatever is there, one send of all the answers.
+    private func serve(_ fd: Int32) {
+        let capacity = 1 << 16
+        let input = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+        let output = UnsafeMutableRawPointer.allocate(byteCount: capacity * 2, alignment: 16)
+        defer {
+            input.deallocate()
+            output.deallocate()
+        }
+        var held = 0  // bytes of an incomplete frame kept at the start of `input`
+        while true {
+            let n = recv(fd, input + held, capacity - held, 0)
+            if n <= 0 {
+                if n < 0 && errno == EINTR { continue }
+                return
+            }
+            let available = held + n
+            var at = 0
+            var out = 0
+            while available - at >= 16 {
+                let length = Int(input.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self).littleEndian)
+                guard length <= capacity - 16 else { return }
+                if available - at < 16 + length { break }
+                let opcode = input.load(fromByteOffset: at + 3, as: UInt8.self)
+                let payload = opcode == 0x02 ? 8 : 0
+                (output + out).copyMemory(from: input + at, byteCount: 8)  // magic, version, opcode, tag
+                (output + out).storeBytes(of: opcode | 0x80, toByteOffset: 3, as: UInt8.self)
+                (output + out).storeBytes(of: UInt32(0), toByteOffset: 8, as: UInt32.self)
+                (output + out).storeBytes(of: UInt32(payload).littleEndian, toByteOffset: 12, as: UInt32.self)
+                if payload > 0 { (output + out + 16).initializeMemory(as: UInt8.self, repeating: 0, count: payload) }
+                out += 16 + payload
+                at += 16 + length
+            }
+            held = available - at
+            if held > 0 && at > 0 { input.copyMemory(from: input + at, byteCount: held) }
+            var sent = 0
+            while sent < out {
+                let w = send(fd, output + sent, out - sent, Int32(MSG_NOSIGNAL))
+                if w < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                sent += w
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Hypervisor
+import SMMUModel
+
+/// DMA translation with no socket: the daemon's own path (`Hypervisor.dma`: the physical MMU-500's
+/// stream match, IOTLB, table walk and the owners' stage-2 filter) on a finalized Tegra234 machine,
+/// after the host programmed a stage-1 domain through the trap handler as Linux would.
+struct InProcessTranslation {
+    static let hostRAM = PhysicalRange(base: 0x8000_0000, size: 512 << 20)
+    static let hypervisorRAM = PhysicalRange(base: 0x7F00_0000, size: 4 << 20)
+    static let tablePool: Range<UInt64> = 0x8100_0000..<0x8120_0000
+    static let dataBase: UInt64 = 0x9000_0000
+
+    let hypervisor: Hypervisor
+    let domain: Stage1Domain
+
+    init() throws(BenchError) {
+        let memory: MemoryMap
+        do {
+            memory = try MemoryMap(regions: [(Self.hostRAM.base, Self.hostRAM.size),
+                                             (Self.hypervisorRAM.base, Self.hypervisorRAM.size)])
+        } catch { throw .unexpected("memory map: \(error)") }
+        let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM,
+                                      manualFinalization: true)
+        do { hypervisor = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink()) } catch {
+            throw .unexpected("hypervisor: \(error)")
+        }
+        guard hypervisor.finalize() else { throw .unexpected("finalization refused") }
+        do { domain = try Stage1Domain(memory: memory, tablePool: Self.tablePool, dataBase: Self.dataBase) } catch {
+            throw .unexpected("page tables: \(error)")
+        }
+        let client = ClientIdentity(name: "smmu-bench")
+        let window = hypervisor.windows[0]
+        for w in domain.attachWrites(base: window.base, configuration: policy.topology.windows[0].configuration) {
+            let r = hypervisor.hostWrite(address: w.address, value: w.value, width: w.width, client: client)
+            guard r.value != nil else { throw .unexpected("attach write at 0x\(String(w.address, radix: 16)): \(r)") }
+        }
+        guard case .translated(let pa) = translate(Stage1Domain.hitIOVA), pa == domain.hitPhysical else {
+            throw .unexpected("the hit page does not translate: \(translate(Stage1Domain.hitIOVA))")
+        }
+    }
+
+    @inline(__always) func translate(_ iova: UInt64) -> DMAResult {
+        hypervisor.dma(window: 0, stream: UInt32(Stage1Domain.stream), iova: iova, access: .read)
+    }
+
+    /// IOTLB hits: the same page for about `seconds`. Returns translations per second.
+    func hits(seconds: Double) throws(BenchError) -> Double {
+        try run(seconds: seconds, expectHits: true) { i in Stage1Domain.hitIOVA | UInt64(i & 0xFF8) }
+    }
+
+    /// IOTLB misses: a sweep over twice the IOTLB's capacity, so every access walks the tables.
+    func misses(seconds: Double) throws(BenchError) -> Double {
+        try run(seconds: seconds, expectHits: false) { i in
+            Stage1Domain.missIOVA + UInt64(i % Stage1Domain.missPages) << 12
+        }
+    }
+
+    private func run(seconds: Double, expectHits: Bool, _ iova: (Int) -> UInt64) throws(BenchError) -> Double {
+        let before = hypervisor.tlbStatistics
+        let budget = UInt64(seconds * 1e9)
+        let start = monotonicNanoseconds()
+        var count = 0
+        var faults = 0
+        repeat {
+            for _ in 0..<4096 {
+                if case .fault = translate(iova(count)) { faults += 1 }
+                count += 1
+            }
+        } while monotonicNanoseconds() - start < budget
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        let after = hypervisor.tlbStatistics
+        let hits = after["hits", default: 0] - before["hits", default: 0]
+        let misses = after["misses", default: 0] - before["misses", default: 0]
+        guard faults == 0 else { throw .unexpected("\(faults) of \(count) translations faulted") }
+        let wanted = expectHits ? hits : misses
+        guard wanted >= count * 95 / 100 else {
+            throw .unexpected("expected \(expectHits ? "hits" : "misses"): \(hits) hits, \(misses) misses of \(count)")
+        }
+        return Double(count) / elapsed
+    }
+}

@@ -1,0 +1,180 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import SMMUClient
+import SMMUModel
+
+/// smmu-bench: measures smmu-hypd against the socket floor and prints one table (issue 5).
+/// Medians over `--rounds` interleaved rounds (floor, then daemon), so machine noise hits both alike.
+@main
+struct SMMUBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "smmu-bench",
+        abstract: "Benchmark smmu-hypd against a raw echo over the same socket; prints one table.")
+
+    @Option(help: "The smmu-hypd executable (default: the one next to this binary).")
+    var daemon: String?
+
+    @Option(help: "The daemon's configuration (a Tegra234 topology).")
+    var config = "Config/tegra234.yaml"
+
+    @Option(help: "Interleaved rounds; each number is the median of the rounds.")
+    var rounds = 3
+
+    @Option(help: "Round trips timed per round and per opcode.")
+    var samples = 20_000
+
+    @Option(help: "Seconds per round of each throughput and translation measurement.")
+    var seconds = 0.3
+
+    @Flag(help: "Measure only the floor and in-process translation (no daemon).")
+    var noDaemon = false
+
+    static let depths = [1, 8, 64, 256]
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var report = Report()
+
+        // The floor and the daemon, round by round.
+        let floor = try EchoFloor(path: directory + "/floor.sock")
+        floor.start()
+        let floorClient = try SMMUClient(path: floor.path)
+        let floorWork = RegisterWorkload(readAddress: 0x0800_0020, writeAddress: 0x0802_0068, writeValue: 0xF404_FF44)
+
+        var running: DaemonProcess?
+        var scenarios: DaemonScenarios?
+        var daemonClient: SMMUClient?
+        var daemonWork: RegisterWorkload?
+        if !noDaemon {
+            do {
+                let d = try DaemonProcess(executable: daemon ?? Self.siblingDaemon(), config: config, directory: directory)
+                running = d
+                let s = DaemonScenarios(daemon: d)
+                scenarios = s
+                let (client, hello) = try s.connect(.host)
+                daemonClient = client
+                let c = MMU500Configuration.tegra234
+                daemonWork = RegisterWorkload(readAddress: hello.windows[0].base + c.offset(of: .IDR0),
+                                              writeAddress: hello.windows[0].base + c.offset(of: .MAIR0, index: 0),
+                                              writeValue: 0xF404_FF44)
+            } catch {
+                report.failed("daemon start", "\(error)")
+            }
+        }
+
+        // Probe + reset of every instance, then the resident memory right after it.
+        if let s = scenarios {
+            do {
+                var times: [Double] = []
+                var shape = (windows: 0, accesses: 0)
+                for _ in 0..<5 {
+                    let r = try s.probeAll()
+                    times.append(r.milliseconds)
+                    shape = (r.windows, r.accesses)
+                }
+                let ms = medianOf(times)
+                report.add("Linux probe+reset, \(shape.windows) instances (\(shape.accesses) accesses)", fixed(ms, 1) + " ms",
+                           target: "< 100 ms", pass: ms < 100)
+            } catch { report.failed("Linux probe+reset", "\(error)", target: "< 100 ms") }
+            if let rss = running?.residentBytes() {
+                let mb = Double(rss) / 1048576
+                report.add("daemon VmRSS after the probe", fixed(mb, 1) + " MB", target: "< 50 MB", pass: mb < 50)
+            } else { report.failed("daemon VmRSS", "no /proc status", target: "< 50 MB") }
+        }
+
+        // Round trips, one outstanding.
+        var floorRT: [(read: Latency, write: Latency)] = []
+        var daemonRT: [(read: Latency, write: Latency)] = []
+        var floorRate: [Int: [Double]] = [:]
+        var daemonRate: [Int: [Double]] = [:]
+        var daemonFailure: String?
+        for _ in 0..<rounds {
+            floorRT.append(try floorWork.roundTrips(floorClient, count: samples))
+            for d in Self.depths { floorRate[d, default: []].append(try floorWork.throughput(floorClient, depth: d, seconds: seconds)) }
+            guard daemonFailure == nil, let client = daemonClient, let work = daemonWork else { continue }
+            do {
+                daemonRT.append(try work.roundTrips(client, count: samples))
+                for d in Self.depths { daemonRate[d, default: []].append(try work.throughput(client, depth: d, seconds: seconds)) }
+            } catch { daemonFailure = "\(error)" }
+        }
+        if let daemonFailure { report.failed("daemon READ/WRITE", daemonFailure) }
+        let fRT = (read: Latency.median(floorRT.map(\.read)), write: Latency.median(floorRT.map(\.write)))
+        report.add("floor round trip READ p50 / p99", microseconds(fRT.read.p50) + " / " + microseconds(fRT.read.p99))
+        report.add("floor round trip WRITE p50 / p99", microseconds(fRT.write.p50) + " / " + microseconds(fRT.write.p99))
+        if daemonRT.count == rounds {
+            let dRT = (read: Latency.median(daemonRT.map(\.read)), write: Latency.median(daemonRT.map(\.write)))
+            for (name, d, f) in [("READ IDR0", dRT.read, fRT.read), ("WRITE CB0 MAIR0", dRT.write, fRT.write)] {
+                report.add("daemon round trip \(name) p50", microseconds(d.p50), floor: microseconds(f.p50),
+                           ratio: ratio(d.p50 / f.p50), target: "<= 1.25x", pass: d.p50 <= 1.25 * f.p50)
+                report.add("daemon round trip \(name) p99", microseconds(d.p99), floor: microseconds(f.p99),
+                           ratio: ratio(d.p99 / f.p99))
+            }
+        }
+        for d in Self.depths {
+            let f = medianOf(floorRate[d] ?? [])
+            guard let rates = daemonRate[d], rates.count == rounds else {
+                report.add("floor pipelined READ/WRITE depth \(d)", rate(f))
+                continue
+            }
+            let v = medianOf(rates)
+            if d == 64 {
+                report.add("daemon pipelined READ/WRITE depth \(d)", rate(v), floor: rate(f), ratio: ratio(v / f),
+                           target: ">= 0.6x", pass: v >= 0.6 * f)
+            } else {
+                report.add("daemon pipelined READ/WRITE depth \(d)", rate(v), floor: rate(f), ratio: ratio(v / f))
+            }
+        }
+
+        // DMA translation in process.
+        do {
+            let t = try InProcessTranslation()
+            var hits: [Double] = []
+            var misses: [Double] = []
+            for _ in 0..<rounds {
+                hits.append(try t.hits(seconds: seconds))
+                misses.append(try t.misses(seconds: seconds))
+            }
+            let h = medianOf(hits)
+            report.add("in-process DMA, IOTLB hit", rate(h), target: ">= 5M/s", pass: h >= 5e6)
+            report.add("in-process DMA, IOTLB miss (4-level walk)", rate(medianOf(misses)))
+        } catch { report.failed("in-process DMA", "\(error)", target: ">= 5M/s") }
+
+        // DMA translation over the socket, as a device.
+        if let s = scenarios, let host = daemonClient, let hello = host.greeting {
+            do {
+                let domain = try s.attachDomain(host: host, hello: hello)
+                let r = try s.dma(domain: domain, samples: samples, seconds: seconds)
+                report.add("socket DMA, IOTLB hit, round trip p50 / p99", microseconds(r.hit.p50) + " / " + microseconds(r.hit.p99),
+                           floor: microseconds(fRT.read.p50), ratio: ratio(r.hit.p50 / fRT.read.p50))
+                report.add("socket DMA, IOTLB hit, depth 64", rate(r.hitRate))
+                report.add("socket DMA, IOTLB miss, depth 64", rate(r.missRate))
+            } catch { report.failed("socket DMA", "\(error)") }
+        }
+
+        if let d = running {
+            if let rss = d.residentBytes() { report.add("daemon VmRSS at the end", fixed(Double(rss) / 1048576, 1) + " MB") }
+            daemonClient?.close()
+            let status = d.stop()
+            report.add("daemon exit status after SIGTERM", "\(status)")
+        }
+        print(report.render())
+        if !report.misses.isEmpty { print("\nMISS: " + report.misses.joined(separator: "; ")) }
+    }
+
+    /// `smmu-hypd` in the same build directory as this executable.
+    static func siblingDaemon() -> String {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("smmu-hypd").path
+    }
+
+    static func temporaryDirectory() throws -> String {
+        var template = Array("/tmp/smmu-bench.XXXXXX".utf8CString)
+        guard let p = mkdtemp(&template) else { throw BenchError.unexpected("mkdtemp failed") }
+        return String(cString: p)
+    }
+}
+
+extension EchoFloor.SetupError: LocalizedError {}
