@@ -42,12 +42,8 @@ struct DaemonScenarios {
 
     /// The host's first RAM range, from the admin's DUMP.
     func hostRAM() throws(BenchError) -> (base: UInt64, size: UInt64) {
-        let (admin, _) = try connect(.admin)
-        defer { admin.close() }
-        let text: String
-        do { text = try admin.dump() } catch { throw .client("DUMP", error) }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-              let memory = object["memory"] as? [[String: Any]],
+        let object = try document(.admin, "DUMP") { c throws(SMMUClientError) in try c.dump() }
+        guard let memory = object["memory"] as? [[String: Any]],
               let host = memory.first(where: { $0["owner"] as? String == "host" }),
               let base = (host["base"] as? String).flatMap(Self.hex), let size = (host["size"] as? String).flatMap(Self.hex)
         else { throw .unexpected("no host memory range in DUMP") }
@@ -119,13 +115,23 @@ struct DaemonScenarios {
 
     /// The IOTLB counters from STATS (`tlb.hits`, `tlb.misses`), as the host sees them.
     func tlbCounters() throws(BenchError) -> (hits: Int, misses: Int) {
-        let (host, _) = try connect(.host)
-        defer { host.close() }
-        let text: String
-        do { text = try host.stats() } catch { throw .client("STATS", error) }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-              let tlb = object["tlb"] as? [String: Any], let hits = tlb["hits"] as? Int, let misses = tlb["misses"] as? Int
+        let object = try document(.host, "STATS") { c throws(SMMUClientError) in try c.stats() }
+        guard let tlb = object["tlb"] as? [String: Any], let hits = tlb["hits"] as? Int, let misses = tlb["misses"] as? Int
         else { throw .unexpected("no tlb counters in STATS") }
         return (hits, misses)
+    }
+
+    /// A JSON answer (STATS, DUMP) on a connection of its own.
+    private func document(_ role: Role, _ what: String, _ call: (SMMUClient) throws(SMMUClientError) -> String)
+        throws(BenchError) -> [String: Any]
+    {
+        let (client, _) = try connect(role)
+        defer { client.close() }
+        let text: String
+        do { text = try call(client) } catch { throw .client(what, error) }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw .unexpected("\(what) is not a JSON object")
+        }
+        return object
     }
 }
