@@ -76,10 +76,16 @@ public final class MemoryMap: PhysicalMemory {
     }
 
     /// True if every byte of [address, address + count) is RAM.
+    /// An access may span adjacent regions.
     public func contains(address: UInt64, count: Int) -> Bool {
-        guard count >= 0, let r = region(address) else { return false }
-        let (end, overflow) = address.addingReportingOverflow(UInt64(count))
-        return !overflow && end <= r.base + r.size
+        let (end, overflow) = address.addingReportingOverflow(UInt64(max(count, 0)))
+        guard count >= 0, !overflow else { return false }
+        var at = address
+        while let r = region(at) {
+            if end <= r.base + r.size { return true }
+            at = r.base + r.size
+        }
+        return false
     }
 
     @inline(__always)

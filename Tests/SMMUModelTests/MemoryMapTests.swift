@@ -1,0 +1,77 @@
+import Testing
+@testable import SMMUModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Simulated physical memory")
+struct MemoryMapTests {
+    @Test func regionsReadZeroAndRejectOverlaps() throws {
+        let m = try MemoryMap(regions: [(0x8000_0000, 0x1000_0000)])
+        #expect(m.read64(at: 0x8FFF_FFF8) == 0)
+        #expect(m.read64(at: 0x9000_0000) == nil)
+        #expect(m.read64(at: 0x7FFF_FFF8) == nil)
+        #expect(throws: MemoryMap.MemoryMapError.invalidRegion(base: 0x8FFF_F000, size: 0x2000)) {
+            try m.addRegion(base: 0x8FFF_F000, size: 0x2000)
+        }
+        #expect(throws: MemoryMap.MemoryMapError.self) { try m.addRegion(base: .max - 10, size: 100) }
+        try m.addRegion(base: 0x9000_0000, size: 0x1000)
+        #expect(m.ramRegions.count == 2)
+    }
+
+    @Test func readsAndWritesWithBoundsChecks() throws {
+        let m = try MemoryMap(regions: [(0x1000, 0x2000), (0x3000, 0x1000)])
+        #expect(m.write64(0x1122_3344_5566_7788, at: 0x1008))
+        #expect(m.read64(at: 0x1008) == 0x1122_3344_5566_7788)
+        #expect(m.readBytes(at: 0x1008, count: 2) == [0x88, 0x77])
+        // Regions are adjacent but separate: an access may span them.
+        #expect(m.writeBytes([1, 2, 3, 4], at: 0x2FFE))
+        #expect(m.readBytes(at: 0x2FFE, count: 4) == [1, 2, 3, 4])
+        #expect(m.readBytes(at: 0x3FFE, count: 4) == nil)
+        #expect(!m.writeBytes([1, 2, 3, 4], at: 0x3FFE))
+        #expect(m.readBytes(at: 0x3FFE, count: 2) == [0, 0])
+        #expect(m.zero(at: 0x1008, count: 8))
+        #expect(m.read64(at: 0x1008) == 0)
+        #expect(!m.zero(at: 0x3F00, count: 0x200))
+        #expect(!m.write64(1, at: 0x4000))
+    }
+
+    @Test func externalMemoryReplacesARangeUntilRestored() throws {
+        let m = try MemoryMap(regions: [(0x10_0000, 0x10_0000)])
+        m.write64(0xAAAA, at: 0x10_1000)
+        let size = 0x2000
+        let external = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
+        external.initializeMemory(as: UInt8.self, repeating: 0x5A, count: size)
+        var released = false
+        try m.replace(base: 0x10_1000, size: UInt64(size), with: external) {
+            released = true
+        }
+        #expect(m.read64(at: 0x10_1000) == 0x5A5A_5A5A_5A5A_5A5A)
+        m.write64(7, at: 0x10_2FF8)
+        #expect(external.load(fromByteOffset: size - 8, as: UInt64.self) == 7)
+        // A read straddling the replaced range's end sees both backings.
+        m.writeBytes([0x11], at: 0x10_3000)
+        external.storeBytes(of: 0x22, toByteOffset: size - 1, as: UInt8.self)
+        #expect(m.readBytes(at: 0x10_2FFC, count: 8) == [0, 0, 0, 0x22, 0x11, 0, 0, 0])
+        #expect(throws: MemoryMap.MemoryMapError.alreadyReplaced(base: 0x10_2000)) {
+            try m.replace(base: 0x10_2000, size: 0x1000, with: external) {}
+        }
+        #expect(throws: MemoryMap.MemoryMapError.invalidRange(base: 0x10_0800, size: 0x1000)) {
+            try m.replace(base: 0x10_0800, size: 0x1000, with: external) {}
+        }
+        #expect(!released)
+        try m.restore(base: 0x10_1000)
+        #expect(released)
+        #expect(m.read64(at: 0x10_1000) == 0xAAAA)
+        #expect(throws: MemoryMap.MemoryMapError.notReplaced(base: 0x10_1000)) { try m.restore(base: 0x10_1000) }
+        external.deallocate()
+    }
+
+    @Test func untouchedRAMCostsNoResidentMemory() throws {
+        // 4 GiB of RAM: calloc'd lazily, and only on a write.
+        let m = try MemoryMap(regions: [(0x1_0000_0000, 4 << 30)])
+        #expect(m.read64(at: 0x1_0000_0000 + (3 << 30)) == 0)
+        #expect(m.write64(1, at: 0x1_0000_0000 + (3 << 30)))
+        #expect(m.read64(at: 0x1_0000_0000 + (3 << 30)) == 1)
+    }
+}
