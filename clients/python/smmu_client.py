@@ -322,7 +322,11 @@ class SMMUClient:
         return frame.payload
 
     def pipeline(self, requests):
-        """Sends [(opcode, payload), ...] in one write; returns the response Frames in order."""
+        """Sends [(opcode, payload), ...] in one write; returns the response Frames in order.
+
+        The whole batch is written before any answer is read, which is safe while the answers fit
+        the daemon's output allowance (megabytes: tens of thousands of requests); split larger batches.
+        """
         first = self._tag
         data = b"".join(encode_frame(op, self.next_tag(), p) for op, p in requests)
         self.sock.sendall(data)
