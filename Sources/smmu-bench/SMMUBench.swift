@@ -30,6 +30,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only the floor and in-process translation (no daemon).")
     var noDaemon = false
 
+    @Flag(help: "Measure only in-process DMA translation (for profiling it).")
+    var translationOnly = false
+
     static let depths = [1, 8, 64, 256]
 
     func run() throws {
@@ -37,6 +40,11 @@ struct SMMUBench: ParsableCommand {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
+        if translationOnly {
+            translationRows(&report)
+            print(report.render())
+            return
+        }
 
         // The floor and the daemon, round by round.
         let floor = try EchoFloor(path: directory + "/floor.sock")
@@ -128,19 +136,7 @@ struct SMMUBench: ParsableCommand {
             }
         }
 
-        // DMA translation in process.
-        do {
-            let t = try InProcessTranslation()
-            var hits: [Double] = []
-            var misses: [Double] = []
-            for _ in 0..<rounds {
-                hits.append(try t.hits(seconds: seconds))
-                misses.append(try t.misses(seconds: seconds))
-            }
-            let h = medianOf(hits)
-            report.add("in-process DMA, IOTLB hit", rate(h), target: ">= 5M/s", pass: h >= 5e6)
-            report.add("in-process DMA, IOTLB miss (4-level walk)", rate(medianOf(misses)))
-        } catch { report.failed("in-process DMA", "\(error)", target: ">= 5M/s") }
+        translationRows(&report)
 
         // DMA translation over the socket, as a device.
         if let s = scenarios, let host = daemonClient, let hello = host.greeting {
@@ -162,6 +158,22 @@ struct SMMUBench: ParsableCommand {
         }
         print(report.render())
         if !report.misses.isEmpty { print("\nMISS: " + report.misses.joined(separator: "; ")) }
+    }
+
+    /// DMA translation in process: IOTLB hits (the target) and misses.
+    func translationRows(_ report: inout Report) {
+        do {
+            let t = try InProcessTranslation()
+            var hits: [Double] = []
+            var misses: [Double] = []
+            for _ in 0..<rounds {
+                hits.append(try t.hits(seconds: seconds))
+                misses.append(try t.misses(seconds: seconds))
+            }
+            let h = medianOf(hits)
+            report.add("in-process DMA, IOTLB hit", rate(h), target: ">= 5M/s", pass: h >= 5e6)
+            report.add("in-process DMA, IOTLB miss (4-level walk)", rate(medianOf(misses)))
+        } catch { report.failed("in-process DMA", "\(error)", target: ">= 5M/s") }
     }
 
     /// `smmu-hypd` in the same build directory as this executable.
