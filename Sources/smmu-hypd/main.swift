@@ -1,1 +1,2 @@
-print("smmu-hypd: not yet")
+// smmu-hypd: parse the command line, then hand over to SMMUDaemon (see SMMUHypd.swift).
+SMMUHypd.main()

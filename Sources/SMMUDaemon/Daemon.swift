@@ -1,0 +1,183 @@
+import Dispatch
+import Foundation
+import Logging
+
+/// The daemon's lifecycle: `booting -> not finalized -> finalized -> stopping`. Opens or adopts the socket, builds
+/// the core, finalizes after the configured delay (or on an admin FINALIZE), tells systemd READY=1 only then (G1),
+/// keeps STATUS= current, pings the watchdog, and on SIGTERM/SIGINT sends STOPPING=1, answers what was read,
+/// closes every connection and exits 0.
+public final class Daemon: @unchecked Sendable {  // invariant: mutable state only on `queue`
+    public typealias CoreFactory = (DaemonServices) throws -> DaemonCore
+
+    /// Why the daemon could not start; `exitCode` follows sysexits.h.
+    public enum StartError: Error, CustomStringConvertible {
+        case configuration(String)
+        case socket(String)
+        public var description: String {
+            switch self {
+            case .configuration(let m), .socket(let m): m
+            }
+        }
+        public var exitCode: Int32 {
+            switch self {
+            case .configuration: 78  // EX_CONFIG
+            case .socket: 69  // EX_UNAVAILABLE
+            }
+        }
+    }
+
+    public let configuration: DaemonConfiguration
+    public let queue = DispatchQueue(label: "smmu-hypd")
+    private let logger: Logger
+    private let makeCore: CoreFactory
+    private var core: DaemonCore?
+    private var server: UnixServer?
+    private var audit: JournalAuditSink?
+    private var timers: [DispatchSourceTimer] = []
+    private var signalSources: [DispatchSourceSignal] = []
+    private var readySent = false
+    private var stopping = false
+    private var lastStatus = ""
+
+    public init(configuration: DaemonConfiguration, logger: Logger, makeCore: @escaping CoreFactory) {
+        self.configuration = configuration
+        self.logger = logger
+        self.makeCore = makeCore
+    }
+
+    /// Sets everything up, then serves until a signal stops it (exit 0). Throws only if it cannot start.
+    public func run() throws(StartError) -> Never {
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)  // handled by Dispatch signal sources below
+        signal(SIGINT, SIG_IGN)
+        let started: Result<Void, StartError> = queue.sync {
+            do throws(StartError) {
+                try startOnQueue()
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try started.get()
+        dispatchMain()
+    }
+
+    private func startOnQueue() throws(StartError) {
+        let audit = JournalAuditSink(burst: configuration.audit.burst,
+                                     summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds), queue: queue)
+        let core: DaemonCore
+        do {
+            core = try makeCore(DaemonServices(configuration: configuration, queue: queue, audit: audit))
+        } catch {
+            throw .configuration("config error: \(error)")
+        }
+        let listener = try openListener()
+        let server = UnixServer(listener: listener, sessionFactory: core.sessionFactory, queue: queue,
+                                logger: logger)
+        self.core = core
+        self.server = server
+        self.audit = audit
+        core.onFinalized = { [unowned self] in self.finalized() }
+        audit.start()
+        server.start()
+        scheduleFinalization()
+        startTimers()
+        installSignalHandlers()
+        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(configuration.finalization.mode == .manual ? "on admin FINALIZE" : "in \(configuration.finalization.delayMilliseconds) ms")")
+        publishStatus()
+    }
+
+    /// Socket activation when systemd passed a listening AF_UNIX stream socket, else our own bind.
+    private func openListener() throws(StartError) -> ListeningSocket {
+        let passed: [Systemd.ListenFD]
+        do {
+            passed = try Systemd.listenFDs()
+        } catch {
+            throw .socket("socket activation: \(error)")
+        }
+        if !passed.isEmpty {
+            guard let fd = passed.first(where: { Systemd.isUnixStreamListener($0.fd) }) else {
+                throw .socket("socket activation passed \(passed.count) fd(s), none a listening AF_UNIX SOCK_STREAM socket")
+            }
+            for other in passed where other.fd != fd.fd { close(other.fd) }
+            logger.info("socket activation: using fd \(fd.fd) (\(fd.name))")
+            return ListeningSocket.adopt(fd: fd.fd)
+        }
+        do {
+            return try ListeningSocket.bind(path: configuration.socket.path, mode: configuration.socket.mode)
+        } catch {
+            throw .socket("socket: \(error)")
+        }
+    }
+
+    private func scheduleFinalization() {
+        guard configuration.finalization.mode == .delay else { return }
+        queue.asyncAfter(deadline: .now() + .milliseconds(configuration.finalization.delayMilliseconds)) { [self] in
+            guard !stopping, let core else { return }
+            if core.finalize() { finalized() } else { logger.error("finalization failed; still not finalized") }
+        }
+    }
+
+    /// Finalization completed: now, and only now, systemd hears READY=1 (G1).
+    private func finalized() {
+        guard !readySent, !stopping else { return }
+        readySent = true
+        Systemd.notify(.ready, .status(statusLine()))
+        lastStatus = statusLine()
+        logger.info("pKVM finalized; READY=1")
+    }
+
+    private func startTimers() {
+        let status = DispatchSource.makeTimerSource(queue: queue)
+        status.schedule(deadline: .now() + 1, repeating: 1)
+        status.setEventHandler { [unowned self] in self.publishStatus() }
+        status.resume()
+        timers.append(status)
+        guard configuration.watchdog, let interval = Systemd.watchdogInterval() else { return }
+        let half = interval / 2
+        let watchdog = DispatchSource.makeTimerSource(queue: queue)
+        watchdog.schedule(deadline: .now() + half.timeInterval, repeating: half.timeInterval)
+        // Pinged from the server queue: a wedged queue stops the pings and systemd restarts the daemon.
+        watchdog.setEventHandler { Systemd.notify(.watchdog) }
+        watchdog.resume()
+        timers.append(watchdog)
+        logger.info("watchdog: pinging every \(half)")
+    }
+
+    private func statusLine() -> String {
+        guard let core, let server else { return "booting" }
+        let s = core.status()
+        return "\(s.state); clients \(server.clientCount); operations \(s.operations); denials \(s.denials)"
+    }
+
+    private func publishStatus() {
+        let line = statusLine()
+        guard line != lastStatus else { return }
+        lastStatus = line
+        Systemd.notify(.status(line))
+    }
+
+    private func installSignalHandlers() {
+        for sig in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler { [unowned self] in self.stop(signal: sig) }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
+    /// STOPPING=1, no new work, answer what was read, close, exit 0.
+    private func stop(signal: Int32) {
+        guard !stopping, let core, let server else { return }
+        stopping = true
+        logger.info("signal \(signal): stopping")
+        Systemd.notify(.stopping, .status("stopping"))
+        core.beginStopping()
+        server.beginShutdown { [self] in
+            audit?.stop()
+            for timer in timers { timer.cancel() }
+            logger.info("stopped")
+            exit(0)
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Logging
+import SMMUDaemon
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The command line of the daemon. Everything else lives in SMMUDaemon.
+struct SMMUHypd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "smmu-hypd",
+        abstract: "An emulated pKVM hypervisor owning ARM MMU-500 SMMUs, served over a Unix socket.",
+        discussion: "Runs in the foreground. Under systemd (Type=notify) it sends READY=1 once pKVM is finalized, "
+            + "takes a socket-activated listener when LISTEN_FDS is set, and logs to stderr (the journal).")
+
+    @Option(name: .long, help: ArgumentHelp("Configuration file (YAML).", discussion:
+        "Default: \(DaemonConfiguration.installedPath) if present, else the repository's Config/tegra234.yaml.",
+        valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("Socket path, overriding socket.path.", valueName: "path"))
+    var socket: String?
+
+    @Option(name: .long, help: ArgumentHelp("Finalize this many milliseconds after start (finalization.delay_ms).", valueName: "ms"))
+    var finalizeDelay: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Finalization mode: 'manual' (on an admin FINALIZE) or 'delay'.", valueName: "mode"))
+    var finalize: DaemonConfiguration.FinalizationMode?
+
+    @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: Logger.Level = .info
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        let logger = Logger(label: "smmu-hypd")
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try loadConfiguration()
+        } catch {
+            fail(error.description, code: 78)  // EX_CONFIG
+        }
+        let daemon = Daemon(configuration: configuration, logger: logger) { services in
+            InterimCore(services: services)
+        }
+        do {
+            try daemon.run()
+        } catch {
+            fail(error.description, code: error.exitCode)
+        }
+    }
+
+    private func loadConfiguration() throws(ConfigurationError) -> DaemonConfiguration {
+        guard let path = config ?? DaemonConfiguration.defaultPath() else {
+            throw .unreadable(path: DaemonConfiguration.installedPath, reason: "no configuration file (pass --config)")
+        }
+        var configuration = try DaemonConfiguration.load(path: path)
+        if let socket { configuration.socket.path = socket }
+        if let finalizeDelay {
+            configuration.finalization.delayMilliseconds = finalizeDelay
+            if finalize == nil { configuration.finalization.mode = .delay }
+        }
+        if let finalize { configuration.finalization.mode = finalize }
+        do {
+            try configuration.validate()
+        } catch {
+            // Name the option rather than the key when an override is what is wrong.
+            if case .invalid(let key, let reason) = error, key == "socket.path", socket != nil { throw .invalid(key: "--socket", reason: reason) }
+            if case .invalid(let key, let reason) = error, key == "finalization.delay_ms", finalizeDelay != nil { throw .invalid(key: "--finalize-delay", reason: reason) }
+            throw error
+        }
+        return configuration
+    }
+
+    private func fail(_ message: String, code: Int32) -> Never {
+        let line = "smmu-hypd: " + message + "\n"
+        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        Glibc.exit(code)
+    }
+}
+
+extension DaemonConfiguration.FinalizationMode: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}
