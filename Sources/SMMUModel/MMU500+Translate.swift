@@ -44,7 +44,7 @@ extension MMU500 {
     @inline(__always)
     func matchStream(_ sid: UInt16) -> Int16 {
         let cached = streamCache[Int(sid)]
-        if cached >> 16 == streamCacheGeneration { return Int16(truncatingIfNeeded: cached & 0xFFFF) }
+        if cached >> 16 == streamCacheGeneration[0] { return Int16(truncatingIfNeeded: cached & 0xFFFF) }
         let idMask = UInt32(configuration.streamIDMask)
         var found = Self.noMatch
         for i in 0..<configuration.numStreamMatchGroups {
@@ -57,7 +57,7 @@ extension MMU500 {
                 found = Int16(i)
             }
         }
-        streamCache[Int(sid)] = streamCacheGeneration << 16 | UInt32(UInt16(bitPattern: found))
+        streamCache[Int(sid)] = streamCacheGeneration[0] << 16 | UInt32(UInt16(bitPattern: found))
         return found
     }
 
@@ -80,7 +80,7 @@ extension MMU500 {
         switch (s2cr >> 16) & 3 {
         case 0:
             let bank = Int(s2cr & 0xFF)
-            guard bank < configuration.numContextBanks else {
+            guard bank < numContextBanks else {
                 recordGlobalFault(.icf, stream: stream, iova: iova, access: access)
                 return Translation(outcome: .fault(.streamFault))
             }

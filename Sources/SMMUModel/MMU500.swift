@@ -7,12 +7,16 @@ public final class MMU500 {
     public let configuration: MMU500Configuration
     public let memory: PhysicalMemory
     /// Every memory access the SMMU makes downstream must pass this (walks and output addresses).
-    public var filter: DownstreamFilter?
+    public var filter: DownstreamFilter? {
+        get { filterBox[0] }
+        set { filterBox[0] = newValue }
+    }
+    let filterBox: FixedArray<DownstreamFilter?>
 
     let layout: RegisterLayout
     /// The register file: one slot per implemented register element (context-bank registers:
     /// one per bank), 64-bit registers in one slot.
-    var values: [UInt64]
+    let values: FixedArray<UInt64>
     /// First slot of each register, by `RegisterMap` ordinal.
     let slotBase: [Int]
     /// Implemented elements of each register, by ordinal.
@@ -25,17 +29,20 @@ public final class MMU500 {
     let tlb = TLB()
     /// Stream ID → (generation << 16 | matching SMR index, or `noMatch`/`multipleMatches`); an
     /// entry of an older generation is unresolved, so invalidating is one increment.
-    var streamCache: [UInt32]
-    var streamCacheGeneration: UInt32 = 1
+    let streamCache: FixedArray<UInt32>
+    /// [0]: the current generation (never 0).
+    let streamCacheGeneration = FixedArray<UInt32>(repeating: 1, count: 1)
     static let noMatch: Int16 = -2
     static let multipleMatches: Int16 = -3
     /// Decoded context-bank configuration, rebuilt after any write to that bank.
-    var contexts: [ContextState?]
+    let contexts: FixedArray<ContextState?>
+    let numContextBanks: Int
 
     public init(configuration: MMU500Configuration, memory: PhysicalMemory, filter: DownstreamFilter? = nil) {
         self.configuration = configuration
         self.memory = memory
-        self.filter = filter
+        self.filterBox = FixedArray(repeating: filter, count: 1)
+        self.numContextBanks = configuration.numContextBanks
         self.layout = RegisterLayout(configuration)
         var bases: [Int] = []
         var counts: [Int] = []
@@ -48,7 +55,7 @@ public final class MMU500 {
         }
         slotBase = bases
         slotCount = counts
-        values = Array(repeating: 0, count: total)
+        values = FixedArray(repeating: 0, count: total)
         func base(_ name: RegisterName) -> Int { bases[RegisterMap.ordinal(name)] }
         sCR0Slot = base(.sCR0)
         smrSlot = base(.SMR)
@@ -61,9 +68,17 @@ public final class MMU500 {
         ttbr0Slot = base(.TTBR0)
         ttbr1Slot = base(.TTBR1)
         fsrSlot = base(.FSR)
-        streamCache = Array(repeating: 0, count: 1 << 16)
-        contexts = Array(repeating: nil, count: configuration.numContextBanks)
+        streamCache = FixedArray(repeating: 0, count: 1 << 16)
+        contexts = FixedArray(repeating: nil, count: configuration.numContextBanks)
         reset()
+    }
+
+    deinit {
+        filterBox.deallocate()
+        values.deallocate()
+        streamCache.deallocate()
+        streamCacheGeneration.deallocate()
+        contexts.deallocate()
     }
 
     /// Puts every register at its reset value and empties the TLB.
@@ -178,15 +193,15 @@ public final class MMU500 {
     }
 
     func invalidateStreamCache() {
-        streamCacheGeneration = (streamCacheGeneration + 1) & 0xFFFF
-        if streamCacheGeneration == 0 {
-            streamCacheGeneration = 1
-            for i in streamCache.indices { streamCache[i] = 0 }
+        streamCacheGeneration[0] = (streamCacheGeneration[0] + 1) & 0xFFFF
+        if streamCacheGeneration[0] == 0 {
+            streamCacheGeneration[0] = 1
+            streamCache.fill(0)
         }
     }
 
     func invalidateContexts() {
-        for i in contexts.indices { contexts[i] = nil }
+        contexts.fill(nil)
     }
 
     // MARK: Raw access

@@ -55,8 +55,10 @@ final class TLB {
 
     static let capacity = 8192
     private let entries: UnsafeMutablePointer<Entry>
-    private(set) var hits = 0
-    private(set) var misses = 0
+    /// [0] hits, [1] misses (pointer-backed: counted on every translation).
+    private let counters = FixedArray<Int>(repeating: 0, count: 2)
+    var hits: Int { counters[0] }
+    var misses: Int { counters[1] }
 
     init() {
         entries = .allocate(capacity: Self.capacity)
@@ -66,6 +68,7 @@ final class TLB {
     deinit {
         entries.deinitialize(count: Self.capacity)
         entries.deallocate()
+        counters.deallocate()
     }
 
     @inline(__always)
@@ -80,10 +83,10 @@ final class TLB {
         let e = entries[slot(bank: bank, vaPage: vaPage)]
         if e.bank == Int16(truncatingIfNeeded: bank), e.vaPage == vaPage, e.vmid == vmid,
            e.global || e.asid == asid {
-            hits &+= 1
+            counters[0] &+= 1
             return e
         }
-        misses &+= 1
+        counters[1] &+= 1
         return nil
     }
 
@@ -92,8 +95,7 @@ final class TLB {
     }
 
     func resetStatistics() {
-        hits = 0
-        misses = 0
+        counters.fill(0)
     }
 
     /// Removes every entry `matches` selects.
