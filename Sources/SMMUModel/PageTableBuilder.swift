@@ -95,7 +95,8 @@ public final class PageTableBuilder {
         let natural = StageParameters.startLevel(inputBits: inputBits, granuleShift: granule.shift)
         let start = startLevel ?? natural
         self.startLevel = start
-        guard (0...3).contains(start), start >= natural, stage == .stage2 || start == natural else {
+        guard (1...48).contains(inputBits), (1...48).contains(outputBits),
+              (0...3).contains(start), start >= natural, stage == .stage2 || start == natural else {
             throw .invalidParameters
         }
         let rootIndexBits = inputBits - (granule.shift + (3 - start) * (granule.shift - 3))
