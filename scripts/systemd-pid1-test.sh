@@ -1,0 +1,96 @@
+#!/bin/bash
+# Boots systemd as PID 1 in private PID and mount namespaces (private /run and /tmp), installs the units into its
+# /run/systemd/system with ExecStart pointing at the built binary, and checks that:
+#   - `systemctl start smmu-hypd` returns only after READY=1, which comes only after finalization;
+#   - the strict sandbox of smmu-hypd.service (MemoryDenyWriteExecute, SystemCallFilter, DynamicUser...) lets it run;
+#   - a denied write (a host write to an SMR the hypervisor keeps) shows in `journalctl -u smmu-hypd`;
+#   - `systemctl stop smmu-hypd` is clean (exit 0, result success);
+# then powers that systemd off. Needs root. Usage: SMMU_HYPD_BIN=.build/debug/smmu-hypd scripts/systemd-pid1-test.sh
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$(readlink -f "${SMMU_HYPD_BIN:-$REPO/.build/debug/smmu-hypd}")
+[ -x "$BIN" ] || { echo "pid1-test: no smmu-hypd binary at $BIN (build first)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "pid1-test: needs root" >&2; exit 1; }
+
+# Outside /tmp and /run: those are private tmpfs mounts inside the namespace.
+WORK=$(mktemp -d "$REPO/.build-pid1.XXXXXX")
+chmod 0755 "$WORK"
+DELAY_MS=1500
+sed -e "s/delay_ms: .*/delay_ms: $DELAY_MS/" -e "s/watchdog: .*/watchdog: true/" "$REPO/Config/tegra234.yaml" > "$WORK/smmu-hypd.yaml"
+chmod 0644 "$WORK/smmu-hypd.yaml"
+sed "s#^ExecStart=.*#ExecStart=$BIN --config $WORK/smmu-hypd.yaml#" "$REPO/systemd/smmu-hypd.service" > "$WORK/smmu-hypd.service"
+cp "$REPO/systemd/smmu-hypd.socket" "$WORK/"
+
+unshare --pid --fork --mount --mount-proc --propagation private sh -c "
+    mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp &&
+    mkdir -p /run/systemd/system &&
+    cp '$WORK/smmu-hypd.service' '$WORK/smmu-hypd.socket' /run/systemd/system/ &&
+    exec /lib/systemd/systemd --system --unit=basic.target" >"$WORK/systemd.log" 2>&1 &
+UNSHARE=$!
+SDPID=""
+cleanup() {
+    if [ -n "$SDPID" ] && kill -0 "$SDPID" 2>/dev/null; then
+        nsenter -t "$SDPID" -m -p systemctl poweroff --no-block >/dev/null 2>&1 || true
+        for _ in $(seq 100); do kill -0 "$UNSHARE" 2>/dev/null || break; sleep 0.1; done
+    fi
+    if kill -0 "$UNSHARE" 2>/dev/null; then kill -9 "$UNSHARE" 2>/dev/null || true; fi
+    wait "$UNSHARE" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "pid1-test: FAIL: $*" >&2; tail -n 20 "$WORK/systemd.log" >&2 || true; [ -n "$SDPID" ] && in_ns journalctl -u smmu-hypd --no-pager -n 40 >&2 || true; exit 1; }
+
+for _ in $(seq 100); do
+    SDPID=$(cat /proc/$UNSHARE/task/$UNSHARE/children 2>/dev/null | awk '{print $1}')
+    [ -n "$SDPID" ] && break
+    sleep 0.1
+done
+[ -n "$SDPID" ] || fail "systemd did not start"
+in_ns() { nsenter -t "$SDPID" -m -p "$@"; }
+for _ in $(seq 300); do
+    state=$(in_ns systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 0.1
+done
+echo "pid1-test: systemd is $state (pid $SDPID outside)"
+
+start=$(date +%s%N)
+in_ns timeout 60 systemctl start smmu-hypd || fail "systemctl start smmu-hypd"
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+active=$(in_ns systemctl show -p ActiveState --value smmu-hypd)
+status=$(in_ns systemctl show -p StatusText --value smmu-hypd)
+echo "pid1-test: systemctl start returned after ${elapsed_ms} ms: $active, status \"$status\""
+[ "$active" = active ] || fail "smmu-hypd is $active"
+[ "$elapsed_ms" -ge "$DELAY_MS" ] || fail "start returned after $elapsed_ms ms, before the $DELAY_MS ms finalization delay"
+case "$status" in finalized*) ;; *) fail "status after start is \"$status\", not finalized" ;; esac
+in_ns journalctl -u smmu-hypd --no-pager | grep -q "pKVM finalized; READY=1" || fail "no finalization line in the journal"
+
+# A denied write: the host writes a valid SMR in the range the hypervisor keeps for itself (G5).
+in_ns python3 - "$REPO" <<'PY' || fail "denied write"
+import sys
+sys.path.insert(0, sys.argv[1] + "/clients/python")
+from smmu_client import SMMUClient, Role, Opcode, Status, write_payload
+with SMMUClient("/run/smmu-hypd/smmu-hypd.sock") as c:
+    hello = c.hello(Role.HOST, "pid1-test")
+    assert hello.windows, "HELLO named no windows"
+    w = hello.windows[0]
+    frame = c.call(Opcode.WRITE, write_payload(w.base + 0x800 + 4 * w.num_smrg, 0x80000010, 4))
+    print("pid1-test: write to hidden SMR[%d] of %s: %s" % (w.num_smrg, w.name, Status(frame.header.status).name))
+    assert frame.header.status == Status.DENIED
+PY
+found=0
+for _ in $(seq 50); do
+    found=$(in_ns journalctl -u smmu-hypd -o json --no-pager SMMU_CLIENT=pid1-test | grep -c '"PRIORITY":"4"' || true)
+    [ "$found" -ge 1 ] && break
+    sleep 0.1
+done
+[ "$found" -ge 1 ] || fail "no audit record of the denied write in journalctl -u smmu-hypd"
+in_ns journalctl -u smmu-hypd --no-pager SMMU_CLIENT=pid1-test | tail -n 1
+
+in_ns timeout 30 systemctl stop smmu-hypd || fail "systemctl stop"
+result=$(in_ns systemctl show -p Result --value smmu-hypd)
+code=$(in_ns systemctl show -p ExecMainStatus --value smmu-hypd)
+echo "pid1-test: stopped: result $result, exit status $code"
+[ "$result" = success ] && [ "$code" = 0 ] || fail "unclean stop (result $result, status $code)"
+in_ns journalctl -u smmu-hypd --no-pager | grep -q "stopped" || fail "no 'stopped' line"
+echo "pid1-test: PASS"

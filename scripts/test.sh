@@ -1,0 +1,25 @@
+#!/bin/bash
+# Runs every test: swift build, swift test (with a real journald for the audit tests), the Python client's
+# tests against the built daemon, and (as root) the systemd-as-PID-1 test of the units.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/opt/swift/usr/bin:$PATH
+SCRATCH=${SCRATCH:-.build}
+
+source scripts/journald.sh
+if [ -S /run/systemd/journal/socket ]; then
+    export SMMU_HYPD_REQUIRE_JOURNALD=1   # the audit tests must run, not skip
+else
+    echo "test.sh: no journald (not root?): the journald audit tests are skipped" >&2
+fi
+
+swift build --scratch-path "$SCRATCH"
+swift test --scratch-path "$SCRATCH"
+BIN=$(swift build --scratch-path "$SCRATCH" --show-bin-path)
+SMMU_HYPD_BIN="$BIN/smmu-hypd" python3 -m unittest -v clients/python/test_smmu_client.py
+if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_PID1:-}" ]; then
+    SMMU_HYPD_BIN="$BIN/smmu-hypd" scripts/systemd-pid1-test.sh
+else
+    echo "test.sh: not root: skipping the systemd-as-PID-1 test" >&2
+fi
+echo "test.sh: all tests passed"
