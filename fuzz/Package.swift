@@ -1,0 +1,27 @@
+// swift-tools-version:6.0
+// libFuzzer targets, kept out of the main package so normal builds never see the fuzzer flags.
+// Build: swift build -c release --sanitize=fuzzer --sanitize=address   (see fuzz/run.sh)
+import PackageDescription
+
+let package = Package(
+    name: "smmu-hypd-fuzz",
+    dependencies: [.package(name: "smmu-hypd", path: "..")],
+    targets: [
+        .executableTarget(
+            name: "FuzzProtocol",
+            dependencies: [
+                .product(name: "SMMUDaemon", package: "smmu-hypd"),
+                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "SMMUModel", package: "smmu-hypd"),
+                .product(name: "WireProtocol", package: "smmu-hypd"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzTrap",
+            dependencies: [
+                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "SMMUModel", package: "smmu-hypd"),
+            ]
+        ),
+    ]
+)

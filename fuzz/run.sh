@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds both libFuzzer targets and runs each for SECONDS (default 60) on its committed seed corpus.
+# Findings (crash-*, leak-*) land in fuzz/findings/. Usage: fuzz/run.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-60}"
+export SWIFT_BACKTRACE=enable=no
+swift build -c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz 2>&1 | tail -3
+bin="$(swift build -c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz --show-bin-path)"
+mkdir -p findings work/protocol work/trap
+status=0
+for target in protocol trap; do
+    exe="$bin/Fuzz$(tr '[:lower:]' '[:upper:]' <<<"${target:0:1}")${target:1}"
+    cp -n corpus/$target/* work/$target/ 2>/dev/null || true
+    echo "== $exe for ${seconds}s"
+    if ! "$exe" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix=findings/ \
+        work/$target corpus/$target 2>&1 | tee "findings/$target.log" | grep -E "^#[0-9]+ *DONE|stat::number_of_executed_units|ERROR|Assertion|Fatal|crash-" ; then
+        :
+    fi
+    grep -q "ERROR: libFuzzer\|Fatal error\|deadly signal" "findings/$target.log" && status=1
+done
+exit $status
