@@ -77,6 +77,7 @@ extension MMU500 {
             return Translation(outcome: .fault(.unidentifiedStream))
         }
         let s2cr = values[s2crSlot + Int(match)]
+        let access = Self.override(access, s2cr: s2cr)
         switch (s2cr >> 16) & 3 {
         case 0:
             let bank = Int(s2cr & 0xFF)
@@ -91,6 +92,24 @@ extension MMU500 {
             // S2CR TYPE = FAULT: terminated, not recorded (no fault status register names it).
             return Translation(outcome: .fault(.streamFault))
         }
+    }
+
+    /// S2CR.PRIVCFG (25:24: 2 unprivileged, 3 privileged) and INSTCFG (27:26: 2 data,
+    /// 3 instruction) replace the transaction's own attributes; 0 and 1 keep them.
+    @inline(__always)
+    static func override(_ access: DMAAccess, s2cr: UInt64) -> DMAAccess {
+        var a = access
+        switch (s2cr >> 24) & 3 {
+        case 2: a.remove(.privileged)
+        case 3: a.insert(.privileged)
+        default: break
+        }
+        switch (s2cr >> 26) & 3 {
+        case 2: a.remove(.instructionFetch)
+        case 3: a.insert(.instructionFetch)
+        default: break
+        }
+        return a
     }
 
     /// Untranslated: the address goes downstream as is, checked by the filter; nothing recorded.

@@ -107,6 +107,29 @@ struct StreamMatchingTests {
         #expect(d.r32(.sGFSR) == 0x1)                         // ICF
     }
 
+    @Test func privcfgAndInstcfgOverrideTheTransaction() throws {
+        var m = Self.reset()
+        let d = m.driver
+        let pt = try m.builder(.stage1)
+        try pt.map(0x1000, to: Machine.ramBase, size: 0x1000, attributes: .init(user: false))
+        d.attachStage1(bank: 0, ttbr0: pt.root)
+        d.route(smr: 0, stream: 1, toBank: 0)
+        let s = StreamID(1)
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .read).fault == .permission)
+        d.w32(.FSR, 0, 0xFFFF_FFFF)
+        d.w32(.S2CR, 0, 3 << 24)                              // PRIVCFG = PRIV
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .read).physicalAddress == Machine.ramBase)
+        d.w32(.S2CR, 0, 2 << 24)                              // PRIVCFG = UNPRIV
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .privileged).fault == .permission)
+        #expect(d.r32(.FSYNR0, 0) & (1 << 5) == 0)            // recorded as unprivileged
+        d.w32(.FSR, 0, 0xFFFF_FFFF)
+        d.w32(.S2CR, 0, 3 << 24 | 3 << 26)                    // privileged instruction fetch
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .read).physicalAddress == Machine.ramBase)
+        try pt.map(0x2000, to: Machine.ramBase, size: 0x1000, attributes: .init(user: false, privilegedExecuteNever: true))
+        #expect(m.smmu.translate(stream: s, iova: 0x2000, access: .read).fault == .permission)
+        #expect(d.r32(.FSYNR0, 0) & (1 << 6) != 0)            // IND
+    }
+
     @Test func filterDecidesBypassedAccesses() {
         let filter = RangeFilter(0x8000_0000..<0x8000_1000)
         let m = Machine(filter: filter)
