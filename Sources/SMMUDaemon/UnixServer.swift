@@ -115,10 +115,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     private func startOnQueue() {
         let source = DispatchSource.makeReadSource(fileDescriptor: listener.fd, queue: queue)
         source.setEventHandler { [unowned self] in self.acceptAll() }
-        source.setCancelHandler { [listener] in
-            close(listener.fd)
-            if let path = listener.path { unlink(path) }
-        }
+        source.setCancelHandler { [listener] in close(listener.fd) }
         listenSource = source
         source.resume()
     }
@@ -126,6 +123,8 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     private func stopListening() {
         guard let source = listenSource else { return }
         listenSource = nil
+        // Remove the file now (the process may exit before the cancel handler runs); systemd owns an adopted one.
+        if let path = listener.path { unlink(path) }
         source.cancel()
         if listenSuspended {
             listenSuspended = false

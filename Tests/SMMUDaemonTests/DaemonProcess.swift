@@ -1,0 +1,142 @@
+import Foundation
+import Glibc
+@testable import SMMUDaemon
+
+/// The built smmu-hypd binary (beside the test bundle in the build directory).
+let daemonBinary: String = {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("smmu-hypd").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir.deleteLastPathComponent()
+    }
+    return "smmu-hypd"
+}()
+
+/// A datagram socket standing in for systemd's NOTIFY_SOCKET, so a test sees READY=1, STATUS= and STOPPING=1.
+final class NotifyReceiver {
+    let path: String
+    let fd: Int32
+    private(set) var received: [String] = []
+
+    init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0, ListeningSocket.withAddress(path, { bind(fd, $0, $1) }) == 0 else { throw TestIOError("bind \(path)") }
+    }
+
+    deinit { close(fd) }
+
+    /// Waits for a datagram containing `line` (e.g. "READY=1"); returns it, or nil after `seconds`.
+    func wait(for line: String, seconds: Double = 10) -> String? {
+        if let seen = received.first(where: { $0.split(separator: "\n").contains(Substring(line)) }) { return seen }
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 50) == 1 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { continue }
+            let text = String(decoding: buffer[0..<n], as: UTF8.self)
+            received.append(text)
+            if text.split(separator: "\n").contains(Substring(line)) { return text }
+        }
+        return nil
+    }
+
+    var sawReady: Bool { received.contains { $0.split(separator: "\n").contains("READY=1") } }
+}
+
+/// smmu-hypd running as a child with a temporary socket and its own NOTIFY_SOCKET.
+final class DaemonProcess {
+    let directory: TemporaryDirectory
+    let socketPath: String
+    let notify: NotifyReceiver
+    let process = Process()
+    private let stderrPipe = Pipe()
+    let started = Date()
+
+    /// - Parameters:
+    ///   - arguments: extra command-line arguments (after `--config` and `--socket`).
+    ///   - launcher: a program to start the daemon through, given the notify socket path
+    ///     (e.g. systemd-socket-activate, which passes on only the variables named with -E).
+    init(arguments: [String] = [], config: String = repositoryRoot + "/Config/tegra234.yaml",
+         launcher: (_ notifySocket: String) -> [String] = { _ in [] }, socketPath: String? = nil, environment: [String: String] = [:]) throws {
+        directory = try TemporaryDirectory()
+        self.socketPath = socketPath ?? directory.path + "/smmu-hypd.sock"
+        notify = try NotifyReceiver(path: directory.path + "/notify.sock")
+        let daemonArguments = [daemonBinary, "--config", config, "--socket", self.socketPath] + arguments
+        let command = launcher(notify.path) + daemonArguments
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = notify.path
+        for (k, v) in environment { env[k] = v }
+        for key in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"] where environment[key] == nil {
+            env[key] = nil
+        }
+        process.environment = env
+        process.standardError = stderrPipe
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        directory.remove()
+    }
+
+    /// Sends a signal and waits for the exit; returns the exit status (nil on timeout).
+    func stop(signal: Int32 = SIGTERM, seconds: Double = 10) -> Int32? {
+        kill(process.processIdentifier, signal)
+        return waitForExit(seconds: seconds)
+    }
+
+    func waitForExit(seconds: Double = 10) -> Int32? {
+        guard eventually(seconds: seconds, { !process.isRunning }) else { return nil }
+        return process.terminationStatus
+    }
+
+    /// Everything the daemon wrote to stderr (after it exited).
+    func standardError() -> String {
+        String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    /// Connects once the socket accepts.
+    func connect(seconds: Double = 10) throws -> TestClient {
+        var client: TestClient?
+        _ = eventually(seconds: seconds) {
+            client = try? TestClient(path: socketPath)
+            return client != nil
+        }
+        guard let client else { throw TestIOError("daemon socket \(socketPath) never accepted", errno: 0) }
+        return client
+    }
+}
+
+/// Protocol v1 frames, built by hand from the protocol page (the daemon tests do not trust the codec under test).
+enum Frame {
+    static func request(_ opcode: UInt8, tag: UInt32, payload: [UInt8] = []) -> [UInt8] {
+        le(UInt64(0x4D53), 2) + [1, opcode] + le(UInt64(tag), 4) + le(0, 4) + le(UInt64(payload.count), 4) + payload
+    }
+
+    static func hello(role: UInt32, name: String, tag: UInt32 = 1) -> [UInt8] {
+        request(0x01, tag: tag, payload: le(UInt64(role), 4) + le(0, 4) + Array(name.utf8))
+    }
+
+    static func read(address: UInt64, tag: UInt32) -> [UInt8] {
+        request(0x02, tag: tag, payload: le(address, 8) + le(4, 4) + le(0, 4))
+    }
+
+    static func le(_ value: UInt64, _ bytes: Int) -> [UInt8] { (0..<bytes).map { UInt8((value >> (8 * UInt64($0))) & 0xFF) } }
+
+    /// Reads one response: (opcode, tag, status, payload).
+    static func response(from client: TestClient) throws -> (opcode: UInt8, tag: UInt32, status: UInt32, payload: [UInt8]) {
+        let header = try client.read(exactly: 16)
+        func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(header[at + $1]) << (8 * UInt32($1)) } }
+        let payload = try client.read(exactly: Int(u32(12)))
+        return (header[3], u32(4), u32(8), payload)
+    }
+}

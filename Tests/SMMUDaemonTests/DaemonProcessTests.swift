@@ -1,0 +1,132 @@
+import Foundation
+import Glibc
+import Testing
+@testable import SMMUDaemon
+
+/// The smmu-hypd executable as a child process: readiness (G1), signals, configuration errors, socket activation.
+@Suite(.serialized)
+struct DaemonProcessTests {
+    static let host: UInt32 = 1
+    static let admin: UInt32 = 3
+    /// niso1's first instance on Tegra234: sCR0 (GR0 offset 0).
+    static let tegraSCR0: UInt64 = 0x0800_0000
+
+    @Test func readsAreDeferredAndReadyIsWithheldUntilFinalization() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "700"])
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "g1-test") + Frame.read(address: Self.tegraSCR0, tag: 2))
+        let hello = try Frame.response(from: client)
+        #expect(hello.opcode == 0x81 && hello.status == 0)
+        let state = hello.payload.count >= 8 ? UInt32(hello.payload[4]) : 99
+        let read = try Frame.response(from: client)
+        let answeredAt = Date().timeIntervalSince(daemon.started)
+        #expect(!daemon.notify.sawReady, "READY=1 before finalization")
+        if answeredAt < 0.6 {  // still inside the delay: not finalized
+            #expect(state == 0)
+            #expect(read.opcode == 0x82 && read.status == 1, "READ before finalization must be DEFERRED")
+            #expect(read.payload == [UInt8](repeating: 0, count: 8))
+        }
+        let ready = try #require(daemon.notify.wait(for: "READY=1"))
+        #expect(Date().timeIntervalSince(daemon.started) >= 0.7)
+        #expect(ready.contains("STATUS=finalized"))
+        try client.write(Frame.hello(role: Self.host, name: "after", tag: 3))
+        let after = try Frame.response(from: client)
+        #expect(after.tag == 3)
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test func manualFinalizationWaitsForAdminFinalize() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize", "manual"])
+        let client = try daemon.connect()
+        #expect(daemon.notify.wait(for: "READY=1", seconds: 0.8) == nil)
+        try client.write(Frame.hello(role: Self.admin, name: "operator") + Frame.request(0x22, tag: 9))
+        _ = try Frame.response(from: client)
+        let finalize = try Frame.response(from: client)
+        #expect(finalize.opcode == 0xA2 && finalize.tag == 9 && finalize.status == 0)
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test func sigtermSendsStoppingAnswersAndExitsZero() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "stopper"))
+        #expect(try Frame.response(from: client).status == 0)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(daemon.notify.wait(for: "STOPPING=1") != nil)
+        #expect(try client.readToEOF().isEmpty, "the connection is closed, nothing else sent")
+        #expect(daemon.waitForExit() == 0)
+        #expect(access(daemon.socketPath, F_OK) != 0, "the socket file is removed")
+        #expect(daemon.standardError().contains("stopped"))
+    }
+
+    @Test func sigintStopsLikeSigterm() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        #expect(daemon.stop(signal: SIGINT) == 0)
+        #expect(daemon.notify.wait(for: "STOPPING=1") != nil)
+    }
+
+    @Test func badConfigurationExits78NamingTheKey() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let yaml = try String(contentsOfFile: repositoryRoot + "/Config/tegra234.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "reserved_smrs: 8", with: "reserved_smrs: 300")
+        try yaml.write(toFile: dir.path + "/bad.yaml", atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(config: dir.path + "/bad.yaml")
+        #expect(daemon.waitForExit() == 78)
+        #expect(daemon.standardError().contains("config error: hypervisor.reserved_smrs: must be between 0 and 127"))
+        #expect(!daemon.notify.sawReady)
+    }
+
+    @Test func liveSocketMakesASecondDaemonRefuseToStart() throws {
+        let first = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        _ = try first.connect()
+        let second = try DaemonProcess(arguments: ["--finalize-delay", "0"], socketPath: first.socketPath)
+        let status = second.waitForExit()
+        #expect(status != nil && status != 0)
+        #expect(second.standardError().contains("in use"))
+        // The first daemon still serves.
+        let client = try first.connect()
+        try client.write(Frame.hello(role: Self.host, name: "still-there"))
+        #expect(try Frame.response(from: client).status == 0)
+        #expect(first.stop() == 0)
+    }
+
+    @Test func staleSocketFromAKilledDaemonIsReplaced() throws {
+        let first = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        _ = try first.connect()
+        #expect(first.stop(signal: SIGKILL) == nil || !first.process.isRunning)
+        #expect(access(first.socketPath, F_OK) == 0, "SIGKILL leaves the socket file behind")
+        let second = try DaemonProcess(arguments: ["--finalize-delay", "0"], socketPath: first.socketPath)
+        #expect(second.notify.wait(for: "READY=1") != nil)
+        _ = try second.connect()
+        #expect(second.stop() == 0)
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate")))
+    func socketActivationUsesThePassedSocket() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let activated = dir.path + "/activated.sock"
+        // The daemon's own --socket path must stay unused: the listener comes from LISTEN_FDS.
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"],
+                                       launcher: { notify in ["/usr/bin/systemd-socket-activate", "-l", activated, "--fdname=smmu-hypd", "-E", "NOTIFY_SOCKET=\(notify)"] })
+        #expect(eventually { access(activated, F_OK) == 0 })
+        let client = try TestClient(path: activated)  // connecting starts the daemon
+        try client.write(Frame.hello(role: Self.host, name: "activated"))
+        #expect(try Frame.response(from: client).status == 0)
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        #expect(access(daemon.socketPath, F_OK) != 0, "the daemon must not bind its own socket")
+        #expect(daemon.stop() == 0)
+        #expect(daemon.standardError().contains("socket activation: using fd 3 (smmu-hypd)"))
+    }
+
+    @Test func watchdogIsPingedAtHalfTheInterval() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"], environment: ["WATCHDOG_USEC": "400000"])
+        // WATCHDOG_PID unset: the variable is meant for this process.
+        #expect(daemon.notify.wait(for: "WATCHDOG=1", seconds: 3) != nil)
+        #expect(daemon.stop() == 0)
+    }
+}
