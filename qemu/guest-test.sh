@@ -119,8 +119,10 @@ HELLO=$($WIRE "$SOCK" wait-ready 20) || { cat "$DAEMON_LOG" >&2; die "smmu-hypd 
 say "daemon finalized: $HELLO"
 read -r HOST_CB HOST_SMR WIN_BASE < <(python3 -c '
 import json, sys
-w = json.loads(sys.argv[1])["windows"][0]
-print(w["num_cb"], w["num_smrg"], w["base"])' "$HELLO")
+ws = json.loads(sys.argv[1])["windows"]
+if ws:
+    print(ws[0]["num_cb"], ws[0]["num_smrg"], ws[0]["base"])' "$HELLO")
+[ -n "${WIN_BASE:-}" ] || die "the daemon's HELLO lists no SMMU window"
 
 say "booting the guest (console: $CONSOLE)"
 timeout 180 "$QEMU" "${QEMU_ARGS[@]}" -serial "file:$CONSOLE" \
