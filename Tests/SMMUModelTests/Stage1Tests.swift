@@ -226,6 +226,25 @@ struct Stage1Tests {
         #expect(m.smmu.translate(stream: StreamID(5), iova: 0xFFFF_0000_0000_1010, access: .read).fault == .translation)
     }
 
+    /// Identity domain, blocked domain, then release_device (reference §3c).
+    @Test func identityBlockedAndRelease() throws {
+        let (m, pt) = try Self.attached()
+        let d = m.driver
+        try pt.map(0x1000, to: Machine.ramBase, size: 0x1000)
+        let s = StreamID(Self.sid)
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .read).physicalAddress == Machine.ramBase)
+        d.w32(.S2CR, 0, 0x0001_0000)                                  // identity
+        #expect(m.smmu.translate(stream: s, iova: 0x8000_1000, access: .read)
+                == Translation(outcome: .translated(physicalAddress: 0x8000_1000)))
+        d.w32(.S2CR, 0, 0x0002_0000)                                  // blocked
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .read).fault == .streamFault)
+        d.w32(.SMR, 0, 0x7F80_000E)                                   // released: VALID clear
+        #expect(m.smmu.translate(stream: s, iova: 0x1000, access: .read).fault == .unidentifiedStream)
+        #expect(d.r32(.sGFSR) == 0x2 && d.r32(.sGFSYNR1) & 0xFFFF == UInt32(Self.sid))
+        d.w32(.SCTLR, Self.bank, 0)                                   // domain free
+        #expect(d.r32(.FSR, Self.bank) == 0)
+    }
+
     @Test func sctlrMOffIsFlat() throws {
         let (m, _) = try Self.attached()
         m.driver.w32(.SCTLR, Self.bank, 0)
