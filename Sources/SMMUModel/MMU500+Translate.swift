@@ -15,6 +15,12 @@ struct ContextState {
     var asid: UInt16
     /// For nested banks: the bank holding stage 2 (CBAR[15:8]).
     var s2Bank: Int
+
+    /// Whether the bank looks its transactions up in the TLB: only while it walks tables
+    /// (a disabled bank or one of another format is not translating, so nothing cached applies).
+    var usesTLB: Bool {
+        aarch64 && type != .s1TranslateS2Fault && (enabled || type == .nested)
+    }
 }
 
 extension MMU500 {
@@ -127,7 +133,7 @@ extension MMU500 {
     private func translate(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
         let ctx = context(bank)
         let vaPage = iova >> 12
-        if let e = tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: vaPage) {
+        if ctx.usesTLB, let e = tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: vaPage) {
             return finish(bank: bank, stream: stream, iova: iova, access: access,
                           physical: e.paPage << 12 | iova & 0xFFF, permissions: e.permissions,
                           level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true)

@@ -246,8 +246,11 @@ struct Stage1Tests {
     }
 
     @Test func sctlrMOffIsFlat() throws {
-        let (m, _) = try Self.attached()
-        m.driver.w32(.SCTLR, Self.bank, 0)
+        let (m, pt) = try Self.attached()
+        try pt.map(0x1234_5000, to: Machine.ramBase, size: 0x1000)
+        #expect(m.smmu.translate(stream: StreamID(Self.sid), iova: 0x1234_5678, access: .read).physicalAddress
+                == Machine.ramBase + 0x678)
+        m.driver.w32(.SCTLR, Self.bank, 0)                 // the cached entry no longer applies
         let t = m.smmu.translate(stream: StreamID(Self.sid), iova: 0x1234_5678, access: .read)
         #expect(t.physicalAddress == 0x1234_5678 && t.contextBank == Self.bank)
     }
