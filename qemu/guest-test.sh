@@ -151,6 +151,7 @@ say "write to hidden context bank $HIDDEN_CB SCTLR ($DENIED_ADDR): $DENIED"
 wait_for "$CONSOLE" "reboot: Power down" 60 $QEMU_PID
 wait $QEMU_PID 2>/dev/null
 STATS=$($WIRE "$SOCK" stats 2>&1)
+echo "$STATS" > "$ART/smmu-hypd-stats.json"
 
 # ---- checks: the guest's console is the judge ----
 grep -a "smmu\|SMMU\|GUEST:\|iommu" "$CONSOLE" > "$TMP/relevant" 2>/dev/null
@@ -220,9 +221,18 @@ echo
 echo "== smmu-hypd QEMU guest test ($(($(date +%s) - T0)) s) =="
 echo "guest console: $CONSOLE"
 echo "QEMU stderr:   $QEMU_LOG"
-echo "daemon log:    $DAEMON_LOG"
+echo "daemon log:    $DAEMON_LOG (STATS: $ART/smmu-hypd-stats.json)"
 echo "-- guest console, SMMU lines --"
 sed 's/^/    /' "$TMP/relevant"
+echo "-- daemon STATS (operations by opcode and status) --"
+python3 -c '
+import json, sys
+try:
+    ops = json.loads(sys.argv[1]).get("operations", {})
+except (ValueError, AttributeError):
+    ops = {}
+for op in sorted(ops):
+    print("    %-10s %s" % (op, " ".join("%s=%s" % kv for kv in sorted(ops[op].items()))))' "$STATS"
 echo "-- results --"
 printf '%s\n' "${RESULTS[@]}"
 SERVER="smmu-hypd"
