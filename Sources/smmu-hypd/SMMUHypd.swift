@@ -45,7 +45,7 @@ struct SMMUHypd: ParsableCommand {
             fail(error.description, code: 78)  // EX_CONFIG
         }
         let daemon = Daemon(configuration: configuration, logger: logger) { services in
-            InterimCore(services: services)
+            try HypervisorCore(services: services)
         }
         do {
             try daemon.run()
