@@ -83,7 +83,7 @@ extension Hypervisor {
 
     private func hostMemoryCheck(address: UInt64, length: Int, write: Bool,
                                  client: ClientIdentity) -> HostAccessResult<Void> {
-        if length == 0 { return .ok(()) }
+        guard length > 0 else { return length == 0 ? .ok(()) : .badAddress }   // a negative length is no range
         let range = PhysicalRange(base: address, size: UInt64(length))
         guard ownership.isRAM(range) else { return .badAddress }
         guard ownership.owns(.host, range) else {

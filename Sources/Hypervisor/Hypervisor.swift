@@ -160,12 +160,16 @@ public final class Hypervisor {
         return event
     }
 
+    /// The window whose register space holds `address`, if any.
+    public func window(of address: UInt64) -> Int? { bus.resolve(address: address, width: .word)?.window }
+
     // MARK: Interrupt lines (EVENTS)
 
     /// The host's interrupt lines of one window, as the host's view raises them: line 0 is the global
     /// fault interrupt, line 1 + n context bank n's. Only host-visible state counts (no VM fault
     /// ever raises a host line).
     public func interruptLines(window w: Int) -> [Bool] {
+        guard instances.indices.contains(w) else { return [] }   // no such window: no lines
         let instance = instances[w]
         var lines = [instance.virtual.globalInterruptAsserted]
         for n in 0..<instance.hostContextBanks { lines.append(instance.virtual.contextInterruptAsserted(bank: n)) }
