@@ -195,7 +195,7 @@ import SMMUModel
     @Test func manyVMLifetimesDoNotExhaustHypervisorRAM() {
         let m = Machine()
         let free = m.hv.pages.available
-        for i in 0..<300 {
+        for i in 0..<40 {   // any leaked page breaks the equality below
             let vm = m.protectedVM(stream: 0x15, base: vmData + UInt64(i % 7) * 0x10_0000, pages: 2)
             #expect(m.hv.vmDestroy(vm, client: m.client).value != nil)
         }
