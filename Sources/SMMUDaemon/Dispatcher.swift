@@ -72,10 +72,11 @@ public final class Dispatcher: SessionFactory {
 
     var subscribersEmpty: Bool { subscribers.isEmpty }
 
-    /// Sends every line change since the last call to every EVENTS connection.
-    func publishLineChanges() {
+    /// Sends every line change since the last call to every EVENTS connection (of `window` only,
+    /// when the change can only have come from there).
+    func publishLineChanges(window: Int? = nil) {
         var bytes: [UInt8] = []
-        for w in lines.indices {
+        for w in window.map({ [$0] }) ?? Array(lines.indices) where lines.indices.contains(w) {
             let now = hypervisor.interruptLines(window: w)
             for (line, up) in now.enumerated() where up != lines[w][line] {
                 Event(window: UInt32(w), line: UInt32(line), level: up ? 1 : 0).encode(into: &bytes)
@@ -167,7 +168,7 @@ public final class Dispatcher: SessionFactory {
             guard let width = AccessWidth(bytes: w.width) else { return answer(.badAccess) }
             let result = hypervisor.hostWrite(address: w.address, value: w.value, width: width, client: client)
             answer(Self.status(result))
-            if case .ok = result { linesMayHaveChanged() }
+            if case .ok = result, !subscribersEmpty { publishLineChanges(window: hypervisor.window(of: w.address)) }
         case .dma(let d):
             switch hypervisor.dma(window: Int(d.window), stream: d.streamID, iova: d.iova,
                                   access: DMAAccess(rawValue: d.flags.rawValue & 7)) {
@@ -175,7 +176,7 @@ public final class Dispatcher: SessionFactory {
                 answer(.ok, .dma(WireProtocol.DMAResult(physicalAddress: pa, fault: 0)))
             case .fault(let f):
                 answer(.fault, .dma(WireProtocol.DMAResult(physicalAddress: 0, fault: f.rawValue)))
-                linesMayHaveChanged()
+                if !subscribersEmpty { publishLineChanges(window: Int(d.window)) }
             case .invalid:
                 answer(.invalid)
             }
