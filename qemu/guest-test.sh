@@ -68,14 +68,16 @@ say "fetching the guest kernel and busybox (cached)"
 read -r KERNEL INITRD < <("$HERE/fetch-guest.sh" | tail -n1)
 [ -f "${KERNEL:-}" ] && [ -f "${INITRD:-}" ] || die "guest fetch failed"
 
-# journald receives the daemon's audit records; start one if none runs (CI has one).
-STARTED_JOURNALD=0
-if [ -z "${SMMU_HYPD_STANDIN:-}" ] && [ ! -S /run/systemd/journal/socket ]; then
+# journald receives the daemon's audit records; start one if none listens (CI has one). A socket
+# file alone proves nothing: a journald that exited leaves it behind.
+journald_listening() {
+    python3 -c 'import socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).connect("/run/systemd/journal/socket")' 2>/dev/null
+}
+if [ -z "${SMMU_HYPD_STANDIN:-}" ] && ! journald_listening; then
     mkdir -p /run/systemd/journal
     /lib/systemd/systemd-journald >/dev/null 2>&1 &
     PIDS+=($!)
-    STARTED_JOURNALD=1
-    for _ in $(seq 50); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
+    for _ in $(seq 50); do journald_listening && break; sleep 0.1; done
 fi
 
 QEMU_ARGS=(-M virt,memory-backend=ram0 -cpu cortex-a57 -m $MEM_MB -smp 1
@@ -145,7 +147,8 @@ fi
 # A host write the policy refuses: SCTLR of context bank 12, one the hypervisor keeps hidden.
 HIDDEN_CB=12
 DENIED_ADDR=$(printf '0x%x' $((WIN_BASE + 0x800000 + HIDDEN_CB * 0x10000)))
-DENIED=$($WIRE "$SOCK" write "$DENIED_ADDR" 0x1 4)
+DENIED_CLIENT=guest-test-denied-$$
+DENIED=$(WIRE_NAME=$DENIED_CLIENT $WIRE "$SOCK" write "$DENIED_ADDR" 0x1 4)
 say "write to hidden context bank $HIDDEN_CB SCTLR ($DENIED_ADDR): $DENIED"
 
 wait_for "$CONSOLE" "reboot: Power down" 60 $QEMU_PID
@@ -203,18 +206,20 @@ check "global fault reached the guest handler, its sGFSR W1C lowered the line" $
 if [ -n "${SMMU_HYPD_STANDIN:-}" ]; then
     RESULTS+=("SKIP  refused write audited: the stand-in has no policy")
 else
-    audit=$(journalctl -o json --since "$SINCE" --no-pager 2>/dev/null | python3 -c '
+    # The record of exactly this write: its client name is unique to this run.
+    audit=$(journalctl -o json --since "$SINCE" --no-pager SMMU_CLIENT="$DENIED_CLIENT" 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
         e = json.loads(line)
     except ValueError:
         continue
-    if "SMMU_RULE" in e:
-        print("SMMU_RULE=%s MESSAGE=%s" % (e["SMMU_RULE"], e.get("MESSAGE", "")))
+    if "SMMU_RULE" in e and e.get("PRIORITY") == "4":
+        print("SMMU_RULE=%s SMMU_REGISTER=%s MESSAGE_ID=%s" % (e["SMMU_RULE"], e.get("SMMU_REGISTER", ""),
+                                                             e.get("MESSAGE_ID", "")))
         break')
     echo "$DENIED" | grep -q DENIED && [ -n "$audit" ]
-    check "refused write audited in the journal" $? "$DENIED_ADDR: $DENIED; journal: ${audit:-no SMMU_RULE record}"
+    check "refused write audited in the journal" $? "$DENIED_ADDR: $DENIED; journal: ${audit:-no SMMU_RULE record for SMMU_CLIENT=$DENIED_CLIENT}"
 fi
 
 echo

@@ -8,8 +8,10 @@
     wire.py SOCKET read ADDR WIDTH               one host READ; print status and value
     wire.py SOCKET stats                         STATS as role host; print the JSON
 Each prints one JSON object on stdout; the exit status is 0 when the exchange happened.
+The HELLO name is $WIRE_NAME (default "guest-test"): the audit's SMMU_CLIENT.
 """
 import json
+import os
 import socket
 import struct
 import sys
@@ -22,7 +24,8 @@ ROLE_HOST, ROLE_DEVICE, ROLE_ADMIN = 1, 2, 3
 
 
 class Conn:
-    def __init__(self, path, role, name="guest-test"):
+    def __init__(self, path, role, name=None):
+        name = name or os.environ.get("WIRE_NAME", "guest-test")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(10)
         self.sock.connect(path)
