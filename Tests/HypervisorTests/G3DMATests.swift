@@ -79,6 +79,38 @@ import SMMUModel
         #expect(fault?.cbfrsynra == UInt32(hostStream))
     }
 
+    /// Tables whose root is the VM's stage-2 root, in hypervisor RAM: the host's walk may not read it.
+    @Test func hostContextWalkingHypervisorRAMFaults() {
+        let (m, d, vm) = machine()
+        d.attachStage1(bank: 1, ttbr0: vmStage2Root(m, vm))
+        d.attachStage2(bank: 2, vttbr: vmStage2Root(m, vm), vtcr: VMStage2.vtcr, vmid: 3)
+        d.route(smr: 0, stream: hostStream, toBank: 1)
+        d.route(smr: 1, stream: 0x21, toBank: 2)
+        // Through the VM's own stage-2 IPA = PA would map vmData: the walk must not happen at all.
+        #expect(m.hv.dma(window: 0, stream: UInt32(hostStream), iova: vmData, access: .read).fault == .ownership)
+        #expect(m.hv.dma(window: 0, stream: 0x21, iova: vmData, access: .read).fault == .ownership)
+    }
+
+    /// The MSI doorbell the config lets host devices reach: data only, never a table walk, never a VM's.
+    @Test func msiDoorbellIsReachableForDataOnly() {
+        let doorbell = PhysicalRange(base: 0x0F40_0000, size: 0x1000)
+        let m = Machine(hostDMARanges: [doorbell])
+        let d = m.driver()
+        d.reset()
+        _ = m.protectedVM(stream: vmStream)
+        d.bypass(smr: 0, stream: hostStream)
+        #expect(m.hv.dma(window: 0, stream: UInt32(hostStream), iova: doorbell.base + 0x40, access: .write).physicalAddress
+                == doorbell.base + 0x40)
+        #expect(m.hv.dma(window: 0, stream: UInt32(hostStream), iova: doorbell.end, access: .write).fault == .ownership)
+        d.attachStage1(bank: 1, ttbr0: doorbell.base)
+        d.route(smr: 1, stream: 0x21, toBank: 1)
+        #expect(m.hv.dma(window: 0, stream: 0x21, iova: 0x1000, access: .read).fault == .ownership)
+        #expect(m.hv.dma(window: 0, stream: vmStream, iova: doorbell.base, access: .write).physicalAddress == nil)
+        if case .badAddress = m.hv.memRead(address: doorbell.base, length: 4, client: m.client) {} else {
+            Issue.record("MEM_READ of the doorbell: it is not the host's RAM")
+        }
+    }
+
     @Test func hostStage2ContextMappingVMPagesFaults() throws {
         let (m, d, vm) = machine()
         let s2 = m.tables(.stage2)

@@ -23,6 +23,30 @@ import SMMUModel
         #expect(m.hv.dma(window: 3, stream: 0x15, iova: vmData, access: .read).physicalAddress == nil)
     }
 
+    /// Reserved SMRs (8 per instance) run out: INVALID, and nothing half-done.
+    @Test func reservedResourcesRunningOutChangesNothing() {
+        let m = Machine()
+        let vm = m.protectedVM(stream: 0x100)
+        for s: UInt32 in 0x101...0x107 { #expect(m.hv.vmAssignStream(vm, window: 0, stream: s, client: m.client).value != nil) }
+        let before = m.state()
+        guard case .invalid = m.hv.vmAssignStream(vm, window: 1, stream: 0x108, client: m.client) else {
+            Issue.record("a ninth stream got a reserved SMR"); return
+        }
+        #expect(m.state() == before)
+        #expect(m.hv.ownership.owner(ofStream: StreamID(0x108), smmu: 0) == .host)
+        // Eight VMs use the eight reserved banks of iso; a ninth VM gets none and nothing changes.
+        for i in 0..<7 { _ = m.protectedVM(stream: 0x200 + UInt32(i), window: 2, base: vmData + 0x10_0000 * UInt64(i + 1)) }
+        #expect(m.hv.vmAssignStream(vm, window: 2, stream: 0x2FF, client: m.client).value != nil)
+        let ninth = m.hv.vmCreate(client: m.client).value!
+        let state = m.state()
+        guard case .invalid = m.hv.vmAssignStream(ninth, window: 2, stream: 0x300, client: m.client) else {
+            Issue.record("a ninth VM got a context bank"); return
+        }
+        #expect(m.state() == state)
+        #expect(m.hv.ownership.owner(ofStream: StreamID(0x300), smmu: 1) == .host)
+        #expect(m.audit.events.isEmpty)
+    }
+
     // MARK: VM_DONATE
 
     @Test func donatingAPageInUseAsAHostPageTableIsDenied() throws {
