@@ -1,3 +1,4 @@
+import CSystemd
 import Dispatch
 import Glibc
 
