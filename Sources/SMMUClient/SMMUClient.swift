@@ -151,9 +151,9 @@ public final class SMMUClient {
 
     /// Sends every request in one write and returns the responses in order (tags checked).
     public func pipeline(_ requests: [Request]) throws(SMMUClientError) -> [Frame] {
-        let firstTag = nextTag
+        let tags = requests.map { _ in takeTag() }
         var bytes: [UInt8] = []
-        for request in requests { request.encode(tag: takeTag(), into: &bytes) }
+        for (request, tag) in zip(requests, tags) { request.encode(tag: tag, into: &bytes) }
         var frames: [Frame] = []
         frames.reserveCapacity(requests.count)
         var failure: SMMUClientError?
@@ -161,7 +161,7 @@ public final class SMMUClient {
             let i = frames.count
             if failure == nil {
                 do throws(SMMUClientError) {
-                    try check(header, answers: requests[i].opcode, tag: firstTag &+ UInt32(truncatingIfNeeded: i))
+                    try check(header, answers: requests[i].opcode, tag: tags[i])
                 } catch { failure = error }
             }
             frames.append(Frame(header: header, payload: Array(payload)))
@@ -254,13 +254,13 @@ public final class SMMUClient {
         if case .some(.none) = result { throw .closed }
     }
 
+    /// Tags start at 1 and skip 0 on wrap-around: 0 is the tag of event messages.
     private func takeTag() -> UInt32 {
-        defer { nextTag &+= 1 }
+        defer { nextTag = nextTag == .max ? 1 : nextTag + 1 }
         return nextTag
     }
 
     private func check(_ header: FrameHeader, answers opcode: Opcode, tag: UInt32) throws(SMMUClientError) {
-        if header.opcode == Opcode.event.rawValue { throw .protocolViolation("event on a request connection") }
         guard header.tag == tag else { throw .protocolViolation("response tag \(header.tag), expected \(tag)") }
         // MALFORMED echoes the opcode as received; every other response sets the response bit.
         guard header.opcode == opcode.responseCode || header.statusCode == .malformed else {

@@ -9,10 +9,18 @@ public enum TextTable {
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { i, c in
                 i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count)
-            }.joined(separator: "  ")
+            }.joined(separator: "  ").trimmingSuffixSpaces()
         }
         var out = [line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
         out += rows.map(line)
         return out.joined(separator: "\n")
+    }
+}
+
+extension String {
+    fileprivate func trimmingSuffixSpaces() -> String {
+        var s = Substring(self)
+        while s.last == " " { s.removeLast() }
+        return String(s)
     }
 }

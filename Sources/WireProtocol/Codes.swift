@@ -23,17 +23,18 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// The bit a response sets in the request's opcode.
     public static let responseBit: UInt8 = 0x80
 
-    /// The opcode byte of this request's response.
-    public var responseCode: UInt8 { self == .event ? rawValue : rawValue | Self.responseBit }
+    /// The opcode byte of this request's response. Note EVENTS' response byte, 0xB0, is also the
+    /// event message's opcode: the OK response carries the request's tag, events carry tag 0.
+    public var responseCode: UInt8 { rawValue | Self.responseBit }
 
     /// True for the opcodes a client may send (everything but ``event``).
     public var isRequest: Bool { self != .event }
 
-    /// The request opcode a response byte answers, if it is one.
+    /// The request opcode a response byte answers, if it is one (0xB0 answers EVENTS).
     public init?(response byte: UInt8) {
-        guard byte & Self.responseBit != 0, byte != Opcode.event.rawValue,
-            let op = Opcode(rawValue: byte & ~Self.responseBit)
-        else { return nil }
+        guard byte & Self.responseBit != 0, let op = Opcode(rawValue: byte & ~Self.responseBit), op.isRequest else {
+            return nil
+        }
         self = op
     }
 

@@ -36,8 +36,7 @@ public struct FrameHeader: Hashable, Sendable {
 
     /// The header of a response to `opcode` (raw byte, so unknown opcodes can be answered too).
     public init(responseTo opcode: UInt8, tag: UInt32, status: Status, length: Int) {
-        let code = opcode == Opcode.event.rawValue ? opcode : opcode | Opcode.responseBit
-        self.init(opcode: code, tag: tag, status: status.rawValue, length: UInt32(length))
+        self.init(opcode: opcode | Opcode.responseBit, tag: tag, status: status.rawValue, length: UInt32(length))
     }
 
     /// The typed status, nil for a value outside the table.

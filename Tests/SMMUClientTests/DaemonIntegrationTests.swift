@@ -104,6 +104,30 @@ struct DaemonIntegrationTests {
         print("pipelined READ: \(count) in \(elapsed)")
     }
 
+    @Test("an EVENTS connection sees the global fault line rise on a DMA fault and fall on the W1C")
+    func events() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (host, hello) = try daemon.connect()
+        let base = hello.windows[1].base
+        try host.write(address: base, value: 0x0020_1C36)  // sCR0: GFIE, USFCFG
+        try host.write(address: base + 0x48, value: 0xFFFF_FFFF)  // sGFSR W1C
+        let (listener, _) = try daemon.connect()
+        let stream = try listener.events()
+        let (device, _) = try daemon.connect(role: .device)
+        #expect(try device.dma(window: 1, stream: 0x55, iova: 0x1000).fault == 1)
+        func waitFor(_ wanted: Event) throws -> Bool {
+            for _ in 0..<64 {
+                guard let e = try stream.next(timeout: .seconds(5)) else { return false }
+                if e == wanted { return true }
+            }
+            return false
+        }
+        #expect(try waitFor(Event(window: 1, line: 0, level: 1)))
+        try host.write(address: base + 0x48, value: try host.read(address: base + 0x48))
+        #expect(try waitFor(Event(window: 1, line: 0, level: 0)))
+    }
+
     @Test("MEM_MAP lends the client's file: the daemon reads and writes the client's bytes")
     func memMap() throws {
         let daemon = try RunningDaemon()

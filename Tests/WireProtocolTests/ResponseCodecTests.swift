@@ -18,7 +18,9 @@ func response(_ op: UInt8, _ status: Status, _ payload: ResponsePayload, tag: UI
         let (h, _) = response(Opcode.vmDonate.rawValue, .invalid, .none, tag: 0xFFFF_FFFE)
         #expect(h.opcode == 0x91 && h.tag == 0xFFFF_FFFE && h.statusCode == .invalid && h.length == 0)
         #expect(Opcode(response: 0x91) == .vmDonate)
-        #expect(Opcode(response: 0x11) == nil && Opcode(response: 0xB0) == nil)
+        #expect(Opcode(response: 0x11) == nil && Opcode(response: 0x80) == nil)
+        // EVENTS' response shares 0xB0 with event messages (0x30 | 0x80).
+        #expect(Opcode(response: 0xB0) == .events && Opcode.events.responseCode == Opcode.event.rawValue)
     }
 
     @Test("READ, DMA and VM_CREATE keep their fixed size whatever the status")

@@ -265,7 +265,7 @@ class SMMUClient:
 
     def next_tag(self):
         tag = self._tag
-        self._tag = (self._tag + 1) & 0xFFFFFFFF
+        self._tag = self._tag + 1 if self._tag < 0xFFFFFFFF else 1  # 0 is the events' tag
         return tag
 
     def send_raw(self, data, fds=()):
@@ -327,12 +327,12 @@ class SMMUClient:
         The whole batch is written before any answer is read, which is safe while the answers fit
         the daemon's output allowance (megabytes: tens of thousands of requests); split larger batches.
         """
-        first = self._tag
-        data = b"".join(encode_frame(op, self.next_tag(), p) for op, p in requests)
+        tags = [self.next_tag() for _ in requests]
+        data = b"".join(encode_frame(op, tag, p) for (op, p), tag in zip(requests, tags))
         self.sock.sendall(data)
         frames = [self.recv_frame() for _ in requests]
-        for i, (frame, (op, _)) in enumerate(zip(frames, requests)):
-            self._check(frame.header, op, (first + i) & 0xFFFFFFFF)
+        for frame, (op, _), tag in zip(frames, requests, tags):
+            self._check(frame.header, op, tag)
         return frames
 
     @staticmethod

@@ -230,6 +230,35 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual((reply.header.status, reply.header.tag, reply.header.length), (sc.Status.UNSUPPORTED, 5, 0))
         self.assertEqual(c.read(hello.windows[0].base + 0x24) & 0xFF, 120)
 
+    def test_events_follow_the_global_fault_line(self):
+        host, hello = self.host()
+        w = 1
+        base = hello.windows[w].base
+        host.write(base + 0x000, 0x00201C36)  # sCR0 as Linux leaves it: GFIE and USFCFG set
+        host.write(base + 0x048, 0xFFFFFFFF)  # sGFSR W1C: line low
+        ev = sc.SMMUClient(self.socket_path, timeout=10)
+        self.addCleanup(ev.close)
+        ev.hello(sc.Role.HOST, "py-events")
+        stream = ev.events()
+        device = sc.SMMUClient(self.socket_path, timeout=10)
+        self.addCleanup(device.close)
+        device.hello(sc.Role.DEVICE, "py-device")
+        result = device.dma(w, 0x55, 0x1000)  # no SMR matches: unidentified stream, sGFSR.USF
+        self.assertEqual(result.fault, 1)
+        ev.sock.settimeout(5)
+        self.assertIn(sc.Event(w, 0, 1), self._events_until(stream, sc.Event(w, 0, 1)))
+        host.write(base + 0x048, host.read(base + 0x048))  # the handler's W1C lowers the line
+        self.assertIn(sc.Event(w, 0, 0), self._events_until(stream, sc.Event(w, 0, 0)))
+
+    @staticmethod
+    def _events_until(stream, wanted, limit=64):
+        seen = []
+        for event in stream:
+            seen.append(event)
+            if event == wanted or len(seen) >= limit:
+                break
+        return seen
+
     def test_requests_before_hello_are_forbidden(self):
         c = sc.SMMUClient(self.socket_path, timeout=10)
         self.addCleanup(c.close)
