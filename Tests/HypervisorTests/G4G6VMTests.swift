@@ -83,6 +83,27 @@ import SMMUModel
         #expect(m.hv.vmDonate(vm, range: PhysicalRange(base: s1.root, size: 4096), client: m.client).value != nil)
     }
 
+    /// A 64 KiB-granule table spans sixteen 4 KiB pages, and TTBR1 tables are live too (EPD1 clear).
+    @Test func donatingAnyPageOf64KOrTTBR1TablesIsDenied() throws {
+        let m = Machine()
+        let d = m.driver()
+        d.reset()
+        let big = try PageTableBuilder(memory: m.memory, stage: .stage1, granule: .size64K, inputBits: 42,
+                                       tablePool: 0x8300_0000..<0x8310_0000)
+        try big.map(0x1_0000, to: hostData, size: 0x1_0000, attributes: .linuxReadWrite)
+        d.attachStage1(bank: 6, ttbr0: big.root, tcr: big.tcr)
+        let high = m.tables()
+        // TTBR1: T1SZ 16, TG1 4K (2 << 30), EPD1 clear; TTBR0 disabled (EPD0).
+        let tcr: UInt32 = 2 << 30 | 16 << 16 | 1 << 7
+        d.attachStage1(bank: 7, ttbr0: 0, tcr: tcr)
+        d.w64(.TTBR1, 7, 7 << 48 | high.root)
+        let vm = m.hv.vmCreate(client: m.client).value!
+        for page in [big.root, big.root + 0x1000, big.root + 0xF000, high.root] {
+            expectDenied(m.hv.vmDonate(vm, range: PhysicalRange(base: page, size: 4096), client: m.client), .donateLivePageTable)
+        }
+        #expect(m.hv.vmDonate(vm, range: PhysicalRange(base: big.root + 0x1_0000 * 8, size: 4096), client: m.client).value != nil)
+    }
+
     @Test func donatingWhatTheHostDoesNotOwnIsDeniedOrInvalid() {
         let m = Machine()
         let vm = m.protectedVM(stream: 0x15)
