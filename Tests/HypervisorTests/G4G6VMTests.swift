@@ -104,6 +104,38 @@ import SMMUModel
         #expect(m.hv.vmDonate(vm, range: PhysicalRange(base: big.root + 0x1_0000 * 8, size: 4096), client: m.client).value != nil)
     }
 
+    /// A nested context's stage-1 tables are addressed by IPA: the live pages are where the host's
+    /// stage-2 puts them, not at the IPA. Donating the real page must be refused too.
+    @Test func donatingANestedStage1TableAtItsPhysicalAddressIsDenied() throws {
+        let m = Machine()
+        let d = m.driver()
+        d.reset()
+        let ipa: UInt64 = 0x4000_0000
+        let pages: [UInt64] = (0..<4).map { 0x8400_0000 + UInt64($0) * 0x3000 }   // L0..L3, not at their IPAs
+        let s2 = m.tables(.stage2)
+        for (k, pa) in pages.enumerated() { try s2.map4K(ipa + UInt64(k) * 0x1000, to: pa) }
+        try s2.map4K(ipa + 0x10_0000, to: hostData)
+        // VA 0x1000: L0[0] -> L1[0] -> L2[0] -> L3[1] = IPA of the data page.
+        for k in 0..<3 { #expect(m.memory.write64(ipa + UInt64(k + 1) * 0x1000 | 0b11, at: pages[k])) }
+        #expect(m.memory.write64((ipa + 0x10_0000) | 0x747, at: pages[3] + 8))
+        d.attachStage2(bank: 2, vttbr: s2.root, vtcr: s2.vtcr, vmid: 2)
+        d.attachStage1(bank: 3, ttbr0: ipa)
+        d.w32(.CBAR, 3, 3 << 16 | 2 << 8)
+        d.route(smr: 0, stream: 0x22, toBank: 3)
+        #expect(m.hv.dma(window: 0, stream: 0x22, iova: 0x1008, access: .read).physicalAddress == hostData + 8)
+        let vm = m.hv.vmCreate(client: m.client).value!
+        withKnownIssue("HostPageTables reads a nested stage-1 TTBR and its table descriptors as physical addresses") {
+            for pa in pages {
+                expectDenied(m.hv.vmDonate(vm, range: PhysicalRange(base: pa, size: 4096), client: m.client),
+                             .donateLivePageTable)
+            }
+        }
+        // Whatever the donation did, the host's walk never reads a page it lost.
+        let lost = pages.contains { m.hv.ownership.owner(ofAddress: $0) != .host }
+        let result = m.hv.dma(window: 0, stream: 0x22, iova: 0x1008, access: .read)
+        #expect(lost ? result.fault == .ownership : result.physicalAddress == hostData + 8)
+    }
+
     @Test func donatingWhatTheHostDoesNotOwnIsDeniedOrInvalid() {
         let m = Machine()
         let vm = m.protectedVM(stream: 0x15)
