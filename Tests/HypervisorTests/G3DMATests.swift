@@ -177,6 +177,28 @@ import SMMUModel
         #expect(m.hv.dma(window: 1, stream: UInt32(hostStream), iova: 0x1000, access: .write).physicalAddress == nil)
     }
 
+    /// A 2 MiB block of the host's covering a page it then donated: a walk for another page of the
+    /// block may be cached, but never reaches the donated one.
+    @Test func hostBlockMappingOverADonatedPageFaultsThere() throws {
+        let m = Machine()
+        let d = m.driver()
+        d.reset()
+        let block: UInt64 = 0x8C00_0000
+        let s1 = m.tables()
+        try s1.map(0x20_0000, to: block, size: 0x20_0000, attributes: .linuxReadWrite)
+        d.attachStage1(bank: 0, ttbr0: s1.root)
+        d.route(smr: 0, stream: hostStream, toBank: 0)
+        let vm = m.hv.vmCreate(client: m.client).value!
+        #expect(m.hv.vmDonate(vm, range: PhysicalRange(base: block + 0x5000, size: 4096), client: m.client).value != nil)
+        for iova: UInt64 in [0x20_4000, 0x20_6000, 0x20_4FF8] {
+            #expect(m.hv.dma(window: 0, stream: UInt32(hostStream), iova: iova, access: .write).physicalAddress == block + iova - 0x20_0000)
+        }
+        for _ in 0..<2 {
+            #expect(m.hv.dma(window: 0, stream: UInt32(hostStream), iova: 0x20_5000, access: .write).fault == .ownership)
+            #expect(m.hv.dma(window: 0, stream: UInt32(hostStream), iova: 0x20_5FF8, access: .read).fault == .ownership)
+        }
+    }
+
     // MARK: Host CPU memory (MEM_READ / MEM_WRITE) passes the host stage-2
 
     @Test func hostMemoryAccessOnlyReachesHostPages() {
