@@ -47,6 +47,14 @@ for _ in $(seq 100); do
 done
 [ -n "$SDPID" ] || fail "systemd did not start"
 in_ns() { nsenter -t "$SDPID" -m -p "$@"; }
+# journald takes stderr lines asynchronously: poll for a line instead of reading once.
+journal_has() {
+    for _ in $(seq 50); do
+        in_ns journalctl -u smmu-hypd --no-pager | grep -q "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
 for _ in $(seq 300); do
     state=$(in_ns systemctl is-system-running 2>/dev/null || true)
     case "$state" in running|degraded) break ;; esac
@@ -63,7 +71,7 @@ echo "pid1-test: systemctl start returned after ${elapsed_ms} ms: $active, statu
 [ "$active" = active ] || fail "smmu-hypd is $active"
 [ "$elapsed_ms" -ge "$DELAY_MS" ] || fail "start returned after $elapsed_ms ms, before the $DELAY_MS ms finalization delay"
 case "$status" in finalized*) ;; *) fail "status after start is \"$status\", not finalized" ;; esac
-in_ns journalctl -u smmu-hypd --no-pager | grep -q "pKVM finalized; READY=1" || fail "no finalization line in the journal"
+journal_has "pKVM finalized; READY=1" || fail "no finalization line in the journal"
 
 # A denied write: the host writes a valid SMR in the range the hypervisor keeps for itself (G5).
 in_ns python3 - "$REPO" <<'PY' || fail "denied write"
@@ -92,5 +100,5 @@ result=$(in_ns systemctl show -p Result --value smmu-hypd)
 code=$(in_ns systemctl show -p ExecMainStatus --value smmu-hypd)
 echo "pid1-test: stopped: result $result, exit status $code"
 [ "$result" = success ] && [ "$code" = 0 ] || fail "unclean stop (result $result, status $code)"
-in_ns journalctl -u smmu-hypd --no-pager | grep -q "stopped" || fail "no 'stopped' line"
+journal_has "\] stopped" || fail "no 'stopped' line"
 echo "pid1-test: PASS"

@@ -47,7 +47,7 @@ struct UnixServerTests {
         let fixture = try EchoServerFixture(limits: limits)
         defer { fixture.shutdown() }
         let hog = try TestClient(path: fixture.path)
-        var sent = fillUntilServerStopsReading(hog)
+        var sent = fillUntilServerStopsReading(hog, fixture)
         let status = try #require(fixture.onQueue { fixture.server.connectionStatuses().first })
         #expect(status.readSuspended)
         #expect(status.peakPendingOutput <= limits.maxPendingOutput + limits.readChunk)
@@ -171,7 +171,7 @@ struct UnixServerTests {
         limits.shutdownGrace = .milliseconds(300)
         let fixture = try EchoServerFixture(limits: limits)
         let hog = try TestClient(path: fixture.path)
-        _ = fillUntilServerStopsReading(hog)
+        _ = fillUntilServerStopsReading(hog, fixture)
         #expect(eventually { fixture.onQueue { fixture.server.connectionStatuses().first?.readSuspended ?? false } })
         let completed = DispatchSemaphore(value: 0)
         fixture.server.queue.async { fixture.server.beginShutdown { completed.signal() } }
@@ -179,19 +179,25 @@ struct UnixServerTests {
         fixture.directory.remove()
     }
 
-    /// Writes frames without blocking until the socket has taken nothing for 300 ms; returns what it took.
-    private func fillUntilServerStopsReading(_ client: TestClient) -> [UInt8] {
+    /// Writes frames without blocking until the server has suspended reading this client and the socket has taken
+    /// nothing for 200 ms since (so slow builds, e.g. under TSan, do not stop early); returns what it took.
+    private func fillUntilServerStopsReading(_ client: TestClient, _ fixture: EchoServerFixture) -> [UInt8] {
         var sent: [UInt8] = []
         var stalledSince = Date()
-        while Date().timeIntervalSince(stalledSince) < 0.3, sent.count < 64 << 20 {
+        let deadline = Date().addingTimeInterval(30)
+        while sent.count < 64 << 20, Date() < deadline {
             let chunk = echoFrames(4096, first: sent.count / 16)
             let n = client.writeNonBlocking(chunk)
             if n > 0 {
                 sent += chunk[0..<n]
                 stalledSince = Date()
-            } else {
-                usleep(10_000)
+                continue
             }
+            if Date().timeIntervalSince(stalledSince) > 0.2,
+               fixture.onQueue({ fixture.server.connectionStatuses().first?.readSuspended ?? false }) {
+                break
+            }
+            usleep(10_000)
         }
         #expect(sent.count < 64 << 20, "the server kept reading from a client that never reads")
         return sent
