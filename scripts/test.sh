@@ -7,7 +7,7 @@ export PATH=/opt/swift/usr/bin:$PATH
 SCRATCH=${SCRATCH:-.build}
 
 source scripts/journald.sh
-if [ -S /run/systemd/journal/socket ]; then
+if journald_listening; then
     export SMMU_HYPD_REQUIRE_JOURNALD=1   # the audit tests must run, not skip
 else
     echo "test.sh: no journald (not root?): the journald audit tests are skipped" >&2

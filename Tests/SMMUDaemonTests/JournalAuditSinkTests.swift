@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Glibc
 import Synchronization
 import Testing
 @testable import SMMUDaemon
@@ -7,7 +8,10 @@ import Testing
 /// True when a journald listens (scripts/test.sh and .ci/run start one). With SMMU_HYPD_REQUIRE_JOURNALD=1
 /// its absence fails the run instead of skipping the journald tests.
 let journaldRunning: Bool = {
-    let present = FileManager.default.fileExists(atPath: "/run/systemd/journal/socket")
+    // A journald listens when a datagram connect succeeds (a socket file left by a dead one refuses).
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    let present = fd >= 0 && ListeningSocket.withAddress("/run/systemd/journal/socket", { connect(fd, $0, $1) }) == 0
+    if fd >= 0 { close(fd) }
     if !present && ProcessInfo.processInfo.environment["SMMU_HYPD_REQUIRE_JOURNALD"] == "1" {
         fatalError("SMMU_HYPD_REQUIRE_JOURNALD=1 but /run/systemd/journal/socket is missing")
     }
