@@ -30,7 +30,11 @@ final class DispatcherSession: Session {
     }
 
     var wantsInput: Bool { !eventsMode && !closing }
-    var hasPendingInput: Bool { !closing && !eventsMode && decoder.bufferedByteCount >= FrameHeader.size }
+    /// Only what `drain` held back for the output bound counts: a partial frame (a header whose payload has
+    /// not all arrived, or the tail a peer left when it hung up) is waiting for bytes, not for the output.
+    var hasPendingInput: Bool { !closing && !eventsMode && heldBack }
+    /// Set when `drain` stopped at `outputLimit` with input still buffered.
+    private var heldBack = false
 
     func receive(_ input: UnsafeRawBufferPointer, fds: inout [Int32], output: inout [UInt8]) -> SessionVerdict {
         decoder.append(input)
@@ -60,6 +64,7 @@ final class DispatcherSession: Session {
             }
             if handled == nil { break }
         }
+        heldBack = output.count >= Self.outputLimit && decoder.bufferedByteCount >= FrameHeader.size
         return closing ? .closeAfterFlush : .keepOpen
     }
 
