@@ -82,8 +82,9 @@ struct InProcessTranslation {
         let hits = after["hits", default: 0] - before["hits", default: 0]
         let misses = after["misses", default: 0] - before["misses", default: 0]
         guard faults == 0 else { throw .unexpected("\(faults) of \(count) translations faulted") }
+        // Hits must all hit; the miss sweep may hit now and then (the IOTLB is hashed), but mostly walks.
         let wanted = expectHits ? hits : misses
-        guard wanted >= count * 95 / 100 else {
+        guard wanted >= count * (expectHits ? 99 : 80) / 100 else {
             throw .unexpected("expected \(expectHits ? "hits" : "misses"): \(hits) hits, \(misses) misses of \(count)")
         }
         return Rate(wall: Double(count) / elapsed, cpu: Double(count) / cpu)
