@@ -5,8 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"
 export SWIFT_BACKTRACE=enable=no
-swift build -c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz 2>&1 | tail -3
-bin="$(swift build -c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz --show-bin-path)"
+# --sanitize=fuzzer instruments only this package's targets; the coverage flag instruments the
+# project's modules too, so libFuzzer sees their edges. Only the two fuzz products are built.
+flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz)
+for product in FuzzProtocol FuzzTrap; do
+    swift build "${flags[@]}" --product "$product" 2>&1 | tail -2
+done
+bin="$(swift build "${flags[@]}" --show-bin-path)"
 mkdir -p findings work/protocol work/trap
 status=0
 for target in protocol trap; do
