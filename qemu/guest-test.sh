@@ -151,7 +151,7 @@ DENIED_CLIENT=guest-test-denied-$$
 DENIED=$(WIRE_NAME=$DENIED_CLIENT $WIRE "$SOCK" write "$DENIED_ADDR" 0x1 4)
 say "write to hidden context bank $HIDDEN_CB SCTLR ($DENIED_ADDR): $DENIED"
 
-wait_for "$CONSOLE" "reboot: Power down" 60 $QEMU_PID
+wait_for "$CONSOLE" "reboot: Power down" 60 $QEMU_PID || { say "the guest did not power off: stopping it"; kill $QEMU_PID 2>/dev/null; }
 wait $QEMU_PID 2>/dev/null
 STATS=$($WIRE "$SOCK" stats 2>&1)
 echo "$STATS" > "$ART/smmu-hypd-stats.json"
