@@ -34,7 +34,9 @@ final class TestClient {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         guard ListeningSocket.withAddress(path, { connect(fd, $0, $1) }) == 0 else {
             let e = errno
-            Glibc.close(fd)
+            // deinit still runs for a class whose init throws after initializing every property: close once,
+            // through close(), or the deinit would close the same number again (by then another test's socket).
+            close()
             throw TestIOError("connect \(path)", errno: e)
         }
     }
