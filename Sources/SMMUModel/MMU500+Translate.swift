@@ -41,7 +41,7 @@ extension MMU500 {
             aarch64: cba2r & 1 != 0,
             vmid: vmid16 ? UInt16(truncatingIfNeeded: cba2r >> 16) : UInt16(cbar & 0xFF),
             asid: UInt16(truncatingIfNeeded: (ttbr >> 48) & (wideASID ? 0xFFFF : 0xFF)),
-            s2Bank: Int((cbar >> 8) & 0xFF))
+            s2Bank: CBAR(raw: UInt32(truncatingIfNeeded: cbar)).stage2ContextBank)
         if bank < contexts.count { contexts[bank] = c }
         return c
     }
@@ -51,17 +51,12 @@ extension MMU500 {
     func matchStream(_ sid: UInt16) -> Int16 {
         let cached = streamCache[Int(sid)]
         if cached >> 16 == streamCacheGeneration[0] { return Int16(truncatingIfNeeded: cached & 0xFFFF) }
-        let idMask = UInt32(configuration.streamIDMask)
+        let idMask = configuration.streamIDMask
         var found = Self.noMatch
-        for i in 0..<configuration.numStreamMatchGroups {
-            let smr = UInt32(truncatingIfNeeded: values[smrSlot + i])
-            guard smr & (1 << 31) != 0 else { continue }
-            let id = smr & 0x7FFF
-            let mask = (smr >> 16) & 0x7FFF
-            if (UInt32(sid) ^ id) & ~mask & idMask == 0 {
-                if found != Self.noMatch { found = Self.multipleMatches; break }
-                found = Int16(i)
-            }
+        for i in 0..<configuration.numStreamMatchGroups
+        where SMR(raw: UInt32(truncatingIfNeeded: values[smrSlot + i])).matches(StreamID(sid), idMask: idMask) {
+            if found != Self.noMatch { found = Self.multipleMatches; break }
+            found = Int16(i)
         }
         streamCache[Int(sid)] = streamCacheGeneration[0] << 16 | UInt32(UInt16(bitPattern: found))
         return found
