@@ -1,6 +1,8 @@
 #!/bin/bash
 # Runs every test: swift build, swift test (with a real journald for the audit tests), the Python client's
-# tests against the built daemon, and (as root) the systemd-as-PID-1 test of the units.
+# tests against the built daemon, the load-and-faults script, a short libFuzzer run of both targets, and
+# (as root) the systemd-as-PID-1 test of the units and the real Linux guest in QEMU.
+# Skip the slow parts with SMMU_SKIP_FUZZ=1, SMMU_SKIP_GUEST=1, SMMU_SKIP_PID1=1; FUZZ_SECONDS sets the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -22,5 +24,14 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_PID1:-}" ]; then
     scripts/systemd-pid1-test.sh
 else
     echo "test.sh: not root: skipping the systemd-as-PID-1 test" >&2
+fi
+scripts/load-test.sh
+if [ -z "${SMMU_SKIP_FUZZ:-}" ]; then
+    fuzz/run.sh "${FUZZ_SECONDS:-45}"
+fi
+if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
+    qemu/guest-test.sh
+else
+    echo "test.sh: not root or SMMU_SKIP_GUEST: skipping the QEMU guest test" >&2
 fi
 echo "test.sh: all tests passed"
