@@ -12,9 +12,14 @@ BIN=$(readlink -f "${SMMU_HYPD_BIN:-$REPO/.build/debug/smmu-hypd}")
 [ -x "$BIN" ] || { echo "pid1-test: no smmu-hypd binary at $BIN (build first)" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "pid1-test: needs root" >&2; exit 1; }
 
-# Outside /tmp and /run: those are private tmpfs mounts inside the namespace.
-WORK=$(mktemp -d "$REPO/.build-pid1.XXXXXX")
+# Not under /tmp or /run (private tmpfs mounts in the namespace), /var/tmp (the unit's PrivateTmp) or
+# /home and /root (its ProtectHome): the checkout may be in any of them, so the binary is copied here.
+WORK=$(mktemp -d /var/lib/smmu-hypd-pid1-test.XXXXXX)
 chmod 0755 "$WORK"
+cp "$BIN" "$WORK/smmu-hypd"
+cp "$REPO/clients/python/smmu_client.py" "$WORK/"
+chmod 0755 "$WORK/smmu-hypd"
+BIN="$WORK/smmu-hypd"
 DELAY_MS=1500
 sed -e "s/delay_ms: .*/delay_ms: $DELAY_MS/" -e "s/watchdog: .*/watchdog: true/" "$REPO/Config/tegra234.yaml" > "$WORK/smmu-hypd.yaml"
 chmod 0644 "$WORK/smmu-hypd.yaml"
@@ -74,12 +79,14 @@ case "$status" in finalized*) ;; *) fail "status after start is \"$status\", not
 journal_has "pKVM finalized; READY=1" || fail "no finalization line in the journal"
 
 # A denied write: the host writes a valid SMR in the range the hypervisor keeps for itself (G5).
-in_ns python3 - "$REPO" <<'PY' || fail "denied write"
+# A client name of this run only: the journal may hold records of earlier runs.
+CLIENT="pid1-test-$$-$(date +%s)"
+in_ns python3 - "$WORK" "$CLIENT" <<'PY' || fail "denied write"
 import sys
-sys.path.insert(0, sys.argv[1] + "/clients/python")
+sys.path.insert(0, sys.argv[1])
 from smmu_client import SMMUClient, Role, Opcode, Status, write_payload
 with SMMUClient("/run/smmu-hypd/smmu-hypd.sock") as c:
-    hello = c.hello(Role.HOST, "pid1-test")
+    hello = c.hello(Role.HOST, sys.argv[2])
     assert hello.windows, "HELLO named no windows"
     w = hello.windows[0]
     frame = c.call(Opcode.WRITE, write_payload(w.base + 0x800 + 4 * w.num_smrg, 0x80000010, 4))
@@ -88,12 +95,12 @@ with SMMUClient("/run/smmu-hypd/smmu-hypd.sock") as c:
 PY
 found=0
 for _ in $(seq 50); do
-    found=$(in_ns journalctl -u smmu-hypd -o json --no-pager SMMU_CLIENT=pid1-test | grep -c '"PRIORITY":"4"' || true)
+    found=$(in_ns journalctl -u smmu-hypd -o json --no-pager SMMU_CLIENT="$CLIENT" | grep -c '"PRIORITY":"4"' || true)
     [ "$found" -ge 1 ] && break
     sleep 0.1
 done
 [ "$found" -ge 1 ] || fail "no audit record of the denied write in journalctl -u smmu-hypd"
-in_ns journalctl -u smmu-hypd --no-pager SMMU_CLIENT=pid1-test | tail -n 1
+in_ns journalctl -u smmu-hypd --no-pager SMMU_CLIENT="$CLIENT" | tail -n 1
 
 in_ns timeout 30 systemctl stop smmu-hypd || fail "systemctl stop"
 result=$(in_ns systemctl show -p Result --value smmu-hypd)
