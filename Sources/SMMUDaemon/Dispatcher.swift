@@ -181,6 +181,8 @@ public final class Dispatcher: SessionFactory {
                 answer(.invalid)
             }
         case .memRead(let m):
+            // The answer must fit one frame (65536 bytes of payload at most).
+            guard Int(m.length) <= MemReadRequest.maxLength else { return answer(.invalid) }
             switch hypervisor.memRead(address: m.address, length: Int(m.length), client: client) {
             case .ok(let bytes): answer(.ok, .bytes(bytes))
             case let other: answer(Self.status(other))

@@ -1,0 +1,119 @@
+import Hypervisor
+import SMMUModel
+import Testing
+import WireProtocol
+@testable import SMMUDaemon
+
+/// The dispatcher and a session without sockets: bytes in, response frames out.
+@Suite struct DispatcherTests {
+    final class Server: ServerHandle {
+        var sent: [(ConnectionID, [UInt8])] = []
+        func send(_ bytes: [UInt8], to connection: ConnectionID) { sent.append((connection, bytes)) }
+    }
+
+    let dispatcher: Dispatcher
+    let session: Session
+    let audit = CollectingAuditSink()
+    static let base: UInt64 = 0x2B40_0000
+
+    init() throws {
+        let policy = HypervisorPolicy(topology: .generic4K(base: Self.base),
+                                      hostRAM: [PhysicalRange(base: 0x8000_0000, size: 1 << 20)],
+                                      hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 1 << 20))
+        let memory = try MemoryMap(regions: [(0x8000_0000, 1 << 20), (0x7F00_0000, 1 << 20)])
+        dispatcher = Dispatcher(hypervisor: try Hypervisor(policy: policy, memory: memory, audit: audit),
+                                roles: RoleAllowList(uids: [.device: [1000]]))
+        session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1),
+                                         peer: PeerCredentials(pid: 42, uid: 1000, gid: 1000), server: Server())
+    }
+
+    /// Sends `requests` and returns the response headers with their payloads.
+    func exchange(_ requests: [UInt8], fds: [Int32] = []) -> (verdict: SessionVerdict, frames: [(FrameHeader, [UInt8])]) {
+        var output: [UInt8] = []
+        var fds = fds
+        let verdict = requests.withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
+        var decoder = FrameDecoder(mode: .responses)
+        decoder.append(output)
+        var frames: [(FrameHeader, [UInt8])] = []
+        while let f = decoder.next({ v, p -> (FrameHeader, [UInt8])? in
+            guard case .message(let h) = v else { return nil }
+            return (h, Array(p))
+        }) {
+            if let f { frames.append(f) }
+        }
+        return (verdict, frames)
+    }
+
+    func request(_ r: Request, tag: UInt32 = 7) -> [UInt8] { r.encoded(tag: tag) }
+
+    @Test func rolesAreCheckedAgainstTheAllowList() {
+        // uid 1000 may be a device, not a host.
+        var r = exchange(request(.hello(HelloRequest(role: .host, name: "vmm"))))
+        #expect(r.frames.map { $0.0.statusCode } == [.forbidden])
+        r = exchange(request(.read(ReadRequest(address: Self.base + 0x20, width: 4))))
+        #expect(r.frames.map { $0.0.statusCode } == [.forbidden], "not greeted yet")
+        r = exchange(request(.hello(HelloRequest(role: .device, name: "dma"))))
+        #expect(r.frames.map { $0.0.statusCode } == [.ok])
+        #expect(r.frames.first?.0.opcode == Opcode.hello.responseCode)
+        r = exchange(request(.read(ReadRequest(address: Self.base + 0x20, width: 4))))
+        #expect(r.frames.map { $0.0.statusCode } == [.forbidden], "READ is the host's")
+        #expect(r.frames.first?.1.count == 8, "READ answers carry their 8 bytes whatever the status")
+        r = exchange(request(.hello(HelloRequest(role: .device, name: "again"))))
+        #expect(r.frames.map { $0.0.statusCode } == [.forbidden], "a second HELLO")
+    }
+
+    @Test func pipelinedAnswersKeepOrderAndTags() {
+        _ = exchange(request(.hello(HelloRequest(role: .device, name: "dma"))))
+        var bytes: [UInt8] = []
+        for tag in UInt32(1)...50 {
+            bytes += request(.dma(DMARequest(window: 0, streamID: tag, iova: 0x1000, flags: [])), tag: tag)
+        }
+        let r = exchange(bytes)
+        #expect(r.frames.map(\.0.tag) == Array(1...50))
+        // Not finalized, the SMMU is at reset (CLIENTPD: bypass), but the owners' stage-2 still applies:
+        // 0x1000 is no host page, so every answer is a FAULT carrying its 16 bytes.
+        #expect(r.frames.allSatisfy { $0.0.statusCode == .fault && $0.1.count == 16 })
+    }
+
+    @Test func oversizedMemReadIsInvalidNotAnOversizedFrame() {
+        let host = Dispatcher.permits(.memRead, for: .host)
+        #expect(host)
+        dispatcher.hypervisor.finalize()
+        let root = dispatcher.makeSession(connection: ConnectionID(rawValue: 2), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
+                                          server: Server())
+        var output: [UInt8] = []
+        var fds: [Int32] = []
+        let bytes = request(.hello(HelloRequest(role: .host, name: "host")), tag: 1)
+            + request(.memRead(MemReadRequest(address: 0x8000_0000, length: UInt32(MemReadRequest.maxLength + 1))), tag: 2)
+            + request(.memRead(MemReadRequest(address: 0x8000_0000, length: UInt32(MemReadRequest.maxLength))), tag: 3)
+        _ = bytes.withUnsafeBytes { root.receive($0, fds: &fds, output: &output) }
+        var decoder = FrameDecoder(mode: .responses)
+        decoder.append(output)
+        var statuses: [Status?] = []
+        var lengths: [UInt32] = []
+        while let done = decoder.next({ v, _ -> Bool in
+            guard case .message(let h) = v else { return false }
+            statuses.append(h.statusCode)
+            lengths.append(h.length)
+            return true
+        }), done {}
+        #expect(statuses == [.ok, .invalid, .ok])
+        #expect(lengths.last == UInt32(MemReadRequest.maxLength))
+    }
+
+    @Test func memMapWithoutADescriptorIsMalformedAndCloses() {
+        let root = dispatcher.makeSession(connection: ConnectionID(rawValue: 3), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
+                                          server: Server())
+        var output: [UInt8] = []
+        var fds: [Int32] = []
+        let bytes = request(.hello(HelloRequest(role: .host, name: "host")), tag: 1)
+            + request(.memMap(MemMapRequest(address: 0x8000_0000, size: 0x1000, offset: 0)), tag: 2)
+        let verdict = bytes.withUnsafeBytes { root.receive($0, fds: &fds, output: &output) }
+        #expect(verdict == .closeAfterFlush)
+        let hello = FrameHeader(decoding: output)
+        #expect(hello?.statusCode == .ok)
+        let second = FrameHeader(decoding: Array(output[(16 + Int(hello?.length ?? 0))...]))
+        #expect(second?.statusCode == .malformed)
+        #expect(second?.opcode == Opcode.memMap.responseCode && second?.tag == 2)
+    }
+}
