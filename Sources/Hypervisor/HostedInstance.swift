@@ -65,9 +65,4 @@ final class HostedInstance {
         let offset = physical.configuration.offset(of: name, index: index)
         _ = physical.write(offset: offset, value: value, width: width)
     }
-
-    /// Programs one physical context-bank register.
-    func program(contextBank n: Int, _ name: RegisterName, _ value: UInt64, width: AccessWidth = .word) {
-        program(name, index: n, value, width: width)
-    }
 }

@@ -73,9 +73,7 @@ public struct AuditEvent: Sendable, Equatable {
     public var value: UInt64
     public var width: Int
     /// The streams concerned (the foreign ones an SMR would match, the stream a hypercall named).
-    public var streams: [StreamIDValue]
-
-    public typealias StreamIDValue = UInt16
+    public var streams: [UInt16]
 
     public init(rule: TrapRule, client: ClientIdentity, window: String?, register: String?,
                 offset: UInt64, value: UInt64, width: Int, streams: [UInt16] = []) {
