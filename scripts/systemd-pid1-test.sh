@@ -28,6 +28,7 @@ cp "$REPO/systemd/smmu-hypd.socket" "$WORK/"
 
 unshare --pid --fork --mount --mount-proc --propagation private sh -c "
     mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp &&
+    { [ ! -d /var/log/journal ] || mount -t tmpfs tmpfs /var/log/journal; } &&
     mkdir -p /run/systemd/system &&
     cp '$WORK/smmu-hypd.service' '$WORK/smmu-hypd.socket' /run/systemd/system/ &&
     exec /lib/systemd/systemd --system --unit=basic.target" >"$WORK/systemd.log" 2>&1 &
@@ -55,7 +56,8 @@ in_ns() { nsenter -t "$SDPID" -m -p "$@"; }
 # journald takes stderr lines asynchronously: poll for a line instead of reading once.
 journal_has() {
     for _ in $(seq 50); do
-        in_ns journalctl -u smmu-hypd --no-pager | grep -q "$1" && return 0
+        # Not grep -q: it would exit at the first match and SIGPIPE journalctl, failing under pipefail.
+        in_ns journalctl -u smmu-hypd --no-pager | grep -- "$1" >/dev/null && return 0
         sleep 0.1
     done
     return 1
