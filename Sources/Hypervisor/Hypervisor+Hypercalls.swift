@@ -59,7 +59,10 @@ extension Hypervisor {
                 offset: range.base, value: range.size, width: 0)))
         }
         guard ownership.owns(.host, range) else { return denial(.donateNotHostOwned) }
-        if hostPageTablePages().contains(where: { range.contains($0) }) { return denial(.donateLivePageTable) }
+        // Too many table pages to check counts as live: refuse rather than guess.
+        guard let tables = hostPageTablePages(), !tables.contains(where: { range.contains($0) }) else {
+            return denial(.donateLivePageTable)
+        }
 
         ownership.setOwner(of: range, to: .vm(vm))
         var page = range.base
