@@ -18,5 +18,5 @@ if [ "$(id -u)" -ne 0 ]; then
 else
     SOCK=/run/smmu-hypd/smmu-hypd.sock
 fi
-echo "smmu-hypd on $SOCK; try: $BIN/smmuctl --socket $SOCK probe"
+echo "smmu-hypd on $SOCK; try: $BIN/smmuctl probe --socket $SOCK"
 exec "$BIN/smmu-hypd" "${ARGS[@]}" "$@"
