@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -85,4 +87,40 @@ static inline ssize_t csystemd_send_with_fds(int sock, const void *buf, size_t l
     }
     return sendmsg(sock, &msg, MSG_NOSIGNAL);
 }
+
+// epoll for the server's I/O thread. struct epoll_event is packed on x86-64 and its data is a union,
+// so events cross into Swift as this plain struct carrying a 64-bit token.
+struct csystemd_event { unsigned int events; unsigned long long token; };
+static const unsigned int CSYSTEMD_EPOLLIN = EPOLLIN;
+static const unsigned int CSYSTEMD_EPOLLOUT = EPOLLOUT;
+static const unsigned int CSYSTEMD_EPOLLHUP = EPOLLHUP;
+static const unsigned int CSYSTEMD_EPOLLERR = EPOLLERR;
+static const int CSYSTEMD_EPOLL_ADD = EPOLL_CTL_ADD;
+static const int CSYSTEMD_EPOLL_MOD = EPOLL_CTL_MOD;
+static const int CSYSTEMD_EPOLL_DEL = EPOLL_CTL_DEL;
+/// The most events one csystemd_epoll_wait call returns.
+#define CSYSTEMD_MAX_EVENTS 64
+
+static inline int csystemd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+static inline int csystemd_epoll_ctl(int ep, int op, int fd, unsigned int events, unsigned long long token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = events;
+    ev.data.u64 = token;
+    return epoll_ctl(ep, op, fd, &ev);
+}
+
+/// epoll_wait into out (at most CSYSTEMD_MAX_EVENTS); returns epoll_wait's result.
+static inline int csystemd_epoll_wait(int ep, struct csystemd_event *out, int max, int timeout_ms) {
+    struct epoll_event ev[CSYSTEMD_MAX_EVENTS];
+    if (max > CSYSTEMD_MAX_EVENTS) max = CSYSTEMD_MAX_EVENTS;
+    int n = epoll_wait(ep, ev, max, timeout_ms);
+    for (int i = 0; i < n; i++) { out[i].events = ev[i].events; out[i].token = ev[i].data.u64; }
+    return n;
+}
+
+/// A non-blocking close-on-exec eventfd (wakes the I/O thread).
+static inline int csystemd_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
 #endif

@@ -2,9 +2,9 @@ import CSystemd
 import Dispatch
 import Glibc
 
-/// One accepted client: its socket, its two Dispatch sources, its pending output and its session.
-/// Confined to the server queue. The read source is suspended while output is over the bound (back-pressure)
-/// and the write source is resumed only while output is pending, so an idle connection costs no wake-ups.
+/// One accepted client: its socket, its registration with the server's poller, its pending output and its session.
+/// Confined to the server queue. Reading stops while output is over the bound (back-pressure) and writability is
+/// asked for only while output is pending, so an idle connection costs no wake-ups.
 final class Connection: @unchecked Sendable {  // invariant: used only on the server queue
     enum State { case open, draining, closed }
 
@@ -14,10 +14,10 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     let session: Session
     private unowned let server: UnixServer
     private let limits: UnixServer.Limits
-    private let readSource: DispatchSourceRead
-    private let writeSource: DispatchSourceWrite
     private var readSuspended = true
     private var writeSuspended = true
+    /// What the poller was last told; changed only when the wanted interest differs.
+    private var registered: EventPoller.Interest = []
     private(set) var state = State.open
     /// Bytes to send; `output[sent...]` is still pending.
     private var output: [UInt8] = []
@@ -29,28 +29,28 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     var pendingOutput: Int { output.count - sent }
     var isReadSuspended: Bool { readSuspended }
 
-    init(id: ConnectionID, fd: Int32, peer: PeerCredentials, session: Session, server: UnixServer, queue: DispatchQueue) {
+    init(id: ConnectionID, fd: Int32, peer: PeerCredentials, session: Session, server: UnixServer) {
         self.id = id
         self.fd = fd
         self.peer = peer
         self.session = session
         self.server = server
         self.limits = server.limits
-        readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
-        // The fd may be closed only once both sources have let go of it.
-        let group = DispatchGroup()
-        group.enter()
-        group.enter()
-        readSource.setCancelHandler { group.leave() }
-        writeSource.setCancelHandler { group.leave() }
-        group.notify(queue: queue) { close(fd) }
-        readSource.setEventHandler { [unowned self] in self.readAvailable() }
-        writeSource.setEventHandler { [unowned self] in self.writable() }
     }
 
-    func start() { resumeRead() }
+    /// Registers with the poller for reading; false if the kernel refused (the caller tears down).
+    func start() -> Bool {
+        readSuspended = false
+        registered = .read
+        return server.poller.add(fd, token: id.rawValue, interest: registered)
+    }
 
+    /// One poller event. A hang-up while not reading means the peer is gone and nothing it sent is still wanted.
+    func handle(_ event: EventPoller.Event) {
+        if event.writable { writable() }
+        guard state != .closed, event.readable || event.hungUp else { return }
+        if !readSuspended { readAvailable() } else if event.hungUp { teardown() }
+    }
     /// Queues unsolicited bytes (events). An events connection whose client stopped reading is cut off at the hard
     /// limit rather than buffered without bound or silently dropped.
     func enqueue(_ bytes: [UInt8]) {
@@ -78,13 +78,10 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     private func readAvailable() {
         var budget = limits.readBudgetPerEvent
         let buffer = server.readBuffer
-        var received = [Int32](repeating: -1, count: Int(CSYSTEMD_MAX_FDS))
         while budget > 0, state == .open, !readSuspended {
             var count: Int32 = 0
-            let n = received.withUnsafeMutableBufferPointer {
-                csystemd_recv(fd, buffer.baseAddress, buffer.count, $0.baseAddress, &count)
-            }
-            var fds = Array(received.prefix(Int(count)))
+            let n = csystemd_recv(fd, buffer.baseAddress, buffer.count, server.receivedFDs, &count)
+            var fds: [Int32] = count > 0 ? Array(UnsafeBufferPointer(start: server.receivedFDs, count: Int(count))) : []
             if n < 0 {
                 let e = errno
                 if e == EINTR { continue }
@@ -116,6 +113,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
                 return
             }
             if state == .open, pendingOutput > limits.maxPendingOutput { suspendRead() }
+            if n < buffer.count && count == 0 { return }  // drained: level-triggered polling reports what comes next
         }
     }
 
@@ -183,15 +181,13 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
 
     // MARK: lifecycle
 
-    /// Closes now: cancels both sources (the fd closes when both are done) and tells the session and the server.
+    /// Closes now (the queue owns the fd; the poller skips events for an id that is gone) and tells the session
+    /// and the server.
     func teardown() {
         guard state != .closed else { return }
         state = .closed
-        readSource.cancel()
-        writeSource.cancel()
-        // A suspended (or never activated) source must be resumed to run its cancel handler and be released.
-        if readSuspended { readSuspended = false; readSource.resume() }
-        if writeSuspended { writeSuspended = false; writeSource.resume() }
+        server.poller.remove(fd)
+        close(fd)
         output = []
         sent = 0
         session.closed()
@@ -199,27 +195,33 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     }
 
     private func suspendRead() {
-        guard !readSuspended, state != .closed else { return }
         readSuspended = true
-        readSource.suspend()
+        updateInterest()
     }
 
     private func resumeRead() {
-        guard readSuspended, state != .closed else { return }
         readSuspended = false
-        readSource.resume()
+        updateInterest()
     }
 
     private func suspendWrite() {
-        guard !writeSuspended, state != .closed else { return }
         writeSuspended = true
-        writeSource.suspend()
+        updateInterest()
     }
 
     private func resumeWrite() {
-        guard writeSuspended, state != .closed else { return }
         writeSuspended = false
-        writeSource.resume()
+        updateInterest()
+    }
+
+    private func updateInterest() {
+        guard state != .closed else { return }
+        var wanted: EventPoller.Interest = []
+        if !readSuspended { wanted.insert(.read) }
+        if !writeSuspended { wanted.insert(.write) }
+        guard wanted != registered else { return }
+        registered = wanted
+        server.poller.modify(fd, token: id.rawValue, interest: wanted)
     }
 
     private func compact() {

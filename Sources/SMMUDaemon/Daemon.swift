@@ -72,8 +72,12 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             throw .configuration("config error: \(error)")
         }
         let listener = try openListener()
-        let server = UnixServer(listener: listener, sessionFactory: core.sessionFactory, queue: queue,
-                                logger: logger)
+        let server: UnixServer
+        do {
+            server = try UnixServer(listener: listener, sessionFactory: core.sessionFactory, queue: queue, logger: logger)
+        } catch {
+            throw .socket("cannot poll connections: \(error)")
+        }
         self.core = core
         self.server = server
         self.audit = audit

@@ -4,8 +4,10 @@ import Glibc
 import Logging
 
 /// The daemon's AF_UNIX SOCK_STREAM server. One serial queue owns everything: the listener, every connection,
-/// every session and, through the sessions, the hypervisor. Input is read in batches and handed to each connection's
-/// session; its answers go out in as few send() calls as the socket allows.
+/// every session and, through the sessions, the hypervisor. Connections are polled by an `EventPoller` thread that
+/// enters the queue with `queue.sync` once per batch of ready sockets (no Dispatch source per connection: see
+/// EventPoller for why). Input is read in batches and handed to each connection's session; its answers go out in
+/// as few send() calls as the socket allows.
 ///
 /// Back-pressure: a connection whose unsent output passes `Limits.maxPendingOutput` is no longer read until it
 /// drains below half of it, so memory stays bounded and nothing is dropped; other connections are unaffected.
@@ -49,25 +51,39 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     public private(set) var isShuttingDown = false
     /// One receive buffer shared by all connections: the queue is serial, and sessions copy what they keep.
     let readBuffer: UnsafeMutableRawBufferPointer
+    /// Where recvmsg puts received descriptors, shared the same way (no allocation per read).
+    let receivedFDs: UnsafeMutablePointer<Int32>
+    let poller: EventPoller
 
+    /// Fails only when the kernel refuses an epoll set or an eventfd (descriptor limits).
     public init(
         listener: ListeningSocket, sessionFactory: SessionFactory,
         queue: DispatchQueue = DispatchQueue(label: "smmu-hypd.server"), limits: Limits = Limits(),
         logger: Logger = Logger(label: "smmu-hypd.server")
-    ) {
+    ) throws {
+        poller = try EventPoller()
         self.listener = listener
         self.factory = sessionFactory
         self.queue = queue
         self.limits = limits
         self.logger = logger
         readBuffer = .allocate(byteCount: limits.readChunk, alignment: 16)
+        receivedFDs = .allocate(capacity: Int(CSYSTEMD_MAX_FDS))
     }
 
-    deinit { readBuffer.deallocate() }
+    deinit {
+        poller.stop()
+        readBuffer.deallocate()
+        receivedFDs.deallocate()
+    }
 
-    /// Starts accepting (on the queue; callable from anywhere).
+    /// Starts accepting and polling (callable from anywhere).
     public func start() {
         queue.async { self.startOnQueue() }
+        poller.start { [weak self] events in
+            guard let self else { return }
+            self.queue.sync { self.handle(events) }
+        }
     }
 
     /// Number of open connections. Call on the queue.
@@ -111,6 +127,14 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     }
 
     // MARK: internals
+
+    /// One batch of ready sockets, on the queue. A token whose connection closed since the wait is skipped
+    /// (ids are never reused, so a recycled fd number cannot be mistaken for it).
+    private func handle(_ events: UnsafeBufferPointer<EventPoller.Event>) {
+        for event in events {
+            connections[ConnectionID(rawValue: event.token)]?.handle(event)
+        }
+    }
 
     private func startOnQueue() {
         let source = DispatchSource.makeReadSource(fileDescriptor: listener.fd, queue: queue)
@@ -157,9 +181,13 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
             nextID += 1
             acceptedCount += 1
             let session = factory.makeSession(connection: id, peer: peer, server: self)
-            let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self, queue: queue)
+            let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self)
             connections[id] = connection
-            connection.start()
+            guard connection.start() else {
+                logger.error("epoll_ctl: \(String(cString: strerror(errno))); closing \(id)")
+                connection.teardown()
+                continue
+            }
         }
     }
 
@@ -182,6 +210,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     private func completeShutdownIfIdle() {
         guard isShuttingDown, connections.isEmpty, let completion = shutdownCompletion else { return }
         shutdownCompletion = nil
+        poller.stop()
         completion()
     }
 

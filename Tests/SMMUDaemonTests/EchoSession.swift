@@ -89,7 +89,7 @@ final class EchoServerFixture: @unchecked Sendable {
         directory = try TemporaryDirectory()
         path = directory.path + "/s.sock"
         let listener = try ListeningSocket.bind(path: path, mode: mode)
-        server = UnixServer(listener: listener, sessionFactory: factory, limits: limits)
+        server = try UnixServer(listener: listener, sessionFactory: factory, limits: limits)
         server.start()
     }
 
