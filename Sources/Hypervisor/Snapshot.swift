@@ -62,9 +62,9 @@ extension Hypervisor {
                 let d = RegisterMap.descriptor(location.name)
                 let hidden = trap.hidden(location, in: instance) != nil
                 let v = hidden ? nil : virtual[location]
-                let reset = location.name.rawValue.hasPrefix("IDR") ? nil : d.reset
+                let reset = "\(location.name)".hasPrefix("IDR") ? nil : d.reset
                 if let reset, physical == reset, v == nil || v == reset { continue }
-                registers.append(.init(register: location.name.rawValue, index: location.index,
+                registers.append(.init(register: "\(location.name)", index: location.index,
                                        offset: hex(instance.physical.configuration.offset(of: location.name, index: location.index)),
                                        virtual: v.map(hex) ?? "hidden", physical: hex(physical)))
             }

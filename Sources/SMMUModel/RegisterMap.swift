@@ -6,8 +6,10 @@
 /// (sGFAR, sGFSRRESTORE, FSRRESTORE, IPAFAR, TLBIVAA, TLBIALL, TLBIVAAL, ATS1PW/UR/UW) from the
 /// HiSilicon MMU-500 header and the Xilinx QEMU model (reference §1).
 
-/// ARM register names. Context-bank registers are indexed by context bank.
-public enum RegisterName: String, CaseIterable, Sendable {
+/// ARM register names. Context-bank registers are indexed by context bank. The raw value is the register's
+/// position in `RegisterMap.all` (a test checks the order), so finding a descriptor is an array index, not a
+/// hash of the name on every access; `"\(name)"` is the ARM name.
+public enum RegisterName: Int, CaseIterable, Sendable {
     // GR0
     case sCR0, sCR1, sACR
     case IDR0, IDR1, IDR2, IDR3, IDR4, IDR5, IDR6, IDR7
@@ -158,16 +160,10 @@ public enum RegisterMap {
         .init(.ATSR, .contextBank, 0x8F0, .word, .readOnly, array: .contextBank),
     ]
 
-    /// Position of each register in `all` (and in the register file's slot table).
-    static let ordinals: [RegisterName: Int] = Dictionary(
-        uniqueKeysWithValues: all.enumerated().map { ($0.element.name, $0.offset) })
-
     public static func descriptor(_ name: RegisterName) -> RegisterDescriptor {
         all[ordinal(name)]
     }
 
-    static func ordinal(_ name: RegisterName) -> Int {
-        // Every case is in the table (a test checks); the fallback is unreachable.
-        ordinals[name] ?? 0
-    }
+    /// Position of a register in `all` (and in the register file's slot table).
+    @inline(__always) static func ordinal(_ name: RegisterName) -> Int { name.rawValue }
 }
