@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"
 export SWIFT_BACKTRACE=enable=no
+# Keep Swift's exclusivity checks in the fuzzed modules (Package.swift drops them from release builds).
+export SMMU_CHECK_EXCLUSIVITY=1
 # --sanitize=fuzzer instruments only this package's targets; the coverage flag instruments the
 # project's modules too, so libFuzzer sees their edges. Only the two fuzz products are built.
 flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz)
