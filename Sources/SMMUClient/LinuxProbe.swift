@@ -36,7 +36,15 @@ public struct LinuxProbe {
     public struct Options: Sendable {
         /// `CONFIG_ARM_SMMU_DISABLE_BYPASS_BY_DEFAULT` (default y): S2CRs FAULT, sCR0.USFCFG set.
         public var disableBypass = true
-        public init(disableBypass: Bool = true) { self.disableBypass = disableBypass }
+        /// Writes are posted, as a CPU's MMIO stores are: sent without waiting, with the next read (or the end of
+        /// the window) collecting their answers in order, so a refused write is still reported at its own step.
+        /// A device answers a read only after every earlier access, so the values read are the same either way.
+        /// Off: one round trip per access.
+        public var postedWrites = true
+        public init(disableBypass: Bool = true, postedWrites: Bool = true) {
+            self.disableBypass = disableBypass
+            self.postedWrites = postedWrites
+        }
     }
 
     /// What the probe of one window found.
@@ -97,7 +105,7 @@ public struct LinuxProbe {
 
     /// Probes one window: cfg_probe, RMR, reset, SMR mask test.
     public func probe(window: WindowRecord, index: Int) throws(Failure) -> WindowReport {
-        var io = Accessor(client: client, window: index)
+        var io = Accessor(client: client, window: index, posted: options.postedWrites)
         let gr0 = window.base
 
         // §3a cfg_probe: IDR0, IDR1, IDR2 and nothing else.
@@ -158,6 +166,7 @@ public struct LinuxProbe {
             smrMaskMask = try io.read(gr0 + Offset.SMR(0), "SMR mask test MASK read") >> 16
             lines.append("\tstreamid mask 0x\(String(streamIDMask, radix: 16)), smr mask 0x\(String(smrMaskMask, radix: 16))")
         }
+        try io.complete()
         return WindowReport(
             index: index, window: window, configuration: cfg, initialSCR0: initialSCR0, finalSCR0: scr0,
             readBackSCR0: readBack, streamIDMask: streamIDMask, smrMaskMask: smrMaskMask, syncCompleted: synced,
@@ -168,20 +177,60 @@ public struct LinuxProbe {
     struct Accessor {
         let client: SMMUClient
         let window: Int
+        let posted: Bool
         var reads = 0, writes = 0
+        /// Posted writes not yet answered, with the address and step each failure would name.
+        private var pending: [(request: Request, address: UInt64, step: String)] = []
+
+        init(client: SMMUClient, window: Int, posted: Bool) {
+            self.client = client
+            self.window = window
+            self.posted = posted
+        }
 
         mutating func read(_ address: UInt64, _ step: String) throws(Failure) -> UInt32 {
             reads += 1
-            do { return UInt32(truncatingIfNeeded: try client.read(address: address, width: 4)) } catch {
-                throw map(error, address, step)
+            guard !pending.isEmpty else {
+                do { return UInt32(truncatingIfNeeded: try client.read(address: address, width: 4)) } catch {
+                    throw map(error, address, step)
+                }
             }
+            let frames = try flush(then: (Request.read(ReadRequest(address: address, width: 4)), address, step))
+            let payload = frames[frames.count - 1].payload
+            guard payload.count == 8 else { throw .client(.protocolViolation("READ response of \(payload.count) bytes")) }
+            return UInt32(truncatingIfNeeded: payload.loadLE(UInt64.self, at: 0))
         }
 
         mutating func write(_ address: UInt64, _ value: UInt32, _ step: String) throws(Failure) {
             writes += 1
+            let request = Request.write(WriteRequest(address: address, value: UInt64(value), width: 4))
+            if posted {
+                pending.append((request, address, step))
+                if pending.count >= 512 { try complete() }  // keep a window's worth in flight, not unbounded
+                return
+            }
             do { try client.write(address: address, value: UInt64(value), width: 4) } catch {
                 throw map(error, address, step)
             }
+        }
+
+        /// Collects the answers of every posted write (the end of a window, as a barrier would).
+        mutating func complete() throws(Failure) {
+            guard !pending.isEmpty else { return }
+            _ = try flush(then: nil)
+        }
+
+        /// Sends the posted writes plus `last` in one pipeline; the first refused access is the failure.
+        private mutating func flush(then last: (request: Request, address: UInt64, step: String)?) throws(Failure) -> [SMMUClient.Frame] {
+            var batch = pending
+            pending.removeAll(keepingCapacity: true)
+            if let last { batch.append(last) }
+            let frames: [SMMUClient.Frame]
+            do { frames = try client.pipeline(batch.map(\.request)) } catch { throw map(error, batch[0].address, batch[0].step) }
+            for (frame, access) in zip(frames, batch) where frame.status != .ok {
+                throw map(.status(frame.status ?? .malformed), access.address, access.step)
+            }
+            return frames
         }
 
         func map(_ error: SMMUClientError, _ address: UInt64, _ step: String) -> Failure {

@@ -24,12 +24,13 @@ struct DaemonScenarios {
     }
 
     /// Connect, HELLO, then Linux's cfg_probe + reset + SMR mask test of every window. Milliseconds.
-    func probeAll() throws(BenchError) -> (milliseconds: Double, windows: Int, accesses: Int) {
+    /// `posted`: writes posted as a CPU's MMIO stores are (the default of LinuxProbe); else one round trip each.
+    func probeAll(posted: Bool) throws(BenchError) -> (milliseconds: Double, windows: Int, accesses: Int) {
         let start = monotonicNanoseconds()
         let (client, hello) = try connect(.host)
         defer { client.close() }
         let reports: [LinuxProbe.WindowReport]
-        do { reports = try LinuxProbe(client: client).run(windows: hello.windows) } catch {
+        do { reports = try LinuxProbe(client: client, options: .init(postedWrites: posted)).run(windows: hello.windows) } catch {
             throw .unexpected("Linux probe: \(error)")
         }
         let ms = Double(monotonicNanoseconds() - start) / 1e6

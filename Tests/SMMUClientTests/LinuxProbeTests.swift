@@ -7,7 +7,8 @@ import WireProtocol
 /// A register store for one 4 KiB-page window: IDRs fixed, writes stored (SMR fields kept to 15 bits),
 /// every other read returns the last value written. Just enough for the probe to run; what the test
 /// checks is the probe's own access sequence, recorded by the server.
-func registerFile(base: UInt64, idr: [UInt64: UInt64], deferred: Bool = false) -> @Sendable (Request) -> (Status, ResponsePayload) {
+/// `refuse`: a write to this offset is answered FORBIDDEN.
+func registerFile(base: UInt64, idr: [UInt64: UInt64], deferred: Bool = false, refuse: UInt64? = nil) -> @Sendable (Request) -> (Status, ResponsePayload) {
     let store = Mutex<[UInt64: UInt64]>(idr.merging([0x000: 0x0020_0001]) { a, _ in a })
     return { request in
         if deferred { return (.deferred, .none) }
@@ -15,6 +16,7 @@ func registerFile(base: UInt64, idr: [UInt64: UInt64], deferred: Bool = false) -
         case .read(let r): return (.ok, .read(store.withLock { $0[r.address - base] ?? 0 }))
         case .write(let w):
             let offset = w.address - base
+            if offset == refuse { return (.forbidden, .none) }
             guard idr[offset] == nil else { return (.ok, .none) }
             let isSMR = (0x800..<0xA00).contains(offset)
             store.withLock { $0[offset] = isSMR ? w.value & 0x7FFF_7FFF : w.value }
@@ -30,12 +32,12 @@ func registerFile(base: UInt64, idr: [UInt64: UInt64], deferred: Bool = false) -
     static let idr: [UInt64: UInt64] = [0x20: 0x7C00_1E04, 0x24: 0x1000_0003, 0x28: 0x0000_5555]
     static let window = WindowRecord(base: base, size: 0x8000, pageSize: 0x1000, numContextBanks: 3, numStreamMatchGroups: 4, name: "t0")
 
-    @Test("the probe makes Linux's accesses in Linux's order, with Linux's values")
-    func sequence() throws {
+    @Test("the probe makes Linux's accesses in Linux's order, with Linux's values, posted or not", arguments: [true, false])
+    func sequence(posted: Bool) throws {
         let (c, s) = socketPair()
         let server = TestServer(fd: s, answer: registerFile(base: Self.base, idr: Self.idr))
         let client = SMMUClient(connectedFD: c, timeout: .seconds(10))
-        let report = try LinuxProbe(client: client).probe(window: Self.window, index: 0)
+        let report = try LinuxProbe(client: client, options: .init(postedWrites: posted)).probe(window: Self.window, index: 0)
         client.close()
         server.join()
 
@@ -78,6 +80,24 @@ func registerFile(base: UInt64, idr: [UInt64: UInt64], deferred: Bool = false) -
             if case .write(let w) = r.request, (0xC00..<0xC10).contains(w.address - Self.base) { w.value } else { nil }
         } }
         #expect(s2crs == [0x1_0000, 0x1_0000, 0x1_0000, 0x1_0000])
+    }
+
+    @Test("a refused posted write is reported at its own step, and nothing after the next read is sent", arguments: [true, false])
+    func refusedWrite(posted: Bool) throws {
+        let (c, s) = socketPair()
+        let server = TestServer(fd: s, answer: registerFile(base: Self.base, idr: Self.idr, refuse: 0xC08))
+        let client = SMMUClient(connectedFD: c, timeout: .seconds(10))
+        #expect(throws: LinuxProbe.Failure.access(window: 0, step: "reset S2CR(2)", address: Self.base + 0xC08, status: .forbidden)) {
+            try LinuxProbe(client: client, options: .init(postedWrites: posted)).probe(window: Self.window, index: 0)
+        }
+        client.close()
+        server.join()
+        // Posted: the writes up to the reset's sCR0 read were in flight (the read is where the CPU would stop);
+        // one at a time: nothing after the refused write.
+        let last = server.received.withLock { $0.last?.request }
+        if posted { #expect(last == .read(ReadRequest(address: Self.base, width: 4))) } else {
+            #expect(last == .write(WriteRequest(address: Self.base + 0xC08, value: 0x2_0000, width: 4)))
+        }
     }
 
     @Test("a DEFERRED answer is -EPROBE_DEFER, after a single access")
