@@ -51,10 +51,9 @@ struct TrapHandler {
             if let refusal = hidden(location, in: instance) {
                 return .failure(.refused(refusal, location))
             }
-            switch instance.virtual.read(offset: offset, width: width) {
-            case .success(let v): return .success(v)
-            case .failure: return .failure(.badAccess)
-            }
+            // The virtual model differs from the physical one only in how many SMR groups and context banks it
+            // implements, and `hidden` refused every index beyond those: the location decoded once serves both.
+            return .success(instance.virtual.read(location, width: width))
         }
     }
 
@@ -68,9 +67,7 @@ struct TrapHandler {
             if let refusal = hidden(location, in: instance) ?? check(location, value: value, in: instance) {
                 return .failure(.refused(refusal, location))
             }
-            guard case .success = instance.virtual.write(offset: offset, value: value, width: width) else {
-                return .failure(.badAccess)
-            }
+            instance.virtual.write(location, value: value, width: width)
             instance.reconcile(after: location, offset: offset, value: value, width: width)
             return .success(())
         }

@@ -2,22 +2,26 @@ import WireProtocol
 
 /// Protocol-level counters: operations by opcode and status, connections. STATS and STATUS= read them.
 struct DispatcherStatistics {
-    /// [opcode raw value][status raw value]
-    private var operations = [[Int]](repeating: [Int](repeating: 0, count: Status.allCases.count), count: 256)
+    /// [opcode raw value * statuses + status raw value], flat: counted on every request.
+    private var operations = [Int](repeating: 0, count: 256 * Self.statuses)
+    private static let statuses = Int(Status.allCases.map(\.rawValue).max()!) + 1
     var connectionsOpened = 0
     var connectionsOpen = 0
     var unsupported = 0
     var malformed = 0
 
-    mutating func count(_ opcode: UInt8, _ status: Status) { operations[Int(opcode)][Int(status.rawValue)] += 1 }
+    mutating func count(_ opcode: UInt8, _ status: Status) {
+        operations[Int(opcode) * Self.statuses + Int(status.rawValue)] &+= 1
+    }
 
-    var totalOperations: Int { operations.reduce(0) { $0 + $1.reduce(0, +) } }
+    var totalOperations: Int { operations.reduce(0, +) }
 
     /// {"READ": {"OK": 3, "DEFERRED": 1}, ...} with only the non-zero entries.
     var byOpcode: [String: [String: Int]] {
         var out: [String: [String: Int]] = [:]
-        for (op, row) in operations.enumerated() {
-            for (status, n) in row.enumerated() where n > 0 {
+        for op in 0..<256 {
+            for status in 0..<Self.statuses where operations[op * Self.statuses + status] > 0 {
+                let n = operations[op * Self.statuses + status]
                 let name = Opcode(rawValue: UInt8(op)).map { "\($0)" } ?? "0x" + String(op, radix: 16)
                 out[name, default: [:]]["\(Status(rawValue: UInt32(status))!)"] = n
             }

@@ -35,9 +35,11 @@ public enum AccessError: Error, Sendable, Equatable {
 }
 
 /// Per-configuration lookup from an in-page offset to a register, built once from `RegisterMap`.
-/// Each register page is a dense table with one 16-bit slot per word (every register lives below 4 KiB of its
-/// page), so decoding an access is an array index rather than a hash: this runs on every trapped access.
-struct RegisterLayout: Sendable {
+/// Each register page (GR0, GR1, context bank) is a dense table with one 16-bit slot per word (every register
+/// lives below 4 KiB of its page), so decoding an access is an index, not a hash: this runs on every trapped
+/// access. A final class over one buffer, with the window's geometry decoded once, so the hot path touches no
+/// reference counts and re-derives nothing from the IDRs.
+final class RegisterLayout: @unchecked Sendable {  // immutable after init
     struct Entry: Sendable {
         var ordinal: Int
         var index: Int
@@ -45,20 +47,27 @@ struct RegisterLayout: Sendable {
     }
 
     let configuration: MMU500Configuration
-    private let gr0: [UInt16]
-    private let gr1: [UInt16]
-    private let contextBank: [UInt16]
+    private let windowSize: UInt64
+    private let pageShift: UInt64
+    private let pageMask: UInt64
+    private let numPage: Int
+    private let numContextBanks: Int
+    /// Slots per page table: one per word of the first 4 KiB.
+    private static let slotsPerSpace = 1024
+    /// GR0's slots, then GR1's, then the context-bank page's.
+    private let slots: UnsafeMutablePointer<UInt16>
     /// A slot no register occupies.
     private static let empty: UInt16 = .max
 
     init(_ configuration: MMU500Configuration) {
         self.configuration = configuration
-        var tables: [RegisterSpace: [UInt16]] = [.gr0: [], .gr1: [], .contextBank: []]
-        func set(_ space: RegisterSpace, _ inPage: UInt32, _ entry: Entry) {
-            let slot = Int(inPage >> 2)
-            if tables[space]!.count <= slot { tables[space]!.append(contentsOf: repeatElement(Self.empty, count: slot + 1 - tables[space]!.count)) }
-            tables[space]![slot] = Self.pack(entry)
-        }
+        windowSize = configuration.windowSize
+        pageShift = UInt64(configuration.pageShift)
+        pageMask = configuration.pageSize - 1
+        numPage = configuration.numPage
+        numContextBanks = configuration.numContextBanks
+        slots = .allocate(capacity: 3 * Self.slotsPerSpace)
+        slots.initialize(repeating: Self.empty, count: 3 * Self.slotsPerSpace)
         for (ordinal, d) in RegisterMap.all.enumerated() {
             let elements = d.space == .contextBank ? 1 : configuration.implementedCount(d)
             for element in 0..<elements {
@@ -68,55 +77,62 @@ struct RegisterLayout: Sendable {
                 if d.width == .doubleword { set(d.space, base + 4, Entry(ordinal: ordinal, index: index, byteOffset: 4)) }
             }
         }
-        gr0 = tables[.gr0]!
-        gr1 = tables[.gr1]!
-        contextBank = tables[.contextBank]!
+    }
+
+    deinit { slots.deallocate() }
+
+    private static func first(_ space: RegisterSpace) -> Int {
+        switch space {
+        case .gr0: 0
+        case .gr1: slotsPerSpace
+        case .contextBank: 2 * slotsPerSpace
+        }
     }
 
     /// ordinal (7 bits) << 8 | index (7 bits) << 1 | high word (1 bit).
-    private static func pack(_ e: Entry) -> UInt16 {
-        precondition(e.ordinal < 128 && e.index < 128, "register table outgrew RegisterLayout's packing")
-        return UInt16(e.ordinal << 8 | e.index << 1 | (e.byteOffset == 4 ? 1 : 0))
+    private func set(_ space: RegisterSpace, _ inPage: UInt32, _ e: Entry) {
+        precondition(Int(inPage >> 2) < Self.slotsPerSpace && e.ordinal < 128 && e.index < 128,
+                     "register table outgrew RegisterLayout's packing")
+        slots[Self.first(space) + Int(inPage >> 2)] = UInt16(e.ordinal << 8 | e.index << 1 | (e.byteOffset == 4 ? 1 : 0))
     }
 
-    @inline(__always) private static func lookup(_ table: [UInt16], _ inPage: UInt32) -> Entry? {
-        let slot = Int(inPage >> 2)
-        guard inPage & 3 == 0, slot < table.count else { return nil }
-        let v = table[slot]
-        guard v != empty else { return nil }
+    @inline(__always) private func lookup(_ first: Int, _ inPage: UInt64) -> Entry? {
+        guard inPage & 3 == 0, inPage >> 2 < UInt64(Self.slotsPerSpace) else { return nil }
+        let v = slots[first + Int(inPage >> 2)]
+        guard v != Self.empty else { return nil }
         return Entry(ordinal: Int(v >> 8), index: Int(v >> 1 & 0x7F), byteOffset: v & 1 == 1 ? 4 : 0)
     }
 
     func decode(offset: UInt64, width: AccessWidth) -> Result<DecodedAccess, AccessError> {
-        guard offset < configuration.windowSize,
-              offset + UInt64(width.bytes) <= configuration.windowSize else { return .failure(.outsideWindow) }
-        guard offset % UInt64(width.bytes) == 0 else { return .failure(.misaligned) }
-        let page = Int(offset >> UInt64(configuration.pageShift))
-        let inPage = UInt32(offset & (configuration.pageSize - 1))
+        let bytes = UInt64(width.bytes)
+        guard offset < windowSize, offset + bytes <= windowSize else { return .failure(.outsideWindow) }
+        guard offset & (bytes - 1) == 0 else { return .failure(.misaligned) }
+        let page = Int(offset >> pageShift)
+        let inPage = offset & pageMask
         let space: RegisterSpace
-        let map: [UInt16]
+        let first: Int
         var bank = 0
-        switch page {
-        case 0: space = .gr0; map = gr0
-        case 1: space = .gr1; map = gr1
-        case configuration.numPage..<(configuration.numPage + configuration.numContextBanks):
-            space = .contextBank; map = contextBank; bank = page - configuration.numPage
-        default:
-            return .success(.reserved(page < configuration.numPage ? .gr1 : .contextBank))
+        if page == 0 {
+            space = .gr0; first = 0
+        } else if page == 1 {
+            space = .gr1; first = Self.slotsPerSpace
+        } else if page >= numPage && page < numPage + numContextBanks {
+            space = .contextBank; first = 2 * Self.slotsPerSpace; bank = page - numPage
+        } else {
+            return .success(.reserved(page < numPage ? .gr1 : .contextBank))
         }
-        guard let entry = Self.lookup(map, inPage) else {
+        guard let entry = lookup(first, inPage) else {
             // A 64-bit access whose high word is a 32-bit register is still a wide access to it.
-            if width == .doubleword, let high = Self.lookup(map, inPage + 4) {
+            if width == .doubleword, let high = lookup(first, inPage + 4) {
                 return .failure(.wideAccessToNarrowRegister(RegisterMap.all[high.ordinal].name))
             }
             return .success(.reserved(space))
         }
-        let d = RegisterMap.all[entry.ordinal]
-        if width == .doubleword && d.width == .word {
-            return .failure(.wideAccessToNarrowRegister(d.name))
+        let name = RegisterName(rawValue: entry.ordinal)!
+        if width == .doubleword && RegisterMap.all[entry.ordinal].width == .word {
+            return .failure(.wideAccessToNarrowRegister(name))
         }
         let index = space == .contextBank ? bank : entry.index
-        return .success(.register(RegisterLocation(name: d.name, index: index, byteOffset: entry.byteOffset),
-                                  width: width))
+        return .success(.register(RegisterLocation(name: name, index: index, byteOffset: entry.byteOffset), width: width))
     }
 }

@@ -113,19 +113,29 @@ public final class MMU500 {
     public func read(offset: UInt64, width: AccessWidth) -> Result<UInt64, AccessError> {
         decode(offset: offset, width: width).map { decoded in
             guard case .register(let location, _) = decoded else { return 0 }
-            let d = RegisterMap.descriptor(location.name)
-            if d.access == .writeOnly { return 0 }
-            let raw = peek(location.name, index: location.index)
-            return (raw >> UInt64(location.byteOffset * 8)) & width.mask
+            return read(location, width: width)
         }
+    }
+
+    /// The read of an access already decoded (by `decode` on a model of the same configuration): the trap
+    /// handler decodes once and reads the virtual model with it.
+    public func read(_ location: RegisterLocation, width: AccessWidth) -> UInt64 {
+        if RegisterMap.all[RegisterMap.ordinal(location.name)].access == .writeOnly { return 0 }
+        let raw = peek(location.name, index: location.index)
+        return (raw >> UInt64(location.byteOffset * 8)) & width.mask
     }
 
     /// An MMIO write: writable masks, write-1-to-clear, TLB maintenance, restore registers.
     public func write(offset: UInt64, value: UInt64, width: AccessWidth) -> Result<Void, AccessError> {
         decode(offset: offset, width: width).map { decoded in
             guard case .register(let location, _) = decoded else { return }
-            store(location, value: value & width.mask, width: width)
+            write(location, value: value, width: width)
         }
+    }
+
+    /// The write of an access already decoded (see `read(_:width:)`).
+    public func write(_ location: RegisterLocation, value: UInt64, width: AccessWidth) {
+        store(location, value: value & width.mask, width: width)
     }
 
     /// Applies one decoded register write.
