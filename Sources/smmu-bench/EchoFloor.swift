@@ -3,10 +3,12 @@ import Glibc
 
 /// The socket floor: the least a protocol v1 server on AF_UNIX SOCK_STREAM can cost on this machine.
 ///
-/// A blocking read loop on its own thread (socket-floor.md's "Swift, blocking read loop"): it reads
-/// everything available, answers every whole frame in the batch with a response of the size the daemon
-/// would send (READ: 8-byte payload, anything else: none), and sends the batch with one write. It does
-/// no decoding beyond the header, so the daemon's ratio against it is the cost of the daemon itself.
+/// A blocking read loop (socket-floor.md's "Swift, blocking read loop"): it reads everything available,
+/// answers every whole frame in the batch with a response of the size the daemon would send (READ: 8-byte
+/// payload, anything else: none), and sends the batch with one write. It does no decoding beyond the header,
+/// so the daemon's ratio against it is the cost of the daemon itself. It runs in a process of its own
+/// (`smmu-bench --serve-floor PATH`, see `FloorProcess`), as the daemon does: a thread of the benchmark's own
+/// process would switch to and from the client without changing address space, which the daemon never can.
 final class EchoFloor: Sendable {
     let path: String
     private let listenFD: Int32
@@ -41,21 +43,17 @@ final class EchoFloor: Sendable {
         listenFD = fd
     }
 
-    /// Serves connections one after another, forever, on a new thread.
-    func start() {
-        let thread = Thread { [self] in
-            while true {
-                let fd = accept(listenFD, nil, nil)
-                if fd < 0 {
-                    if errno == EINTR { continue }
-                    return
-                }
-                serve(fd)
-                close(fd)
+    /// Serves connections one after another on the calling thread, until accept fails.
+    func serveForever() {
+        while true {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                if errno == EINTR { continue }
+                return
             }
+            serve(fd)
+            close(fd)
         }
-        thread.stackSize = 1 << 20
-        thread.start()
     }
 
     /// The loop: blocking recv of whatever is there, one send of all the answers.

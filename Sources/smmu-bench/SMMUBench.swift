@@ -33,10 +33,17 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only in-process DMA translation (for profiling it).")
     var translationOnly = false
 
+    @Option(help: .hidden)
+    var serveFloor: String?
+
     static let depths = [1, 8, 64, 256]
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
+        if let path = serveFloor {  // the floor's own process (FloorProcess starts it)
+            try EchoFloor(path: path).serveForever()
+            return
+        }
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
@@ -47,9 +54,9 @@ struct SMMUBench: ParsableCommand {
         }
 
         // The floor and the daemon, round by round.
-        let floor = try EchoFloor(path: directory + "/floor.sock")
-        floor.start()
-        let floorClient = try SMMUClient(path: floor.path)
+        let floor = try FloorProcess(executable: Self.ownExecutable(), path: directory + "/floor.sock")
+        defer { floor.stop() }
+        let floorClient = try floor.connect()
         let floorWork = RegisterWorkload(readAddress: 0x0800_0020, writeAddress: 0x0802_0068, writeValue: 0xF404_FF44)
 
         var running: DaemonProcess?
@@ -104,14 +111,30 @@ struct SMMUBench: ParsableCommand {
         var floorRate: [Int: [Double]] = [:]
         var daemonRate: [Int: [Double]] = [:]
         var daemonFailure: String?
+        // Floor and daemon alternate in blocks of round trips, and depth by depth, so drift in the machine's
+        // load lands on both sides of each ratio.
+        let block = 1000
         for _ in 0..<rounds {
-            floorRT.append(try floorWork.roundTrips(floorClient, count: samples))
-            for d in Self.depths { floorRate[d, default: []].append(try floorWork.throughput(floorClient, depth: d, seconds: seconds)) }
-            guard daemonFailure == nil, let client = daemonClient, let work = daemonWork else { continue }
-            do {
-                daemonRT.append(try work.roundTrips(client, count: samples))
-                for d in Self.depths { daemonRate[d, default: []].append(try work.throughput(client, depth: d, seconds: seconds)) }
-            } catch { daemonFailure = "\(error)" }
+            var floorSamples: (reads: [UInt64], writes: [UInt64]) = ([], [])
+            var daemonSamples: (reads: [UInt64], writes: [UInt64]) = ([], [])
+            for _ in 0..<max(1, samples / block) {
+                try floorWork.roundTrips(floorClient, count: block, reads: &floorSamples.reads, writes: &floorSamples.writes)
+                guard daemonFailure == nil, let client = daemonClient, let work = daemonWork else { continue }
+                do { try work.roundTrips(client, count: block, reads: &daemonSamples.reads, writes: &daemonSamples.writes) } catch {
+                    daemonFailure = "\(error)"
+                }
+            }
+            floorRT.append((Latency(samples: floorSamples.reads), Latency(samples: floorSamples.writes)))
+            if daemonFailure == nil, daemonClient != nil {
+                daemonRT.append((Latency(samples: daemonSamples.reads), Latency(samples: daemonSamples.writes)))
+            }
+            for d in Self.depths {
+                floorRate[d, default: []].append(try floorWork.throughput(floorClient, depth: d, seconds: seconds))
+                guard daemonFailure == nil, let client = daemonClient, let work = daemonWork else { continue }
+                do { daemonRate[d, default: []].append(try work.throughput(client, depth: d, seconds: seconds)) } catch {
+                    daemonFailure = "\(error)"
+                }
+            }
         }
         if let daemonFailure { report.failed("daemon READ/WRITE", daemonFailure) }
         let fRT = (read: Latency.median(floorRT.map(\.read)), write: Latency.median(floorRT.map(\.write)))
@@ -184,10 +207,13 @@ struct SMMUBench: ParsableCommand {
         } catch { report.failed("in-process DMA", "\(error)", target: ">= 5M/s") }
     }
 
+    static func ownExecutable() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
     /// `smmu-hypd` in the same build directory as this executable.
     static func siblingDaemon() -> String {
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("smmu-hypd").path
+        URL(fileURLWithPath: ownExecutable()).deletingLastPathComponent().appendingPathComponent("smmu-hypd").path
     }
 
     static func temporaryDirectory() throws -> String {

@@ -56,24 +56,21 @@ struct RegisterWorkload {
     var writeAddress: UInt64
     var writeValue: UInt64
 
-    /// One request outstanding: `count` READs then `count` WRITEs through the client's typed calls,
-    /// each timed on its own.
-    func roundTrips(_ client: SMMUClient, count: Int) throws(BenchError) -> (read: Latency, write: Latency) {
-        var samples = [UInt64](repeating: 0, count: count)
+    /// One request outstanding: `count` READs and `count` WRITEs through the client's typed calls, alternating,
+    /// each timed on its own; appended to `reads` and `writes` in nanoseconds.
+    func roundTrips(_ client: SMMUClient, count: Int, reads: inout [UInt64], writes: inout [UInt64]) throws(BenchError) {
         do {
-            for _ in 0..<200 { _ = try client.read(address: readAddress) }  // warm both sides up
-            for i in 0..<count {
-                let t0 = monotonicNanoseconds()
+            for _ in 0..<50 { _ = try client.read(address: readAddress) }  // warm both sides up
+            for _ in 0..<count {
+                var t0 = monotonicNanoseconds()
                 _ = try client.read(address: readAddress)
-                samples[i] = monotonicNanoseconds() - t0
-            }
-            let read = Latency(samples: samples)
-            for i in 0..<count {
-                let t0 = monotonicNanoseconds()
+                var t1 = monotonicNanoseconds()
+                reads.append(t1 - t0)
+                t0 = t1
                 try client.write(address: writeAddress, value: writeValue)
-                samples[i] = monotonicNanoseconds() - t0
+                t1 = monotonicNanoseconds()
+                writes.append(t1 - t0)
             }
-            return (read, Latency(samples: samples))
         } catch {
             throw .client("round trip", error)
         }
