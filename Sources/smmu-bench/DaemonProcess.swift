@@ -30,14 +30,7 @@ final class DaemonProcess {
 
     /// Connects once the socket accepts, within `timeout` seconds.
     func connect(timeout: Double = 20) throws(BenchError) -> SMMUClient {
-        let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
-        while true {
-            do { return try SMMUClient(path: socketPath, timeout: .seconds(30)) } catch {
-                guard process.isRunning else { throw .unexpected("smmu-hypd exited (\(process.terminationStatus)); see \(logPath)") }
-                if monotonicNanoseconds() > deadline { throw .client("connecting to \(socketPath)", error) }
-                usleep(20_000)
-            }
-        }
+        try connectWhenListening(path: socketPath, server: process, name: "smmu-hypd (log: \(logPath))", timeout: timeout)
     }
 
     /// VmRSS from /proc/PID/status, in bytes.

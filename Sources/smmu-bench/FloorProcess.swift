@@ -17,14 +17,7 @@ final class FloorProcess {
 
     /// Connects once the floor listens.
     func connect(timeout: Double = 10) throws(BenchError) -> SMMUClient {
-        let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
-        while true {
-            do { return try SMMUClient(path: path, timeout: .seconds(30)) } catch {
-                guard process.isRunning else { throw .unexpected("the floor exited (\(process.terminationStatus))") }
-                if monotonicNanoseconds() > deadline { throw .client("connecting to \(path)", error) }
-                usleep(10_000)
-            }
-        }
+        try connectWhenListening(path: path, server: process, name: "the floor", timeout: timeout)
     }
 
     func stop() {
@@ -34,4 +27,16 @@ final class FloorProcess {
     }
 
     deinit { stop() }
+}
+
+/// Connects to `path` once `server` listens on it, within `timeout` seconds; fails at once if it exited.
+func connectWhenListening(path: String, server: Process, name: String, timeout: Double) throws(BenchError) -> SMMUClient {
+    let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
+    while true {
+        do { return try SMMUClient(path: path, timeout: .seconds(30)) } catch {
+            guard server.isRunning else { throw .unexpected("\(name) exited (\(server.terminationStatus))") }
+            if monotonicNanoseconds() > deadline { throw .client("connecting to \(path)", error) }
+            usleep(10_000)
+        }
+    }
 }
