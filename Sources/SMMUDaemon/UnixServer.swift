@@ -54,6 +54,10 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     /// Where recvmsg puts received descriptors, shared the same way (no allocation per read).
     let receivedFDs: UnsafeMutablePointer<Int32>
     let poller: EventPoller
+    /// The poller's current batch, set on its thread just before it enters the queue to handle it.
+    private var pendingBatch = UnsafeBufferPointer<EventPoller.Event>(start: nil, count: 0)
+    /// Runs `pendingBatch` on the queue; made once in `start`.
+    private var batchItem: DispatchWorkItem?
 
     /// Fails only when the kernel refuses an epoll set or an eventfd (descriptor limits).
     public init(
@@ -80,9 +84,13 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     /// Starts accepting and polling (callable from anywhere).
     public func start() {
         queue.async { self.startOnQueue() }
+        // Each batch enters the queue through one work item made here: `queue.sync { closure }` allocated a
+        // closure context and a block on every wake-up, which at one request in flight is every request.
+        batchItem = DispatchWorkItem { [unowned self] in handle(pendingBatch) }
         poller.start { [weak self] events in
-            guard let self else { return }
-            self.queue.sync { self.handle(events) }
+            guard let self, let item = batchItem else { return }
+            pendingBatch = events  // dispatch_sync orders this write before the item reads it
+            queue.sync(execute: item)
         }
     }
 
