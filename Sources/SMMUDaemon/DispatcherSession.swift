@@ -12,7 +12,9 @@ import WireProtocol
 final class DispatcherSession: Session {
     let connection: ConnectionID
     let peer: PeerCredentials
-    unowned let dispatcher: Dispatcher
+    /// Strong: an unowned reference paid a checked retain and a release on every request. The dispatcher's
+    /// `sessions` table holds the session until `closed()`, which breaks the cycle.
+    let dispatcher: Dispatcher
     private var decoder = FrameDecoder(mode: .requests)
     private(set) var role: Role?
     private(set) var client = ClientIdentity(name: "", pid: 0, uid: 0)

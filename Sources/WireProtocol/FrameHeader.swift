@@ -60,13 +60,19 @@ public struct FrameHeader: Hashable, Sendable {
         self = bytes.withUnsafeBytes { FrameHeader(decoding: $0) }
     }
 
+    /// The 16 encoded bytes as two little-endian words (bytes 0..<8, 8..<16).
+    @inlinable
+    public var words: (UInt64, UInt64) {
+        let low = UInt64(magic) | UInt64(version) << 16 | UInt64(opcode) << 24 | UInt64(tag) << 32
+        let high = UInt64(status) | UInt64(length) << 32
+        return (low.littleEndian, high.littleEndian)
+    }
+
     /// Appends the 16 encoded bytes to `out`.
     @inlinable
     public func encode(into out: inout [UInt8]) {
         // Two words, one append: the header is on every response's hot path.
-        let low = UInt64(magic) | UInt64(version) << 16 | UInt64(opcode) << 24 | UInt64(tag) << 32
-        let high = UInt64(status) | UInt64(length) << 32
-        withUnsafeBytes(of: (low.littleEndian, high.littleEndian)) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: words) { out.append(contentsOf: $0) }
     }
 
     /// The 16 encoded bytes.

@@ -169,7 +169,12 @@ public enum ResponseEncoder {
     ) {
         let opcode = status == .malformed || status == .unsupported ? nil : Opcode(rawValue: rawOpcode)
         let length = opcode.map { payloadLength(opcode: $0, status: status, payload: payload) } ?? 0
-        FrameHeader(responseTo: rawOpcode, tag: tag, status: status, length: length).encode(into: &out)
+        let header = FrameHeader(responseTo: rawOpcode, tag: tag, status: status, length: length)
+        if opcode == nil || opcode!.fixedResponseSize.map({ $0 <= 16 }) == true {
+            appendFixed(to: &out, header: header, opcode: opcode, status: status, payload: payload)
+            return
+        }
+        header.encode(into: &out)
         if let opcode, length > 0 {
             appendPayload(to: &out, opcode: opcode, status: status, payload: payload)
         }
@@ -190,6 +195,24 @@ public enum ResponseEncoder {
     /// Appends the MALFORMED response to a framing error (opcode and tag as received).
     public static func appendMalformed(to out: inout [UInt8], opcode: UInt8, tag: UInt32) {
         append(to: &out, opcode: opcode, tag: tag, status: .malformed)
+    }
+
+    /// A response of at most 32 bytes (every READ, WRITE, DMA, VM_* and refusal) built on the stack and appended
+    /// in one copy: this runs once per request.
+    @inline(__always)
+    private static func appendFixed(to out: inout [UInt8], header: FrameHeader, opcode: Opcode?, status: Status,
+                                    payload: ResponsePayload) {
+        var frame = (header.words.0, header.words.1, UInt64(0), UInt64(0))
+        switch (opcode, status, payload) {
+        case (.read, .ok, .read(let v)): frame.2 = v.littleEndian
+        case (.vmCreate, .ok, .vmCreate(let vm)): frame.2 = UInt64(vm).littleEndian
+        case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):
+            frame.2 = r.physicalAddress.littleEndian
+            frame.3 = UInt64(r.fault).littleEndian  // fault, then 4 reserved zero bytes
+        default: break  // not OK, or no matching payload: zero-filled at the opcode's size
+        }
+        let count = FrameHeader.size + Int(header.length)
+        withUnsafeBytes(of: &frame) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
     }
 
     /// Appends exactly ``payloadLength(opcode:status:payload:)`` bytes.
