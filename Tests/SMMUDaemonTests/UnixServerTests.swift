@@ -81,6 +81,24 @@ struct UnixServerTests {
         #expect(try client.read(exactly: 16) == echoFrames(1))
     }
 
+    @Test func throttledClientThatHangsUpIsReclaimed() throws {
+        // Reading is off while the answers back up, so the server cannot learn of the hang-up by reading: it must
+        // still close the connection and serve the next client.
+        var limits = UnixServer.Limits()
+        limits.maxPendingOutput = 256 << 10
+        let fixture = try EchoServerFixture(limits: limits)
+        fixture.onQueue { fixture.factory.sessionOutputLimit = 128 << 10 }
+        defer { fixture.shutdown() }
+        let client = try TestClient(path: fixture.path)
+        try client.write(echoFrames(400, kind: 0xB1))
+        #expect(eventually { fixture.onQueue { fixture.server.connectionStatuses().first?.readSuspended ?? false } })
+        client.close()
+        #expect(eventually { fixture.onQueue { fixture.server.clientCount == 0 && fixture.factory.closedSessions == 1 } })
+        let other = try TestClient(path: fixture.path)
+        try other.write(echoFrames(3))
+        #expect(try other.read(exactly: 48) == echoFrames(3))
+    }
+
     @Test func clientKilledMidFrameAffectsNobody() throws {
         let fixture = try EchoServerFixture()
         defer { fixture.shutdown() }
