@@ -78,8 +78,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel"]),
-        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel"]),
+        // Test support: the Linux arm-smmu driver's register sequences, written once for the model's and the
+        // hypervisor's tests (each says how an access reaches the registers).
+        .target(name: "ArmSMMUDriverScript", dependencies: ["SMMUModel"], path: "Tests/ArmSMMUDriverScript"),
+        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriverScript"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel", "ArmSMMUDriverScript"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims"]),
         .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),

@@ -9,7 +9,7 @@ struct FilterAndAbortTests {
     static func setUp(_ filter: RangeFilter) throws -> (Machine, PageTableBuilder) {
         var m = Machine(filter: filter)
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let pt = try m.builder(.stage1)
         #expect(Self.tables.contains(pt.root))
         d.attachStage1(bank: Self.bank, ttbr0: pt.root)
@@ -48,7 +48,7 @@ struct FilterAndAbortTests {
     @Test func tablesOutsideRAMAreAnExternalFault() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         _ = try m.builder(.stage1)
         d.attachStage1(bank: 1, ttbr0: 0x4000_0000)                  // no RAM there
         d.route(smr: 0, stream: 0x21, toBank: 1)
@@ -59,7 +59,7 @@ struct FilterAndAbortTests {
     @Test func hostileRegisterValuesFaultWithoutTrapping() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let pt = try m.builder(.stage1)
         d.attachStage1(bank: 0, ttbr0: pt.root)
         d.route(smr: 0, stream: 1, toBank: 0)

@@ -46,7 +46,7 @@ struct ProbeResetTests {
         d.w32(.sGFSRRESTORE, 0x2)
         for i in 0..<config.numContextBanks { d.w32(.FSRRESTORE, i, 0x8000_0002) }
         #expect(smmu.globalInterruptAsserted == false)   // GFIE is not set yet
-        d.fullReset()
+        d.reset()
         #expect(d.r32(.sCR0) == 0x0020_1C36)
         #expect(d.r32(.sGFSR) == 0)
         for i in 0..<config.numContextBanks {
@@ -59,7 +59,7 @@ struct ProbeResetTests {
 
     @Test func smrMaskTestReadsBackFifteenBits() {
         let d = Driver(smmu: MMU500(configuration: .tegra234, memory: MemoryMap()))
-        d.fullReset()
+        d.reset()
         let (streamIDMask, smrMaskMask) = d.testSMRMasks()
         #expect(streamIDMask == 0x7FFF)
         #expect(smrMaskMask == 0x7FFF)

@@ -11,7 +11,7 @@ struct Stage1Tests {
         throws -> (Machine, PageTableBuilder) {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         _ = d.testSMRMasks()
         let pt = try m.builder(.stage1, granule)
         d.attachStage1(bank: bank, ttbr0: pt.root, tcr: tcr ?? pt.tcr)
@@ -209,7 +209,7 @@ struct Stage1Tests {
     @Test func ttbr1SelectedByAddressRange() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let low = try m.builder(.stage1)
         let high = try m.builder(.stage1)
         d.attachStage1(bank: 1, ttbr0: low.root, tcr: 0x0000_2010 | 16 << 16 | PageTableBuilder.Granule.size4K.tg1 << 30)

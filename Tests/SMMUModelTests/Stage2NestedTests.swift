@@ -16,7 +16,7 @@ struct Stage2NestedTests {
     @Test func stage2OnlyBank() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let s2 = try Self.stage2(&m)
         d.attachStage2(bank: 0, vttbr: s2.root, vtcr: s2.vtcr, vmid: 1)
         d.route(smr: 0, stream: 0x30, toBank: 0)
@@ -47,7 +47,7 @@ struct Stage2NestedTests {
     func stage2GranulesAndConcatenatedStartLevels(granule: PageTableBuilder.Granule, inputBits: Int, startLevel: Int?) throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let s2 = try m.builder(.stage2, granule, inputBits: inputBits, startLevel: startLevel)
         let ipa = (UInt64(1) << UInt64(inputBits)) - granule.bytes       // the top of the IPA space
         try s2.map(ipa, to: Machine.ramBase + granule.bytes, size: granule.bytes)
@@ -62,7 +62,7 @@ struct Stage2NestedTests {
         let filter = RangeFilter(Machine.ramBase..<(Machine.ramBase + Machine.ramSize))
         var m = Machine(filter: filter)
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let s2 = try Self.stage2(&m)
         // Stage-1 tables live at IPAs: build them through an IPA view of RAM.
         let ipaView = IPAView(memory: m.memory, offset: Machine.ramBase - Self.ipaBase)
@@ -97,7 +97,7 @@ struct Stage2NestedTests {
     @Test func everyCBARType() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let s2 = try Self.stage2(&m)
         let s1 = try m.builder(.stage1)
         try s1.map(0x1000, to: Self.ipaBase + 0x3000, size: 0x1000)     // valid as IPA or as PA? IPA
@@ -124,7 +124,7 @@ struct Stage2NestedTests {
         let c = MMU500Configuration(idr0: 0x7C00_1E80, idr1: 0xE000_0080, idr2: 0x0000_D555, idr7: 0x21)
         var m = Machine(c)
         let d = m.driver
-        d.fullReset()
+        d.reset()
         #expect(d.r32(.sCR0) == 0x8020_1C36)
         let s2 = try Self.stage2(&m)
         d.attachStage2(bank: 0, vttbr: s2.root, vtcr: s2.vtcr, vmid: 0)

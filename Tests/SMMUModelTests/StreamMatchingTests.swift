@@ -5,7 +5,7 @@ import Testing
 struct StreamMatchingTests {
     static func reset() -> Machine {
         let m = Machine()
-        m.driver.fullReset()
+        m.driver.reset()
         return m
     }
 

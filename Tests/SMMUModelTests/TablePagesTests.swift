@@ -6,7 +6,7 @@ import Testing
     @Test func stage1TablesAreFoundLevelByLevelAndLeavesAreNot() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let pt = try m.builder(.stage1)
         d.attachStage1(bank: 2, ttbr0: pt.root, tcr: pt.tcr)
         let data: UInt64 = Machine.ramBase + 0x40_0000
@@ -25,7 +25,7 @@ import Testing
     @Test func a64KTableCountsAsSixteenPagesButASmallRootAsOneAndDisabledRangesAreSkipped() throws {
         var m = Machine()
         let d = m.driver
-        d.fullReset()
+        d.reset()
         let pt = try m.builder(.stage1, .size64K)
         d.attachStage1(bank: 0, ttbr0: pt.root, tcr: pt.tcr)
         try pt.map(0x1_0000, to: Machine.ramBase, size: 0x1_0000)

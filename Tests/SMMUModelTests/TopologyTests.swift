@@ -58,7 +58,7 @@ struct TopologyTests {
         for (i, smmu) in pair.enumerated() {
             let base = t.windows[t.smmus[0].windows[i]].base
             let d = Driver(smmu: smmu)
-            d.fullReset()
+            d.reset()
             d.attachStage1(bank: 2, ttbr0: pt.root)
             d.route(smr: 0, stream: 0x02, mask: 0x7F80, toBank: 2)
             let routed = try #require(bus.resolve(address: base + d.offset(.SCTLR, 2), width: .word))
