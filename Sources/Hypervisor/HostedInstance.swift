@@ -60,9 +60,8 @@ final class HostedInstance {
 
     var idMask: UInt16 { window.configuration.streamIDMask }
 
-    /// Programs one physical register the way a driver would: through its MMIO offset.
+    /// Programs one physical register with a register write (writable masks, W1C and side effects all apply).
     func program(_ name: RegisterName, index: Int = 0, _ value: UInt64, width: AccessWidth = .word) {
-        let offset = physical.configuration.offset(of: name, index: index)
-        _ = physical.write(offset: offset, value: value, width: width)
+        physical.write(RegisterLocation(name: name, index: index), value: value, width: width)
     }
 }

@@ -55,9 +55,9 @@ extension HostedInstance {
         program(.sCR0, UInt64(physicalSCR0()))
     }
 
-    /// After the host wrote `location`, brings the physical SMMU in line. `offset`, `value` and `width`
-    /// are the host's access, replayed on the physical bank where the register is passed through.
-    func reconcile(after location: RegisterLocation, offset: UInt64, value: UInt64, width: AccessWidth) {
+    /// After the host wrote `location`, brings the physical SMMU in line. `value` and `width` are the host's
+    /// access, replayed on the physical bank where the register is passed through.
+    func reconcile(after location: RegisterLocation, value: UInt64, width: AccessWidth) {
         switch location.name {
         case .sCR0:
             reconcileAll()
@@ -93,8 +93,9 @@ extension HostedInstance {
              .TLBIVA, .TLBIVAA, .TLBIASID, .TLBIALL, .TLBIVAL, .TLBIVAAL, .TLBIIPAS2, .TLBIIPAS2L,
              .TLBSYNC, .TLBSTATUS:
             // A host context bank: passed through to the same physical bank (its VMID is the host's
-            // own, so per-bank TLB maintenance cannot reach a VM's entries).
-            _ = physical.write(offset: offset, value: value, width: width)
+            // own, so per-bank TLB maintenance cannot reach a VM's entries). The host's access was decoded on
+            // the physical layout, so its location is the physical register's.
+            physical.write(location, value: value, width: width)
         }
     }
 }

@@ -68,7 +68,7 @@ struct TrapHandler {
                 return .failure(.refused(refusal, location))
             }
             instance.virtual.write(location, value: value, width: width)
-            instance.reconcile(after: location, offset: offset, value: value, width: width)
+            instance.reconcile(after: location, value: value, width: width)
             return .success(())
         }
     }
