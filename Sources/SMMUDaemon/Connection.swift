@@ -51,6 +51,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         guard state != .closed, event.readable || event.hungUp else { return }
         if !readSuspended { readAvailable() } else if event.hungUp { teardown() }
     }
+
     /// Queues unsolicited bytes (events). An events connection whose client stopped reading is cut off at the hard
     /// limit rather than buffered without bound or silently dropped.
     func enqueue(_ bytes: [UInt8]) {

@@ -117,8 +117,9 @@ public final class MMU500 {
         }
     }
 
-    /// The read of an access already decoded (by `decode` on a model of the same configuration): the trap
-    /// handler decodes once and reads the virtual model with it.
+    /// The read of an access already decoded, possibly by another model with the same page geometry (the trap
+    /// handler decodes on the physical model and reads the virtual one with it). An element this model does not
+    /// implement reads as zero.
     public func read(_ location: RegisterLocation, width: AccessWidth) -> UInt64 {
         if RegisterMap.all[RegisterMap.ordinal(location.name)].access == .writeOnly { return 0 }
         let raw = peek(location.name, index: location.index)
@@ -133,7 +134,8 @@ public final class MMU500 {
         }
     }
 
-    /// The write of an access already decoded (see `read(_:width:)`).
+    /// The write of an access already decoded (see `read(_:width:)`); an element this model does not implement
+    /// ignores it.
     public func write(_ location: RegisterLocation, value: UInt64, width: AccessWidth) {
         store(location, value: value & width.mask, width: width)
     }
