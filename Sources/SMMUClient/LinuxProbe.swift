@@ -196,9 +196,9 @@ public struct LinuxProbe {
                 }
             }
             let frames = try flush(then: (Request.read(ReadRequest(address: address, width: 4)), address, step))
-            let payload = frames[frames.count - 1].payload
-            guard payload.count == 8 else { throw .client(.protocolViolation("READ response of \(payload.count) bytes")) }
-            return UInt32(truncatingIfNeeded: payload.loadLE(UInt64.self, at: 0))
+            do { return UInt32(truncatingIfNeeded: try SMMUClient.readValue(frames[frames.count - 1].payload)) } catch {
+                throw .client(error)
+            }
         }
 
         mutating func write(_ address: UInt64, _ value: UInt32, _ step: String) throws(Failure) {

@@ -57,7 +57,11 @@ public final class SMMUClient {
 
     /// READ: one register access of `width` bytes (4 or 8) at a physical address.
     public func read(address: UInt64, width: UInt32 = 4) throws(SMMUClientError) -> UInt64 {
-        let payload = try callOK(.read(ReadRequest(address: address, width: width)))
+        try Self.readValue(callOK(.read(ReadRequest(address: address, width: width))))
+    }
+
+    /// The value an OK READ response carries (also for READs answered in a pipeline).
+    static func readValue(_ payload: [UInt8]) throws(SMMUClientError) -> UInt64 {
         guard payload.count == 8 else { throw .protocolViolation("READ response of \(payload.count) bytes") }
         return payload.loadLE(UInt64.self, at: 0)
     }

@@ -121,7 +121,7 @@ public final class MMU500 {
     /// handler decodes on the physical model and reads the virtual one with it). An element this model does not
     /// implement reads as zero.
     public func read(_ location: RegisterLocation, width: AccessWidth) -> UInt64 {
-        if RegisterMap.all[RegisterMap.ordinal(location.name)].access == .writeOnly { return 0 }
+        if RegisterMap.descriptor(location.name).access == .writeOnly { return 0 }
         let raw = peek(location.name, index: location.index)
         return (raw >> UInt64(location.byteOffset * 8)) & width.mask
     }

@@ -170,13 +170,17 @@ public enum ResponseEncoder {
         let opcode = status == .malformed || status == .unsupported ? nil : Opcode(rawValue: rawOpcode)
         let length = opcode.map { payloadLength(opcode: $0, status: status, payload: payload) } ?? 0
         let header = FrameHeader(responseTo: rawOpcode, tag: tag, status: status, length: length)
-        if opcode == nil || opcode!.fixedResponseSize.map({ $0 <= 16 }) == true {
+        guard let opcode, opcode.fixedResponseSize == nil else {
+            // No payload (MALFORMED, UNSUPPORTED) or a fixed-size one: every per-request answer.
             appendFixed(to: &out, header: header, opcode: opcode, status: status, payload: payload)
             return
         }
         header.encode(into: &out)
-        if let opcode, length > 0 {
-            appendPayload(to: &out, opcode: opcode, status: status, payload: payload)
+        switch payload {
+        case .hello(let h) where length > 0: h.encode(into: &out)
+        case .bytes(let b) where length > 0: out.append(contentsOf: b)
+        case .text(let t) where length > 0: out.append(contentsOf: t.utf8)
+        default: break  // not OK, or no payload of this opcode's kind: empty
         }
     }
 
@@ -197,8 +201,8 @@ public enum ResponseEncoder {
         append(to: &out, opcode: opcode, tag: tag, status: .malformed)
     }
 
-    /// A response of at most 32 bytes (every READ, WRITE, DMA, VM_* and refusal) built on the stack and appended
-    /// in one copy: this runs once per request.
+    /// A response with no payload or a fixed-size one (at most 16 bytes, so at most 32 in all), built on the stack
+    /// and appended in one copy: this runs once per request. Zero-filled unless OK (a DMA FAULT carries its fault).
     @inline(__always)
     private static func appendFixed(to out: inout [UInt8], header: FrameHeader, opcode: Opcode?, status: Status,
                                     payload: ResponsePayload) {
@@ -211,31 +215,8 @@ public enum ResponseEncoder {
             frame.3 = UInt64(r.fault).littleEndian  // fault, then 4 reserved zero bytes
         default: break  // not OK, or no matching payload: zero-filled at the opcode's size
         }
+        assert(header.length <= 16, "a fixed-size response outgrew appendFixed's stack frame")
         let count = FrameHeader.size + Int(header.length)
         withUnsafeBytes(of: &frame) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-    }
-
-    /// Appends exactly ``payloadLength(opcode:status:payload:)`` bytes.
-    private static func appendPayload(to out: inout [UInt8], opcode: Opcode, status: Status, payload: ResponsePayload) {
-        if opcode.fixedResponseSize != nil {
-            switch (opcode, status, payload) {
-            case (.read, .ok, .read(let v)): out.appendLE(v)
-            case (.vmCreate, .ok, .vmCreate(let vm)): out.appendLE(vm)
-            case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):
-                withUnsafeBytes(of: (r.physicalAddress.littleEndian, r.fault.littleEndian, UInt32(0))) {
-                    out.append(contentsOf: $0)
-                }
-            default:
-                // Not OK, or no matching payload given: zero-filled at the opcode's size.
-                out.appendZeros(opcode.fixedResponseSize ?? 0)
-            }
-            return
-        }
-        switch payload {
-        case .hello(let h): h.encode(into: &out)
-        case .bytes(let b): out.append(contentsOf: b)
-        case .text(let t): out.append(contentsOf: t.utf8)
-        case .none, .read, .dma, .vmCreate: break
-        }
     }
 }

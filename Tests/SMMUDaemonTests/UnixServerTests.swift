@@ -64,15 +64,27 @@ struct UnixServerTests {
         #expect(try hog.read(exactly: sent.count) == sent)
     }
 
-    @Test func sessionHoldingLargeAnswersStaysBounded() throws {
+    /// A server whose answers back up: one client asks for 400 x 64 KiB answers (25 MiB from 6.4 KB of requests)
+    /// and reads none of them, until the server stops reading it.
+    static let throttledLimits: UnixServer.Limits = {
         var limits = UnixServer.Limits()
         limits.maxPendingOutput = 256 << 10
-        let fixture = try EchoServerFixture(limits: limits)
+        return limits
+    }()
+
+    func throttledClient() throws -> (EchoServerFixture, TestClient) {
+        let fixture = try EchoServerFixture(limits: Self.throttledLimits)
         fixture.onQueue { fixture.factory.sessionOutputLimit = 128 << 10 }
-        defer { fixture.shutdown() }
         let client = try TestClient(path: fixture.path)
-        try client.write(echoFrames(400, kind: 0xB1))  // 400 x 64 KiB answers = 25 MiB from 6.4 KB of requests
+        try client.write(echoFrames(400, kind: 0xB1))
         #expect(eventually { fixture.onQueue { fixture.server.connectionStatuses().first?.readSuspended ?? false } })
+        return (fixture, client)
+    }
+
+    @Test func sessionHoldingLargeAnswersStaysBounded() throws {
+        let (fixture, client) = try throttledClient()
+        defer { fixture.shutdown() }
+        let limits = Self.throttledLimits
         let peak = fixture.onQueue { fixture.server.connectionStatuses().first?.peakPendingOutput ?? 0 }
         #expect(peak <= limits.maxPendingOutput + (128 << 10) + EchoSession.bigAnswer + 16)
         let answer = try client.read(exactly: 400 * (16 + EchoSession.bigAnswer))
@@ -84,14 +96,8 @@ struct UnixServerTests {
     @Test func throttledClientThatHangsUpIsReclaimed() throws {
         // Reading is off while the answers back up, so the server cannot learn of the hang-up by reading: it must
         // still close the connection and serve the next client.
-        var limits = UnixServer.Limits()
-        limits.maxPendingOutput = 256 << 10
-        let fixture = try EchoServerFixture(limits: limits)
-        fixture.onQueue { fixture.factory.sessionOutputLimit = 128 << 10 }
+        let (fixture, client) = try throttledClient()
         defer { fixture.shutdown() }
-        let client = try TestClient(path: fixture.path)
-        try client.write(echoFrames(400, kind: 0xB1))
-        #expect(eventually { fixture.onQueue { fixture.server.connectionStatuses().first?.readSuspended ?? false } })
         client.close()
         #expect(eventually { fixture.onQueue { fixture.server.clientCount == 0 && fixture.factory.closedSessions == 1 } })
         let other = try TestClient(path: fixture.path)
