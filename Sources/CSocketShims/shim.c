@@ -4,6 +4,8 @@
 #include "CSocketShims.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -73,4 +75,23 @@ int csock_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
     *uid = cred.uid;
     *gid = cred.gid;
     return 0;
+}
+
+int csock_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
+
+int csock_add_seals(int fd, int seals) { return fcntl(fd, F_ADD_SEALS, seals); }
+
+int csock_get_seals(int fd) { return fcntl(fd, F_GET_SEALS); }
+
+int csock_sealed_memfd(const char *name, size_t size) {
+    int fd = csock_memfd(name);
+    if (fd < 0) return -1;
+    if (ftruncate(fd, (off_t)size) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }

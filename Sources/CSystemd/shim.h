@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
@@ -23,6 +24,12 @@
 
 /// The most descriptors one recvmsg call accepts; more are closed here at once.
 #define CSYSTEMD_MAX_FDS 16
+
+/// The filesystem type (statfs f_type) of an open file, or -1: MEM_MAP refuses hugetlbfs.
+static inline long csystemd_fs_type(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 ? (long)fs.f_type : -1;
+}
 
 /// The peer's credentials as the kernel recorded them at connect() (struct ucred).
 struct csystemd_peer { int pid; unsigned int uid; unsigned int gid; };

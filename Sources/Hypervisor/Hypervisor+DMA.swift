@@ -60,39 +60,6 @@ extension Hypervisor {
         }
         instance.program(.sGFSR, UInt64(gfsr))
     }
-
-    // MARK: Host CPU memory (MEM_READ / MEM_WRITE)
-
-    /// A host CPU read: it passes the host stage-2, so only host pages (G3).
-    public func memRead(address: UInt64, length: Int, client: ClientIdentity) -> HostAccessResult<[UInt8]> {
-        switch hostMemoryCheck(address: address, length: length, write: false, client: client) {
-        case .ok:
-            guard let bytes = memory.readBytes(at: address, count: length) else { return .badAddress }
-            return .ok(bytes)
-        case let other: return other.map { [] }
-        }
-    }
-
-    /// A host CPU write: same stage-2 rule as `memRead`.
-    public func memWrite(address: UInt64, bytes: [UInt8], client: ClientIdentity) -> HostAccessResult<Void> {
-        switch hostMemoryCheck(address: address, length: bytes.count, write: true, client: client) {
-        case .ok: return memory.writeBytes(bytes, at: address) ? .ok(()) : .badAddress
-        case let other: return other
-        }
-    }
-
-    private func hostMemoryCheck(address: UInt64, length: Int, write: Bool,
-                                 client: ClientIdentity) -> HostAccessResult<Void> {
-        guard length > 0 else { return length == 0 ? .ok(()) : .badAddress }   // a negative length is no range
-        let range = PhysicalRange(base: address, size: UInt64(length))
-        guard ownership.isRAM(range) else { return .badAddress }
-        guard ownership.owns(.host, range) else {
-            return .denied(record(AuditEvent(rule: .hostMemoryAccess, client: client, window: nil,
-                                             register: write ? "MEM_WRITE" : "MEM_READ", offset: address,
-                                             value: 0, width: length)))
-        }
-        return .ok(())
-    }
 }
 
 extension HostAccessResult {

@@ -33,24 +33,43 @@ public enum TeardownStep: Equatable, Sendable {
 extension Hypervisor {
     public func vmCreate(client: ClientIdentity) -> HypercallResult<VMHandle> {
         guard lifecycleMachine.trapsHostAccesses else { return .deferred }
+        guard let handle = freeVMHandle() else { return .invalid("every VM handle is in use") }
         guard let stage2 = VMStage2(pages: &pages, memory: memory) else {
             return .invalid("hypervisor RAM exhausted: no page for a stage-2 root")
         }
-        let handle = VMHandle(rawValue: nextVM)
-        nextVM += 1
+        nextVM = handle.rawValue == Ownership.maxVMHandle ? 1 : handle.rawValue + 1
         vms[handle] = VirtualMachine(handle: handle, stage2: stage2)
         ownership.setTablePages(stage2.tablePages, of: handle)
         return .ok(handle)
     }
 
-    /// Gives host pages to a VM. Refused (DENIED) when a page is not the host's, or when the host's
-    /// live SMMU configuration walks it as a page table: giving that page away would let the VM
-    /// rewrite the host's translations, and the host's walks would fault in the middle of its DMA.
+    /// The next handle no live VM uses, from `nextVM` on, wrapping below the page table's shared bit.
+    private func freeVMHandle() -> VMHandle? {
+        guard vms.count < Int(Ownership.maxVMHandle) else { return nil }
+        var candidate = nextVM
+        while vms[VMHandle(rawValue: candidate)] != nil {
+            candidate = candidate == Ownership.maxVMHandle ? 1 : candidate + 1
+        }
+        return VMHandle(rawValue: candidate)
+    }
+
+    /// Pages one VM_DONATE may give (64 MiB): the stage-2 mapping and the TLB maintenance of one call
+    /// stay within a few milliseconds (G8); a larger donation is several calls.
+    public static let maxDonationPages: UInt64 = 16_384
+
+    /// Gives host pages to a VM. Refused (DENIED) when a page is not the host's, when a client's shared file
+    /// backs it (MEM_MAP: the host would keep its own mapping of the VM's memory), or when the host's
+    /// live SMMU configuration walks it as a page table: the host's walks would fault in the middle of
+    /// its DMA (they cannot read a VM's page).
     public func vmDonate(_ vm: VMHandle, range: PhysicalRange, client: ClientIdentity) -> HypercallResult<Void> {
         guard lifecycleMachine.trapsHostAccesses else { return .deferred }
         guard vms[vm] != nil else { return .invalid("no VM \(vm.rawValue)") }
-        guard range.size > 0, range.base % Ownership.pageSize == 0, range.size % Ownership.pageSize == 0 else {
+        guard range.size > 0, range.base % Ownership.pageSize == 0, range.size % Ownership.pageSize == 0,
+              range.base <= UInt64.max - range.size else {
             return .invalid("range 0x\(String(range.base, radix: 16))+0x\(String(range.size, radix: 16)) is not page-aligned")
+        }
+        guard range.size / Ownership.pageSize <= Self.maxDonationPages else {
+            return .invalid("at most \(Self.maxDonationPages) pages per VM_DONATE")
         }
         guard ownership.isRAM(range) else { return .invalid("range is not RAM") }
         let denial = { (rule: TrapRule) in
@@ -59,8 +78,9 @@ extension Hypervisor {
                 offset: range.base, value: range.size, width: 0)))
         }
         guard ownership.owns(.host, range) else { return denial(.donateNotHostOwned) }
-        // Too many table pages to check counts as live: refuse rather than guess.
-        guard let tables = hostPageTablePages(), !tables.contains(where: { range.contains($0) }) else {
+        guard !ownership.isShared(range) else { return denial(.donateSharedMemory) }
+        // Tables too many to check within the budget count as live: refuse rather than guess.
+        guard let tables = hostPageTablePages(), !tables.pages.contains(where: { range.contains($0) }) else {
             return denial(.donateLivePageTable)
         }
 

@@ -16,6 +16,8 @@ public final class Hypervisor {
     var pages: HypervisorPages
     var vms: [VMHandle: VirtualMachine] = [:]
     var nextVM: UInt32 = 1
+    /// Client memory backing host pages (MEM_MAP), one entry per mapping.
+    var sharedMappings: [SharedMapping] = []
     public internal(set) var statistics = HypervisorStatistics()
 
     /// Builds the SMMUs at reset. The host may talk to them at once, and gets DEFERRED until `finalize`.

@@ -74,8 +74,10 @@ public struct HypervisorPolicy: Sendable {
         for r in all + hostDMARanges where r.base % 4096 != 0 || r.size % 4096 != 0 || r.size == 0 {
             throw .unalignedRange("0x\(String(r.base, radix: 16))+0x\(String(r.size, radix: 16))")
         }
+        // RAM ranges are disjoint, and DMA ranges lie outside all RAM: a page has one owner, and no DMA range can
+        // keep a host stream on a page after it was donated (G4).
         for (i, a) in all.enumerated() {
-            for b in all[(i + 1)...] where a.overlaps(b) {
+            for b in all[(i + 1)...] + hostDMARanges where a.overlaps(b) {
                 throw .overlappingMemory("0x\(String(a.base, radix: 16)) and 0x\(String(b.base, radix: 16))")
             }
         }

@@ -2,12 +2,23 @@ import SMMUModel
 
 /// The hypervisor's source of truth for who owns what: stream IDs per logical SMMU and every page of
 /// memory. The host owns every stream and all of its RAM unless a hypercall or the config says otherwise.
+///
+/// Every path that touches memory asks this one table (docs/hypervisor-model.md, "Memory"): MEM_READ,
+/// MEM_WRITE and MEM_MAP, each DMA output and each table-walk descriptor (through `OwnerStage2Filter`),
+/// VM_DONATE and its live-table scan, and the scrub of VM_DESTROY. Besides the owner, each host page
+/// records whether a client's shared file backs it (MEM_MAP): such a page stays the host's, because the
+/// host reaches it through its own file descriptor whatever the daemon decides.
 public final class Ownership {
     public static let pageSize: UInt64 = 4096
+    /// Bit of a page's code: the page is backed by a host client's shared file (MEM_MAP).
+    static let sharedBit: UInt32 = 1 << 31
+    /// VM handles stay below the shared bit.
+    public static let maxVMHandle: UInt32 = sharedBit - 1
 
     /// Non-host stream owners per logical SMMU; absent means the host.
     private var streamOwners: [[UInt16: Owner]]
-    /// Per host-RAM region, one owner code per page: 0 host, n the VM with handle n.
+    /// Per host-RAM region, one code per page: 0 host, n the VM with handle n; `sharedBit` set on a host
+    /// page a client's file backs.
     private var regions: [(range: PhysicalRange, owners: [UInt32])]
     public let hypervisorRAM: PhysicalRange
     public let hostDMARanges: [PhysicalRange]
@@ -45,7 +56,7 @@ public final class Ownership {
     /// The owner of the page holding `address`, or nil when no RAM is there.
     public func owner(ofAddress address: UInt64) -> Owner? {
         for r in regions where r.range.contains(address) {
-            let code = r.owners[Int((address - r.range.base) / Self.pageSize)]
+            let code = r.owners[Int((address - r.range.base) / Self.pageSize)] & ~Self.sharedBit
             return code == 0 ? .host : .vm(VMHandle(rawValue: code))
         }
         return hypervisorRAM.contains(address) ? .hypervisor : nil
@@ -75,7 +86,16 @@ public final class Ownership {
 
     func isHostRAM(_ range: PhysicalRange) -> Bool { regions.contains { $0.range.contains(range) } }
 
-    /// Moves the pages of `range` (inside host RAM) to `owner` (host or a VM).
+    /// The page codes of `range`, which lies inside one host-RAM region, for `body` to read or change.
+    private func withCodes<T>(of range: PhysicalRange, _ body: (inout ArraySlice<UInt32>) -> T) -> T? {
+        guard let i = regions.firstIndex(where: { $0.range.contains(range) }) else { return nil }
+        let first = Int((range.base - regions[i].range.base) / Self.pageSize)
+        let count = Int((range.size + Self.pageSize - 1) / Self.pageSize)
+        return body(&regions[i].owners[first..<(first + count)])
+    }
+
+    /// Moves the pages of `range` (inside host RAM) to `owner` (host or a VM). A shared page stays the
+    /// host's: callers refuse to move one first (`isShared`), and this keeps the table consistent if not.
     func setOwner(of range: PhysicalRange, to owner: Owner) {
         let code: UInt32
         switch owner {
@@ -83,9 +103,20 @@ public final class Ownership {
         case .vm(let vm): code = vm.rawValue
         case .hypervisor: preconditionFailure("hypervisor pages are its own RAM, never taken from the host")
         }
-        for i in regions.indices where regions[i].range.contains(range) {
-            let first = Int((range.base - regions[i].range.base) / Self.pageSize)
-            for p in first..<(first + Int(range.size / Self.pageSize)) { regions[i].owners[p] = code }
+        _ = withCodes(of: range) { codes in
+            for p in codes.indices where codes[p] & Self.sharedBit == 0 { codes[p] = code }
+        }
+    }
+
+    /// True when some page of `range` (inside host RAM) is backed by a client's shared file.
+    public func isShared(_ range: PhysicalRange) -> Bool {
+        withCodes(of: range) { codes in codes.contains { $0 & Self.sharedBit != 0 } } ?? false
+    }
+
+    /// Marks the host pages of `range` as backed by a client's shared file (MEM_MAP) or not any more.
+    func setShared(_ range: PhysicalRange, _ shared: Bool) {
+        _ = withCodes(of: range) { codes in
+            for p in codes.indices { codes[p] = shared ? codes[p] | Self.sharedBit : codes[p] & ~Self.sharedBit }
         }
     }
 
@@ -100,6 +131,11 @@ public final class Ownership {
         return out
     }
 
+    /// How many pages a VM owns.
+    func pageCount(of vm: VMHandle) -> Int {
+        regions.reduce(0) { n, r in n + r.owners.reduce(0) { $0 + ($1 == vm.rawValue ? 1 : 0) } }
+    }
+
     func setTablePages(_ pages: Set<UInt64>, of vm: VMHandle) { tablePages[vm] = pages.isEmpty ? nil : pages }
 
     // MARK: The owners' stage-2
@@ -112,9 +148,15 @@ public final class Ownership {
     func permits(_ streamOwner: Owner, address: UInt64, kind: MemoryAccessKind) -> Bool {
         switch streamOwner {
         case .host:
-            if owner(ofAddress: address) == .host { return true }
-            if case .data = kind { return hostDMARanges.contains { $0.contains(address) } }
-            return false
+            switch owner(ofAddress: address) {
+            case .host?: return true
+            case nil:
+                // The DMA ranges are outside all RAM (the config refuses an overlap); checked here too, so that
+                // no range can ever reach a page that has an owner.
+                if case .data = kind { return hostDMARanges.contains { $0.contains(address) } }
+                return false
+            default: return false
+            }
         case .vm(let vm):
             switch owner(ofAddress: address) {
             case .vm(vm)?: return true

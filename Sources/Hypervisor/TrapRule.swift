@@ -23,6 +23,12 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
     case assignForeignStream = "G4.assign-foreign-stream"
     /// G4: a stream a valid host SMR still matches cannot be assigned (the host detaches it first).
     case assignMatchedStream = "G4.assign-stream-in-use"
+    /// G4: pages a client's shared file backs (MEM_MAP) cannot be donated: the host keeps its own mapping.
+    case donateSharedMemory = "G4.donate-shared-memory"
+    /// G4: MEM_MAP may back only host-owned pages.
+    case mapNotHostOwned = "G4.map-not-host-owned"
+    /// G4: MEM_MAP may not show file bytes another mapping already shows (one file page, one address).
+    case mapAlias = "G4.map-alias"
 
     /// The guarantee of the hypervisor model this rule enforces.
     public var guarantee: String { String(rawValue.prefix { $0 != "." }) }
@@ -40,6 +46,9 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .donateLivePageTable: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a18"
         case .assignForeignStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a19"
         case .assignMatchedStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1a"
+        case .donateSharedMemory: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1b"
+        case .mapNotHostOwned: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1c"
+        case .mapAlias: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1d"
         }
     }
 
@@ -56,6 +65,9 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .donateLivePageTable: "VM_DONATE of a page the host's SMMU configuration uses as a page table"
         case .assignForeignStream: "VM_ASSIGN_STREAM of a stream the host does not own"
         case .assignMatchedStream: "VM_ASSIGN_STREAM of a stream a valid host SMR still matches"
+        case .donateSharedMemory: "VM_DONATE of pages a client's shared file backs (MEM_MAP)"
+        case .mapNotHostOwned: "MEM_MAP over memory the host does not own"
+        case .mapAlias: "MEM_MAP of file bytes another mapping already shows"
         }
     }
 }

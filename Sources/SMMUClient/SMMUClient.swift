@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSocketShims
 import WireProtocol
 
 /// A blocking client of smmu-hypd's protocol v1 on one connection.
@@ -94,9 +98,18 @@ public final class SMMUClient {
     }
 
     /// MEM_MAP: lend bytes [offset, offset+size) of the file `fd` as physical memory at `address`.
-    /// The fd travels as SCM_RIGHTS; the caller keeps its own copy.
+    /// The fd travels as SCM_RIGHTS; the caller keeps its own copy. The daemon takes only a memfd sealed
+    /// against shrinking (`makeSharedMemory` makes one) that holds the whole range.
     public func memMap(address: UInt64, size: UInt64, offset: UInt64, fd: Int32) throws(SMMUClientError) {
         _ = try callOK(.memMap(MemMapRequest(address: address, size: size, offset: offset)), fds: [fd])
+    }
+
+    /// A memfd of `size` bytes the daemon will accept for MEM_MAP: sealed against shrinking and growing, as
+    /// QEMU's `memory-backend-memfd` seals guest RAM. The caller owns (and closes) the descriptor.
+    public static func makeSharedMemory(size: Int, name: String = "smmu-hypd-ram") throws(SMMUClientError) -> Int32 {
+        let fd = csock_sealed_memfd(name, size)
+        guard fd >= 0 else { throw .invalidArgument("memfd of \(size) bytes: \(String(cString: strerror(errno)))") }
+        return fd
     }
 
     /// VM_CREATE: a new protected VM's number (≥ 1).

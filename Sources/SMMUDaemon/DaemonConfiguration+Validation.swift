@@ -27,14 +27,17 @@ extension DaemonConfiguration {
         named.append(("memory.hypervisor_ram", memory.hypervisorRAM))
         for (key, range) in named { try validatePages(range, key) }
         for (i, range) in memory.hostDMARanges.enumerated() { try validatePages(range, "memory.host_dma_ranges[\(i)]") }
-        // RAM ranges are disjoint; DMA ranges may cover host RAM but never the hypervisor's pages.
+        // RAM ranges are disjoint, and DMA ranges lie outside all RAM: a host page can be donated, and no DMA
+        // range may keep a host stream on it afterwards (G4); the hypervisor's pages are never the host's.
         for a in named.indices {
             for b in named.indices where b > a && named[a].range.overlaps(named[b].range) {
                 throw .invalid(key: named[b].key, reason: "overlaps \(named[a].key)")
             }
         }
-        for (i, range) in memory.hostDMARanges.enumerated() where range.overlaps(memory.hypervisorRAM) {
-            throw .invalid(key: "memory.host_dma_ranges[\(i)]", reason: "overlaps memory.hypervisor_ram")
+        for (i, range) in memory.hostDMARanges.enumerated() {
+            if let ram = named.first(where: { $0.range.overlaps(range) }) {
+                throw .invalid(key: "memory.host_dma_ranges[\(i)]", reason: "overlaps \(ram.key)")
+            }
         }
     }
 

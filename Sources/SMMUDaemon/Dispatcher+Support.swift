@@ -46,31 +46,29 @@ extension Dispatcher {
     // MARK: MEM_MAP
 
     /// Maps [offset, offset + size) of the client's file shared and makes it the physical memory of
-    /// [address, address + size). The mapping ends when the connection closes.
+    /// [address, address + size) once the hypervisor agrees. The mapping ends when the connection closes.
     func mapClientMemory(_ m: MemMapRequest, fd: Int32, session: DispatcherSession) -> Status {
         let range = PhysicalRange(base: m.address, size: m.size)
         guard m.size > 0, m.address % Ownership.pageSize == 0, m.size % Ownership.pageSize == 0,
-              m.offset % Ownership.pageSize == 0, m.size <= UInt64(Int.max),
+              m.offset % Ownership.pageSize == 0, m.address <= UInt64.max - m.size,
               hypervisor.policy.hostRAM.contains(where: { $0.contains(range) }) else { return .invalid }
-        guard let p = mmap(nil, Int(m.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(truncatingIfNeeded: m.offset)),
-              p != MAP_FAILED else { return .invalid }
-        let size = Int(m.size)
-        do {
-            try hypervisor.memory.replace(base: m.address, size: m.size, with: p, release: { munmap(p, size) })
-        } catch {
-            munmap(p, size)
-            return .invalid
+        let file: SharedMemoryFile
+        switch SharedMemoryFile.map(fd: fd, offset: m.offset, size: m.size) {
+        case .success(let f): file = f
+        case .failure: return .invalid
+        }
+        let result = hypervisor.mapHostMemory(range, file: file.file, pointer: file.pointer,
+                                              release: { file.unmap() }, client: session.client)
+        guard case .ok = result else {
+            file.unmap()
+            return Self.status(result)
         }
         session.mappedRanges.append(m.address)
         return .ok
     }
 
     /// The range goes back to the daemon's own memory, zeroed.
-    func unmapClientMemory(base: UInt64) {
-        guard let size = hypervisor.memory.replacedRanges.first(where: { $0.base == base })?.size else { return }
-        try? hypervisor.memory.restore(base: base)
-        _ = hypervisor.memory.zero(at: base, count: Int(size))
-    }
+    func unmapClientMemory(base: UInt64) { hypervisor.unmapHostMemory(base: base) }
 
     // MARK: STATS
 

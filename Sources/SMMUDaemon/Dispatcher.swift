@@ -132,10 +132,11 @@ public final class Dispatcher: SessionFactory {
             session.closeAfterThisFrame()
             return
         }
-        // MEM_MAP carries exactly one fd; without it the request is malformed whoever sends it.
+        // MEM_MAP carries exactly one fd (those that came with it); none or several is malformed whoever sends it.
+        // The caller closes every fd left in `fds`.
         var passedFD: Int32?
         if op == .memMap {
-            guard !fds.isEmpty else {
+            guard fds.count == 1 else {
                 answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
                 session.closeAfterThisFrame()
                 return

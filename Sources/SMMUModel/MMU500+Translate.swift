@@ -278,9 +278,9 @@ extension MMU500 {
         let pasize = StageParameters.physicalAddressBits(peek(.TCR2, index: bank))
         let ttbr = peek(upper ? .TTBR1 : .TTBR0, index: bank)
         return .success(StageParameters(
-            stage2: false, tableBase: ttbr & 0x0000_FFFF_FFFF_FFFE, granuleShift: granule,
+            stage2: false, tableBase: ttbr, granuleShift: granule,
             startLevel: StageParameters.startLevel(inputBits: inputBits, granuleShift: granule),
-            inputBits: inputBits, outputBits: min(pasize, nextStageBits)))
+            inputBits: inputBits, outputBits: min(pasize, nextStageBits)).withAlignedTableBase())
     }
 
     /// Stage-2 parameters from the bank's VTCR (TCR) and VTTBR (TTBR0).
@@ -291,8 +291,9 @@ extension MMU500 {
         let start = sl0 == 3 ? -1 : (granule == 12 ? 2 - sl0 : 3 - sl0)
         let inputBits = min(64 - Int(vtcr & 0x3F), configuration.inputAddressBits)
         return StageParameters(
-            stage2: true, tableBase: peek(.TTBR0, index: bank) & 0x0000_FFFF_FFFF_FFFE, granuleShift: granule,
+            stage2: true, tableBase: peek(.TTBR0, index: bank), granuleShift: granule,
             startLevel: start, inputBits: inputBits,
             outputBits: min(StageParameters.physicalAddressBits(vtcr >> 16), configuration.outputAddressBits))
+            .withAlignedTableBase()
     }
 }

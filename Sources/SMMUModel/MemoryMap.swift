@@ -4,9 +4,12 @@ import Glibc
 import Darwin
 #endif
 
-/// Simulated physical memory: RAM regions backed by zero-filled memory, allocated on first
+/// Simulated physical memory: RAM regions backed by zero-filled anonymous memory, mapped on first
 /// write (so a large, untouched RAM costs nothing resident), and page-aligned ranges inside a
 /// region that can be backed by memory supplied from outside (a client's shared memory).
+///
+/// Zeroing whole pages of a region's own memory hands them back to the kernel (`MADV_DONTNEED`), so a
+/// VM's teardown scrub costs what the VM touched, not what it owned, and never grows the daemon's memory.
 public final class MemoryMap: PhysicalMemory {
     public enum MemoryMapError: Error, Sendable, Equatable {
         /// The region would overlap one that exists, or is empty, or wraps around.
@@ -39,14 +42,14 @@ public final class MemoryMap: PhysicalMemory {
     final class Region {
         let base: UInt64
         let size: UInt64
-        /// calloc'd on first write; nil reads as zeros.
+        /// A private anonymous mapping made on first write; nil reads as zeros.
         var storage: UnsafeMutableRawPointer?
         var overlays: [Overlay] = []
         init(base: UInt64, size: UInt64) {
             self.base = base
             self.size = size
         }
-        deinit { free(storage) }
+        deinit { if let storage { munmap(storage, Int(size)) } }
     }
 
     private var regions: [Region] = []
@@ -112,7 +115,8 @@ public final class MemoryMap: PhysicalMemory {
             if o.base > address { limit = min(limit, o.base - address) }
         }
         if r.storage == nil && forWrite {
-            guard let p = calloc(Int(r.size), 1) else { return nil }
+            let p = mmap(nil, Int(r.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let p, p != MAP_FAILED else { return nil }
             r.storage = p
         }
         return (r.storage.map { $0 + Int(offset) }, limit)
@@ -120,22 +124,23 @@ public final class MemoryMap: PhysicalMemory {
 
     // MARK: PhysicalMemory
 
+    /// An unaligned address is no descriptor: nil, as a bus would abort it. Aligned, the 8 bytes lie in one
+    /// page, so they are in one piece of backing memory and one page of the ownership table.
     public func read64(at address: UInt64) -> UInt64? {
-        if let (p, available) = segment(address, forWrite: false), available >= 8 {
-            guard let p else { return 0 }
-            return UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        guard address & 7 == 0, let (p, available) = segment(address, forWrite: false), available >= 8 else {
+            return nil
         }
-        guard let bytes = readBytes(at: address, count: 8) else { return nil }
-        return bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << UInt64($1.offset * 8) }
+        guard let p else { return 0 }
+        return UInt64(littleEndian: p.load(as: UInt64.self))
     }
 
     @discardableResult
     public func write64(_ value: UInt64, at address: UInt64) -> Bool {
-        if let (p, available) = segment(address, forWrite: true), available >= 8, let p {
-            p.storeBytes(of: value.littleEndian, as: UInt64.self)
-            return true
+        guard address & 7 == 0, let (p, available) = segment(address, forWrite: true), available >= 8, let p else {
+            return false
         }
-        return writeBytes((0..<8).map { UInt8(truncatingIfNeeded: value >> UInt64($0 * 8)) }, at: address)
+        p.storeBytes(of: value.littleEndian, as: UInt64.self)
+        return true
     }
 
     // MARK: Bytes
@@ -177,13 +182,33 @@ public final class MemoryMap: PhysicalMemory {
         }
     }
 
-    /// Fills [address, address + count) with zeros; false unless all of it is RAM.
+    /// Fills [address, address + count) with zeros; false unless all of it is RAM. Whole pages of a region's
+    /// own memory go back to the kernel instead of being written (they read as zero until written again).
     @discardableResult
     public func zero(at address: UInt64, count: Int) -> Bool {
         guard contains(address: address, count: count) || count == 0 else { return false }
-        return forEachSegment(address, count, forWrite: false) { p, _, n in
-            if let p { memset(p, 0, n) }
+        return forEachSegment(address, count, forWrite: false) { p, at, n in
+            guard let p else { return }
+            if isOwnStorage(p), Self.discardPages(p, n) { return }
+            memset(p, 0, n)
         }
+    }
+
+    private func isOwnStorage(_ p: UnsafeMutableRawPointer) -> Bool {
+        regions.contains { r in r.storage.map { p >= $0 && p < $0 + Int(r.size) } ?? false }
+    }
+
+    /// Zeroes the whole pages of [p, p + n) by discarding them and the rest with memset; false if the kernel
+    /// refused (the caller then writes zeros).
+    private static func discardPages(_ p: UnsafeMutableRawPointer, _ n: Int) -> Bool {
+        let page = Int(pageSize)
+        let start = (Int(bitPattern: p) + page - 1) & ~(page - 1)
+        let end = (Int(bitPattern: p) + n) & ~(page - 1)
+        guard end > start else { return false }
+        guard madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED) == 0 else { return false }
+        memset(p, 0, start - Int(bitPattern: p))
+        memset(UnsafeMutableRawPointer(bitPattern: end)!, 0, Int(bitPattern: p) + n - end)
+        return true
     }
 
     // MARK: External backing

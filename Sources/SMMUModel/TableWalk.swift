@@ -42,6 +42,18 @@ struct StageParameters: Equatable {
     /// Bits the start level indexes (more than `stride` when stage-2 tables are concatenated).
     var startIndexBits: Int { inputBits - shift(startLevel) }
 
+    /// The same parameters with the TTBR's base address as the walk uses it: bits 63:48 and the bits below
+    /// the start table's size are RES0 (ARM ARM D8.2, "Translation table base address alignment"; SMMUv2 §17.4
+    /// TTBRn), and this model treats them as zero. Every descriptor address is then 8-byte aligned, so a
+    /// descriptor never straddles two pages and the ownership check of its address covers all 8 bytes.
+    func withAlignedTableBase() -> StageParameters {
+        var p = self
+        let bits = max(3, min(startIndexBits + 3, 48))   // a start table of 2^bits bytes, at least one descriptor
+        let alignment = UInt64(1) << UInt64(max(bits, 6))   // and never below 64 bytes (BADDR[5:0] are RES0)
+        p.tableBase = tableBase & 0x0000_FFFF_FFFF_FFFF & ~(alignment - 1)
+        return p
+    }
+
     /// Natural start level for an input size: 4 - ceil((inputBits - g) / (g - 3)).
     static func startLevel(inputBits: Int, granuleShift g: Int) -> Int {
         4 - (inputBits - g + (g - 3) - 1) / (g - 3)
@@ -98,6 +110,9 @@ struct TableWalker {
                 case .failure(let f): return .failure(f)
                 }
             }
+            // Aligned by construction (`withAlignedTableBase`, granule-aligned next-level tables, stage-2 outputs
+            // that keep the IPA's low bits); masking again keeps the 8 bytes read inside the page checked.
+            address &= ~7
             if let filter, !filter.permits(stream: stream, address: address, kind: .tableWalk) {
                 return fault(.ownership, level, walk: true)
             }

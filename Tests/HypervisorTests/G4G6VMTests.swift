@@ -89,18 +89,13 @@ import SMMUModel
         let m = Machine()
         let d = m.driver()
         d.reset()
-        // Hand-made 4K tables: root -> one L1 -> 9 L2 tables -> 9 x 512 distinct (empty) L3 tables.
+        // Hand-made 4K tables: root -> one L1 -> 512 distinct L2 tables, each read whole (512 descriptors): more
+        // reads than the scan's budget, whatever lies below.
         let base: UInt64 = 0x8400_0000
         let root = base, l1 = base + 0x1000
         let table: UInt64 = 0b11
         m.memory.write64(l1 | table, at: root)
-        for i in 0..<UInt64(9) {
-            let l2 = base + 0x2000 + i * 0x1000
-            m.memory.write64(l2 | table, at: l1 + i * 8)
-            for j in 0..<UInt64(512) {
-                m.memory.write64((base + 0x10_0000 + (i * 512 + j) * 0x1000) | table, at: l2 + j * 8)
-            }
-        }
+        for i in 0..<UInt64(512) { m.memory.write64((base + 0x2000 + i * 0x1000) | table, at: l1 + i * 8) }
         d.attachStage1(bank: 3, ttbr0: root)
         let vm = m.hv.vmCreate(client: m.client).value!
         let unrelated = PhysicalRange(base: vmData, size: 4096)

@@ -18,8 +18,13 @@ import SMMUModel
         var run: (Machine) -> AuditEvent?
     }
 
+    /// A host page a client's file (inode `sharedInode`) backs, in every attacked machine.
+    static let sharedPage: UInt64 = hostData + 0x10_0000
+    static let sharedInode: UInt64 = 9
+
     /// One attack per rule (and per shape of access), against a machine with one VM (stream 0x15 on
-    /// niso1, bank and SMR reserved) and a live host stage-1 context whose root is at `root`.
+    /// niso1, bank and SMR reserved), a live host stage-1 context whose root is at `root`, and `sharedPage`
+    /// backed by a client's file.
     static func attacks(vm: VMHandle, vmBank: Int, root: UInt64) -> [Attack] {
         func mmio(_ name: String, _ rule: TrapRule, window w: Int = 0, _ reg: RegisterName, _ index: Int,
                   _ value: UInt64, width: AccessWidth = .word, read: Bool = false, streams: [UInt16] = []) -> Attack {
@@ -53,6 +58,18 @@ import SMMUModel
                    offset: hypervisorRAM.base, value: 0, width: 2) {
                 $0.hv.memWrite(address: hypervisorRAM.base, bytes: [1, 2], client: $0.client).deniedEvent
             },
+            Attack(name: "MEM_MAP over a VM page", rule: .mapNotHostOwned, window: nil, register: "MEM_MAP",
+                   offset: vmData, value: 4096, width: 0) {
+                $0.mapShared(at: vmData, inode: 77).result.deniedEvent
+            },
+            Attack(name: "MEM_MAP of file bytes already mapped", rule: .mapAlias, window: nil, register: "MEM_MAP",
+                   offset: sharedPage + 0x1000, value: 4096, width: 0) {
+                $0.mapShared(at: sharedPage + 0x1000, inode: sharedInode).result.deniedEvent
+            },
+            Attack(name: "VM_DONATE of a shared page", rule: .donateSharedMemory, window: nil, register: nil,
+                   offset: sharedPage, value: 4096, width: 0) {
+                $0.hv.vmDonate(vm, range: PhysicalRange(base: sharedPage, size: 4096), client: $0.client).deniedEvent
+            },
             Attack(name: "VM_DONATE of a VM page", rule: .donateNotHostOwned, window: nil, register: nil,
                    offset: vmData, value: 4096, width: 0) {
                 $0.hv.vmDonate(vm, range: PhysicalRange(base: vmData, size: 4096), client: $0.client).deniedEvent
@@ -81,6 +98,7 @@ import SMMUModel
         try tables.map4K(0x1000, to: hostData)
         d.attachStage1(bank: 0, ttbr0: tables.root)
         d.route(smr: 0, stream: 0x20, mask: 0x1, toBank: 0)   // 0x20 and 0x21
+        #expect(m.mapShared(at: Self.sharedPage, inode: Self.sharedInode).result.value != nil)
         let attacks = Self.attacks(vm: vm, vmBank: m.contextBank(of: vm, window: 0)!, root: tables.root)
         #expect(Set(attacks.map(\.rule)) == Set(TrapRule.allCases), "an attack for every rule")
         for attack in attacks {

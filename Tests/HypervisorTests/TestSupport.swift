@@ -93,6 +93,18 @@ final class Machine {
 
     /// Writes `bytes` as the VM itself would (its own memory, not through the host).
     func vmWrites(_ bytes: [UInt8], at address: UInt64) { #expect(memory.writeBytes(bytes, at: address)) }
+
+    /// A client's shared memory as MEM_MAP gives it to the hypervisor: `size` bytes of a file (its identity
+    /// `inode`, from `offset`), here ordinary memory the test can read and write as the client would.
+    func mapShared(at base: UInt64, size: UInt64 = 4096, inode: UInt64 = 1, offset: UInt64 = 0)
+        -> (result: HypercallResult<Void>, client: UnsafeMutableRawBufferPointer) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(size), alignment: 4096)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        let file = SharedFileRange(device: 1, inode: inode, offset: offset, size: size)
+        let result = hv.mapHostMemory(PhysicalRange(base: base, size: size), file: file, pointer: buffer.baseAddress!,
+                                      release: {}, client: client)
+        return (result, buffer)   // the test owns the buffer (the client's side of the file); it is never freed
+    }
 }
 
 /// A host access result or a hypercall result: both may carry a denial.

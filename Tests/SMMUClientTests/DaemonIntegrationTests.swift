@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WireProtocol
+import CSocketShims
 
 @testable import SMMUClient
 
@@ -128,17 +129,13 @@ struct DaemonIntegrationTests {
         #expect(try waitFor(Event(window: 1, line: 0, level: 0)))
     }
 
-    @Test("MEM_MAP lends the client's file: the daemon reads and writes the client's bytes")
+    @Test("MEM_MAP lends the client's sealed memfd: the daemon reads and writes the client's bytes")
     func memMap() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         let (client, _) = try daemon.connect()
-        var template = Array("/tmp/smmu-ram-XXXXXX".utf8CString)
-        let file = mkstemp(&template)
-        try #require(file >= 0)
-        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        let file = try SMMUClient.makeSharedMemory(size: 0x20_0000)
         defer { close(file) }
-        #expect(ftruncate(file, 0x20_0000) == 0)
         let marker = Array("from the client's file".utf8)
         #expect(pwrite(file, marker, marker.count, 0x1_0000 + 0x40) == marker.count)
         // Bytes [0x10000, 0x10000 + 1 MiB) of the file become host RAM at 0x80100000.
@@ -148,10 +145,68 @@ struct DaemonIntegrationTests {
         var back = [UInt8](repeating: 0, count: 4)
         #expect(pread(file, &back, 4, 0x1_0000 + 0x1000) == 4)
         #expect(back == [0xDE, 0xAD, 0xBE, 0xEF])
-        // Without the descriptor the request is MALFORMED and the connection closes.
-        let (other, _) = try daemon.connect()
-        try other.sendRaw(Request.memMap(MemMapRequest(address: 0x8020_0000, size: 0x1000, offset: 0)).encoded(tag: 7))
-        #expect(try other.receiveFrame().status == .malformed)
-        #expect(try other.waitForClose())
+        // The seal holds: the client cannot shrink the file under the daemon's mapping (the red team's SIGBUS).
+        #expect(ftruncate(file, 0) == -1 && errno == EPERM)
+        #expect(try client.memRead(address: 0x8010_0040, length: marker.count) == marker)
+        // Without the descriptor, or with two, the request is MALFORMED and the connection closes.
+        for fds in [[], [file, file]] {
+            let (other, _) = try daemon.connect()
+            try other.sendRaw(Request.memMap(MemMapRequest(address: 0x8020_0000, size: 0x1000, offset: 0)).encoded(tag: 7),
+                              fds: fds)
+            #expect(try other.receiveFrame().status == .malformed, "\(fds.count) descriptors")
+            #expect(try other.waitForClose())
+        }
+    }
+
+    /// The red team's crash: MEM_MAP of a file shorter than the range, or one that shrinks afterwards, then a
+    /// MEM_READ (or a walk, or a scrub) of it: SIGBUS killed the daemon and every client with it. Every such
+    /// file is refused now, and the daemon and its other clients go on.
+    @Test("MEM_MAP of a file that is or could become too short is INVALID; nobody is hurt")
+    func memMapOfAShortOrShrinkableFileIsRefused() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (client, _) = try daemon.connect()
+        let (bystander, _) = try daemon.connect()
+        func refused(_ fd: Int32, size: UInt64 = 0x4000, offset: UInt64 = 0, _ what: String) {
+            #expect(throws: SMMUClientError.status(.invalid), "\(what)") {
+                try client.memMap(address: 0x8030_0000, size: size, offset: offset, fd: fd)
+            }
+        }
+        let unsealed = csock_memfd("unsealed")
+        defer { close(unsealed) }
+        #expect(ftruncate(unsealed, 0x4000) == 0)
+        refused(unsealed, "an unsealed memfd could be truncated later")
+        let short = try SMMUClient.makeSharedMemory(size: 0x1000)
+        defer { close(short) }
+        refused(short, "a sealed memfd shorter than the range")
+        refused(short, size: 0x1000, offset: 0x1000, "a range past the end of a sealed memfd")
+        var template = Array("/tmp/smmu-ram-XXXXXX".utf8CString)
+        let plain = mkstemp(&template)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        defer { close(plain) }
+        #expect(ftruncate(plain, 0x4000) == 0)
+        refused(plain, "a plain file cannot be sealed")
+        let writeSealed = csock_memfd("write-sealed")
+        defer { close(writeSealed) }
+        #expect(ftruncate(writeSealed, 0x4000) == 0 && csock_add_seals(writeSealed, CSOCK_SEAL_SHRINK | CSOCK_SEAL_WRITE) == 0)
+        refused(writeSealed, "a write-sealed memfd cannot be mapped writable")
+        // Nothing was mapped: the range is the daemon's own memory, and both clients are served.
+        #expect(try client.memRead(address: 0x8030_0000, length: 4) == [0, 0, 0, 0])
+        #expect(try bystander.memRead(address: 0x8030_0000, length: 4) == [0, 0, 0, 0])
+        // One memfd at two addresses is an alias, refused (DENIED, audited).
+        let ram = try SMMUClient.makeSharedMemory(size: 0x4000)
+        defer { close(ram) }
+        try client.memMap(address: 0x8030_0000, size: 0x4000, offset: 0, fd: ram)
+        #expect(throws: SMMUClientError.status(.denied)) {
+            try bystander.memMap(address: 0x8040_0000, size: 0x1000, offset: 0x3000, fd: ram)
+        }
+        // And a mapped page cannot be donated (the host keeps its own mapping of it).
+        let vm = try client.vmCreate()
+        #expect(throws: SMMUClientError.status(.denied)) { try client.vmDonate(vm: vm, address: 0x8030_1000, size: 0x1000) }
+        try client.vmDonate(vm: vm, address: 0x8050_0000, size: 0x1000)
+        #expect(throws: SMMUClientError.status(.denied)) {
+            try bystander.memMap(address: 0x8050_0000, size: 0x1000, offset: 0, fd: try SMMUClient.makeSharedMemory(size: 0x1000))
+        }
+        #expect(try bystander.memRead(address: 0x8030_0000, length: 4) == [0, 0, 0, 0])
     }
 }

@@ -22,4 +22,18 @@ ssize_t csock_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_f
 /* The connected peer's credentials (SO_PEERCRED). Returns 0 or -1 with errno set. */
 int csock_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/* Memory to share with the daemon (MEM_MAP): a close-on-exec memfd of `size` bytes, sealed against
+ * shrinking and growing and then against further sealing, as QEMU's memory-backend-memfd does.
+ * The daemon refuses a file that could shrink under its mapping. Returns the fd or -1 with errno set. */
+int csock_sealed_memfd(const char *name, size_t size);
+
+/* The memfd helpers tests need to build files the daemon must refuse: an unsealed-but-sealable memfd,
+ * adding seals (F_SEAL_* bits), reading them. Each returns -1 with errno set on failure. */
+int csock_memfd(const char *name);
+int csock_add_seals(int fd, int seals);
+int csock_get_seals(int fd);
+#define CSOCK_SEAL_SHRINK 0x0002
+#define CSOCK_SEAL_GROW 0x0004
+#define CSOCK_SEAL_WRITE 0x0008
+
 #endif

@@ -1,0 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSystemd
+import Hypervisor
+
+/// A client's file descriptor for MEM_MAP, checked so that the daemon's accesses to it can never fault, and
+/// mapped shared (protocol v1, MEM_MAP; docs/hypervisor-model.md, "Memory").
+///
+/// The daemon touches the mapping on the client's behalf long after MEM_MAP (walks, DMA, scrubbing), so a
+/// file that could end before the mapping does would turn a later access into SIGBUS, which kills every
+/// client. Hence: only a memfd sealed against shrinking (`F_SEAL_SHRINK`, which QEMU's
+/// `memory-backend-memfd` sets by default and which can never be removed), at least as long as the mapping,
+/// and not on hugetlbfs (a hole punched there may find no huge page to fault in).
+struct SharedMemoryFile {
+    enum Refusal: Error, Equatable, CustomStringConvertible {
+        case notAFile
+        case notSealedAgainstShrinking
+        case tooShort(fileSize: UInt64, needed: UInt64)
+        case hugeTLB
+        case mapFailed(errno: Int32)
+
+        var description: String {
+            switch self {
+            case .notAFile: "the descriptor is not a regular file"
+            case .notSealedAgainstShrinking: "the file is not a memfd sealed with F_SEAL_SHRINK"
+            case .tooShort(let size, let needed): "the file has \(size) bytes, the mapping needs \(needed)"
+            case .hugeTLB: "hugetlbfs files are refused"
+            case .mapFailed(let e): "mmap failed: \(String(cString: strerror(e)))"
+            }
+        }
+    }
+
+    static let sealShrink: Int32 = 0x0002        // F_SEAL_SHRINK (linux/fcntl.h)
+    static let getSeals: Int32 = 1024 + 10       // F_GET_SEALS
+    static let hugetlbfsMagic = 0x9584_58f6      // HUGETLBFS_MAGIC (linux/magic.h)
+
+    let pointer: UnsafeMutableRawPointer
+    let size: Int
+    let file: SharedFileRange
+
+    /// Checks `fd` and maps [offset, offset + size) of it shared. The caller has checked alignment.
+    static func map(fd: Int32, offset: UInt64, size: UInt64) -> Result<SharedMemoryFile, Refusal> {
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return .failure(.notAFile) }
+        if csystemd_fs_type(fd) == hugetlbfsMagic { return .failure(.hugeTLB) }
+        let seals = fcntl(fd, getSeals)
+        guard seals >= 0, seals & sealShrink != 0 else { return .failure(.notSealedAgainstShrinking) }
+        let (end, overflow) = offset.addingReportingOverflow(size)
+        guard !overflow, st.st_size >= 0, UInt64(st.st_size) >= end, size <= UInt64(Int.max) else {
+            return .failure(.tooShort(fileSize: UInt64(max(st.st_size, 0)), needed: overflow ? .max : end))
+        }
+        guard let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(truncatingIfNeeded: offset)),
+              p != MAP_FAILED else { return .failure(.mapFailed(errno: errno)) }
+        return .success(SharedMemoryFile(pointer: p, size: Int(size), file: SharedFileRange(
+            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), offset: offset, size: size)))
+    }
+
+    func unmap() { munmap(pointer, size) }
+}
