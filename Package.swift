@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "smmu-bench",
             dependencies: [
-                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient",
+                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient", "SMMUDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

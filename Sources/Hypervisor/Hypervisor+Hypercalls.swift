@@ -53,8 +53,8 @@ extension Hypervisor {
         return VMHandle(rawValue: candidate)
     }
 
-    /// Pages one VM_DONATE may give (64 MiB): the stage-2 mapping and the TLB maintenance of one call
-    /// stay within a few milliseconds (G8); a larger donation is several calls.
+    /// Pages one VM may own (64 MiB), so one call may give them all: the stage-2 mapping of a donation and the
+    /// scrub of VM_DESTROY (the kernel freeing every page the VM wrote) stay within a few milliseconds (G8).
     public static let maxDonationPages: UInt64 = 16_384
 
     /// Gives host pages to a VM. Refused (DENIED) when a page is not the host's, when a client's shared file
@@ -69,9 +69,12 @@ extension Hypervisor {
             return .invalid("range 0x\(String(range.base, radix: 16))+0x\(String(range.size, radix: 16)) is not page-aligned")
         }
         guard range.size / Ownership.pageSize <= Self.maxDonationPages else {
-            return .invalid("at most \(Self.maxDonationPages) pages per VM_DONATE")
+            return .invalid("a VM owns at most \(Self.maxDonationPages) pages")
         }
         guard ownership.isRAM(range) else { return .invalid("range is not RAM") }
+        guard UInt64(ownership.pageCount(of: vm)) + range.size / Ownership.pageSize <= Self.maxDonationPages else {
+            return .invalid("a VM owns at most \(Self.maxDonationPages) pages")
+        }
         let denial = { (rule: TrapRule) in
             HypercallResult<Void>.denied(self.record(AuditEvent(
                 rule: rule, client: client, window: nil, register: "VM_DONATE(vm\(vm.rawValue))",
@@ -163,6 +166,17 @@ extension Hypervisor {
         instance.program(.TLBIVMID, UInt64(instance.vmid(ofContextBank: n)))
     }
 
+    /// Ascending pages as ranges of contiguous pages.
+    static func runs(of pages: [UInt64]) -> [PhysicalRange] {
+        var out: [PhysicalRange] = []
+        for page in pages {
+            if let last = out.last, last.end == page { out[out.count - 1].size += Ownership.pageSize } else {
+                out.append(PhysicalRange(base: page, size: Ownership.pageSize))
+            }
+        }
+        return out
+    }
+
     /// Tears a VM down in the order G6 requires; returns the steps as they ran.
     public func vmDestroy(_ vm: VMHandle, client: ClientIdentity) -> HypercallResult<[TeardownStep]> {
         guard lifecycleMachine.trapsHostAccesses else { return .deferred }
@@ -186,11 +200,12 @@ extension Hypervisor {
             instance.program(.sTLBGSYNC, 0xFFFF_FFFF)
         }
         steps.append(.invalidateTLB)
-        // 3. Scrub, then 4. give the pages back.
+        // 3. Scrub, then 4. give the pages back, a run of contiguous pages at a time.
         let owned = ownership.pages(of: vm)
-        for page in owned { _ = memory.zero(at: page, count: Int(Ownership.pageSize)) }
+        let runs = Self.runs(of: owned)
+        for run in runs { _ = memory.zero(at: run.base, count: Int(run.size)) }
         steps.append(.scrubPages(owned.count))
-        for page in owned { ownership.setOwner(of: PhysicalRange(base: page, size: Ownership.pageSize), to: .host) }
+        for run in runs { ownership.setOwner(of: run, to: .host) }
         ownership.setTablePages([], of: vm)
         machine.stage2.release(pages: &pages, memory: memory)
         steps.append(.returnPages)

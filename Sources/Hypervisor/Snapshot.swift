@@ -43,9 +43,14 @@ public struct HypervisorSnapshot: Encodable, Sendable {
     public var streams: [StreamState]
     public var memory: [MemoryState]
     public var vms: [VMState]
+    /// VM ranges left out of `memory` past the snapshot's limit.
+    public var memory_ranges_omitted: Int
 }
 
 private func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+/// ARM names by table position, made once: interpolating an enum case reflects on it at every use.
+private let registerNames = RegisterName.allCases.map { "\($0)" }
 
 extension Hypervisor {
     public var tlbStatistics: [String: Int] {
@@ -53,18 +58,17 @@ extension Hypervisor {
         return ["hits": all.reduce(0) { $0 + $1.hits }, "misses": all.reduce(0) { $0 + $1.misses }]
     }
 
-    public func snapshot() -> HypervisorSnapshot {
+    public func snapshot(maxVMRanges: Int = 256) -> HypervisorSnapshot {
         let windows = instances.map { instance -> HypervisorSnapshot.WindowState in
-            let virtual = Dictionary(instance.virtual.registers().map { ($0.location, $0.value) },
-                                     uniquingKeysWith: { a, _ in a })
             var registers: [HypervisorSnapshot.Register] = []
             for (location, physical) in instance.physical.registers() {
                 let d = RegisterMap.descriptor(location.name)
                 let hidden = trap.hidden(location, in: instance) != nil
-                let v = hidden ? nil : virtual[location]
-                let reset = "\(location.name)".hasPrefix("IDR") ? nil : d.reset
+                // Not hidden: the virtual model implements this element too (it differs only in the counts).
+                let v = hidden ? nil : instance.virtual.peek(location.name, index: location.index)
+                let reset = (RegisterName.IDR0.rawValue...RegisterName.IDR7.rawValue).contains(location.name.rawValue) ? nil : d.reset
                 if let reset, physical == reset, v == nil || v == reset { continue }
-                registers.append(.init(register: "\(location.name)", index: location.index,
+                registers.append(.init(register: registerNames[location.name.rawValue], index: location.index,
                                        offset: hex(instance.physical.configuration.offset(of: location.name, index: location.index)),
                                        virtual: v.map(hex) ?? "hidden", physical: hex(physical)))
             }
@@ -82,13 +86,21 @@ extension Hypervisor {
         var memory = policy.hostRAM.map { HypervisorSnapshot.MemoryState(base: hex($0.base), size: hex($0.size), owner: "host") }
         memory.append(.init(base: hex(policy.hypervisorRAM.base), size: hex(policy.hypervisorRAM.size), owner: "hypervisor"))
         for r in policy.hostDMARanges { memory.append(.init(base: hex(r.base), size: hex(r.size), owner: "host (DMA only)")) }
+        var listed = 0
         let vmStates = vms.values.sorted { $0.handle < $1.handle }.map { vm -> HypervisorSnapshot.VMState in
             let pages = ownership.pages(of: vm.handle)
-            for p in pages { memory.append(.init(base: hex(p), size: hex(Ownership.pageSize), owner: vm.handle.description)) }
+            // Contiguous pages as one range, and at most `maxVMRanges` ranges in all: DUMP's work and size stay
+            // bounded however the host scattered its donations (the VM's page count is always exact).
+            for run in Self.runs(of: pages) {
+                listed += 1
+                if listed > maxVMRanges { break }
+                memory.append(.init(base: hex(run.base), size: hex(run.size), owner: vm.handle.description))
+            }
             return .init(vm: vm.handle.rawValue, pages: pages.count,
                          streams: vm.streams.map { "\(policy.topology.smmus[$0.smmu].name):\($0.stream)" },
                          stage2_root: hex(vm.stage2.root))
         }
-        return HypervisorSnapshot(state: "\(lifecycle)", windows: windows, streams: streams, memory: memory, vms: vmStates)
+        return HypervisorSnapshot(state: "\(lifecycle)", windows: windows, streams: streams, memory: memory, vms: vmStates,
+                                  memory_ranges_omitted: max(0, listed - maxVMRanges))
     }
 }

@@ -108,12 +108,12 @@ public final class MemoryMap: PhysicalMemory {
         guard let r = region(address) else { return nil }
         let offset = address - r.base
         var limit = r.size - offset
-        for o in r.overlays {
+        if !r.overlays.isEmpty { for o in r.overlays {
             if address >= o.base && address - o.base < o.size {
                 return (o.pointer + Int(address - o.base), o.size - (address - o.base))
             }
             if o.base > address { limit = min(limit, o.base - address) }
-        }
+        } }
         if r.storage == nil && forWrite {
             let p = mmap(nil, Int(r.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let p, p != MAP_FAILED else { return nil }

@@ -98,9 +98,15 @@ struct DaemonConfigurationTests {
         }
     }
 
-    @Test func hostDMARangeMayNotExposeHypervisorRAM() {
-        let yaml = Self.minimal + "\n  host_dma_ranges: [{base: 0x7f100000, size: 0x1000}]"
-        #expect(throws: ConfigurationError.invalid(key: "memory.host_dma_ranges[0]", reason: "overlaps memory.hypervisor_ram")) {
+    @Test(arguments: [
+        ("[{base: 0x7f100000, size: 0x1000}]", 0, "memory.hypervisor_ram"),
+        // A DMA range over host RAM would keep host streams on a page after it is donated (G4).
+        ("[{base: 0x08020000, size: 0x1000}, {base: 0x8fff0000, size: 0x20000}]", 1, "memory.host_ram[0]"),
+        ("[{base: 0x7ffff000, size: 0x2000}]", 0, "memory.host_ram[0]"),
+    ])
+    func hostDMARangeMayNotOverlapRAM(ranges: String, index: Int, ram: String) {
+        let yaml = Self.minimal + "\n  host_dma_ranges: \(ranges)"
+        #expect(throws: ConfigurationError.invalid(key: "memory.host_dma_ranges[\(index)]", reason: "overlaps \(ram)")) {
             try DaemonConfiguration.parse(yaml: yaml)
         }
     }
