@@ -31,6 +31,10 @@ struct SharedMapping {
 /// The host CPU's memory paths (G3, G4, G8): MEM_READ and MEM_WRITE pass the host's stage-2; MEM_MAP lets a
 /// host client back host pages with its own shared file, only where that can never reach another owner's page.
 extension Hypervisor {
+    /// Client mappings at once, across all connections: each memory access looks its page up among them, and a
+    /// QEMU guest needs one per RAM region (a handful).
+    public static let maxSharedMappings = 64
+
     // MARK: MEM_READ / MEM_WRITE
 
     /// A host CPU read: it passes the host stage-2, so only host pages (G3).
@@ -86,6 +90,9 @@ extension Hypervisor {
         guard ownership.owns(.host, range) else { return denial(.mapNotHostOwned) }
         guard !sharedMappings.contains(where: { $0.file.aliases(file) }) else { return denial(.mapAlias) }
         guard !ownership.isShared(range) else { return .invalid("part of the range is already mapped") }
+        guard sharedMappings.count < Self.maxSharedMappings else {
+            return .invalid("at most \(Self.maxSharedMappings) client mappings at once")
+        }
         do {
             try memory.replace(base: range.base, size: range.size, with: pointer, release: release)
         } catch {

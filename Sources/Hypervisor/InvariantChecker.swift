@@ -13,7 +13,8 @@ public struct InvariantViolation: Error, Sendable, Equatable, CustomStringConver
 ///    matches it, a reserved one the hypervisor programmed for it, leading to the owner's bank or FAULT.
 /// 2. Hidden resources are as the hypervisor left them (the host cannot have reached them).
 /// 3. Sampled DMAs by host streams land only in host pages or host DMA ranges; by VM streams, only in
-///    that VM's pages. The probe DMAs are real translations; the fault registers they may set are
+///    that VM's pages.
+/// 4. Memory a client's shared file backs (MEM_MAP) is host-owned, so no VM page is ever in a host's file. The probe DMAs are real translations; the fault registers they may set are
 ///    put back as they were, so checking changes nothing the host or a VM can see.
 public struct InvariantChecker {
     public let hypervisor: Hypervisor
@@ -30,6 +31,12 @@ public struct InvariantChecker {
         iovas += [h.policy.hypervisorRAM.base, h.policy.hypervisorRAM.end - Ownership.pageSize]
         iovas += h.policy.hostDMARanges.map(\.base)
         for vm in h.vms.keys { iovas += h.ownership.pages(of: vm).prefix(4) }
+        // 4. Memory a client's file backs is the host's, every page of it, and marked shared (G4).
+        for mapping in h.sharedMappings {
+            if !h.ownership.owns(.host, mapping.range) || !h.ownership.isShared(mapping.range) {
+                violations.append(InvariantViolation(window: "memory", what: "client mapping at 0x\(String(mapping.range.base, radix: 16)) is not host-owned shared memory"))
+            }
+        }
 
         for instance in h.instances {
             let name = instance.window.name

@@ -64,6 +64,17 @@ import SMMUModel
         #expect(m.hv.sharedRanges.map(\.base) == [hostData, hostData + 0x10_0000, hostData + 0x20_0000])
     }
 
+    @Test func clientMappingsAreBoundedSoEveryAccessStaysCheap() {
+        let m = Machine()
+        for i in 0..<UInt64(Hypervisor.maxSharedMappings) {
+            #expect(m.mapShared(at: hostData + i * 0x1000, inode: 1000 + i).result.value != nil)
+        }
+        let over = m.mapShared(at: hostData + 0x10_0000, inode: 5000).result
+        #expect(over.value == nil && over.deniedEvent == nil, "INVALID past the bound: \(over.summary)")
+        m.hv.unmapHostMemory(base: hostData)
+        #expect(m.mapShared(at: hostData + 0x10_0000, inode: 5000).result.value != nil, "room again once one is gone")
+    }
+
     @Test func aliasThenDonateCannotReachTheVMsPage() {
         // The red team's sequence: map one file page at two addresses, donate one, use the other.
         let m = Machine()
