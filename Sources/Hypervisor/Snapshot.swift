@@ -62,7 +62,12 @@ extension Hypervisor {
                 let d = RegisterMap.descriptor(location.name)
                 let hidden = trap.hidden(location, in: instance) != nil
                 let v = hidden ? nil : virtual[location]
-                let reset = "\(location.name)".hasPrefix("IDR") ? nil : d.reset
+                // An ID register's value is the configuration's, and the host's differs: always shown.
+                let reset: UInt64?
+                switch d.reset {
+                case .value(let v): reset = v
+                case .identification: reset = nil
+                }
                 if let reset, physical == reset, v == nil || v == reset { continue }
                 registers.append(.init(register: "\(location.name)", index: location.index,
                                        offset: hex(instance.physical.configuration.offset(of: location.name, index: location.index)),
