@@ -136,7 +136,7 @@ public enum HostAccess: Sendable, Hashable {
 }
 
 /// The physical programming derived from the host's view of a register.
-public enum HostDerivation: Sendable, Hashable {
+public enum HostDerivation: Sendable, Hashable, CaseIterable {
     /// sCR0: CLIENTPD and USFCFG emulated, fault reporting forced; every host SMR and S2CR is re-derived.
     case globalControl
     /// SMR(n): the host's value, invalid while the host has CLIENTPD set.
@@ -150,7 +150,7 @@ public enum HostDerivation: Sendable, Hashable {
 }
 
 /// What a written value must satisfy before a host write to a routing register is accepted (G2, G5).
-public enum HostCheck: Sendable, Hashable {
+public enum HostCheck: Sendable, Hashable, CaseIterable {
     /// SMR: a valid SMR matches no stream the host does not own, counting the mask.
     case smrMatchesOnlyHostStreams
     /// S2CR: TYPE = translate names one of the host's context banks.
@@ -160,7 +160,7 @@ public enum HostCheck: Sendable, Hashable {
 }
 
 /// TLB maintenance the hypervisor rewrites.
-public enum HostRewrite: Sendable, Hashable {
+public enum HostRewrite: Sendable, Hashable, CaseIterable {
     /// TLBIVMID: the host's VMID becomes the hypervisor's VMID of each host bank the host gave it.
     case vmidOfHostBanks
     /// TLBIALLNSNH: every host bank's VMID, never a VM's.
