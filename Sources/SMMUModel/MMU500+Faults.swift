@@ -27,8 +27,9 @@ extension MMU500 {
         case .accessFlag: FaultStatus.aff
         case .permission: FaultStatus.pf
         case .addressSize: FaultStatus.asf
-        case .translation where f.externalAbort: FaultStatus.ef
-        default: FaultStatus.tf
+        case .translation: f.externalAbort ? FaultStatus.ef : FaultStatus.tf
+        case .ownership: FaultStatus.tf
+        case .unidentifiedStream, .streamFault, .multipleMatch: FaultStatus.tf   // not walk faults: never recorded here
         }
     }
 

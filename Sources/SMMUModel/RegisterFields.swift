@@ -167,6 +167,29 @@ public struct TLBIOperand: Equatable, Sendable {
     @inlinable public var vmid: UInt16 { UInt16(truncatingIfNeeded: raw) }
 }
 
+/// ID register fields a hypervisor edits to describe the SMMU it lets the host see.
+public enum IDR0 {
+    /// NUMSMRG: stream-match register groups.
+    public static let numSMRG: UInt32 = 0xFF
+    /// EXIDS: extended (16-bit) stream IDs.
+    public static let exids: UInt32 = 1 << 8
+    /// ATOSNS: address translation operations not supported.
+    public static let atosns: UInt32 = 1 << 26
+}
+
+public enum IDR1 {
+    /// NUMCB: context banks.
+    public static let numCB: UInt32 = 0xFF
+    /// NUMS2CB (23:16): context banks that support stage 2.
+    public static let numS2CB: UInt32 = 0xFF << 16
+    public static let numS2CBShift: UInt32 = 16
+}
+
+public enum IDR2 {
+    /// VMID16: 16-bit VMIDs.
+    public static let vmid16: UInt32 = 1 << 15
+}
+
 /// The fault status registers, the one definition of their bits: sGFSR (global) and FSR (per context bank),
 /// both write-1-to-clear and restored by sGFSRRESTORE and FSRRESTORE.
 public enum FaultStatus: Sendable, Hashable {
