@@ -43,12 +43,10 @@ final class HostedInstance {
     static func hostView(of c: MMU500Configuration, policy: HypervisorPolicy) -> MMU500Configuration {
         let numSMRG = UInt32(c.numStreamMatchGroups - policy.reservedSMRs)
         let numCB = UInt32(c.numContextBanks - policy.reservedContextBanks)
-        var idr0 = c.idr0 & ~0xFF | numSMRG
-        idr0 |= 1 << 26          // ATOSNS: no address translation operations
-        idr0 &= ~(1 << 8)        // EXIDS
-        var idr1 = c.idr1 & ~0x00FF_00FF
-        idr1 |= numCB | min(UInt32(c.numS2ContextBanks), numCB) << 16
-        let idr2 = c.idr2 & ~(1 << 15)   // VMID16
+        let idr0 = c.idr0 & ~(IDR0.numSMRG | IDR0.exids) | numSMRG | IDR0.atosns
+        let idr1 = c.idr1 & ~(IDR1.numCB | IDR1.numS2CB) | numCB
+            | min(UInt32(c.numS2ContextBanks), numCB) << IDR1.numS2CBShift
+        let idr2 = c.idr2 & ~IDR2.vmid16
         return MMU500Configuration(idr0: idr0, idr1: idr1, idr2: idr2, idr7: c.idr7)
     }
 

@@ -74,7 +74,7 @@ public struct InvariantChecker {
             for bank in instance.reservedContextBanks {
                 if let vm = instance.reservedContextBankUse[bank], let machine = h.vms[vm] {
                     let cbar = CBAR(raw: UInt32(truncatingIfNeeded: p.peek(.CBAR, index: bank)))
-                    if cbar.kind != .stage2 || cbar.vmid != instance.vmid(ofContextBank: bank)
+                    if cbar.kind != .s2Translate || cbar.vmid != instance.vmid(ofContextBank: bank)
                         || p.peek(.TTBR0, index: bank) != machine.stage2.root
                         || p.peek(.TCR, index: bank) != UInt64(VMStage2.vtcr) {
                         fail("reserved bank \(bank) of \(vm) altered")

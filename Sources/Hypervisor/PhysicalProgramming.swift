@@ -19,7 +19,7 @@ extension HostedInstance {
     /// Physical sCR0: CLIENTPD never set; global fault reporting on; USFCFG as the host's view asks
     /// (bypass when the host disabled its SMMU); SMCFCFG on; no EXIDS or VMID16 (hidden from the host).
     func physicalSCR0() -> UInt32 {
-        let v = SCR0(raw: UInt32(truncatingIfNeeded: virtual.peek(.sCR0)))
+        let v = SCR0(virtual.peek(.sCR0))
         var p = v.raw & ~(SCR0.clientPD | SCR0.usfcfg | SCR0.exidEnable | SCR0.vmid16en)
         p |= SCR0.gfre | SCR0.gfie | SCR0.gcfgfre | SCR0.gcfgfie | SCR0.smcfcfg
         if !v.clientPD && v.unmatchedStreamsFault { p |= SCR0.usfcfg }
@@ -28,23 +28,22 @@ extension HostedInstance {
 
     /// Physical SMR n for a host index: the host's value, or invalid while the host has CLIENTPD set.
     func physicalSMR(_ n: Int) -> UInt32 {
-        let v = SCR0(raw: UInt32(truncatingIfNeeded: virtual.peek(.sCR0)))
-        return v.clientPD ? 0 : UInt32(truncatingIfNeeded: virtual.peek(.SMR, index: n))
+        SCR0(virtual.peek(.sCR0)).clientPD ? 0 : UInt32(truncatingIfNeeded: virtual.peek(.SMR, index: n))
     }
 
     /// Physical S2CR n for a host index: the host's value; the reserved TYPE 3 becomes FAULT.
     func physicalS2CR(_ n: Int) -> UInt32 {
-        let s = S2CR(raw: UInt32(truncatingIfNeeded: virtual.peek(.S2CR, index: n)))
-        return s.kind == .reserved ? s.raw & ~(3 << 16) | S2CR.Kind.fault.rawValue << 16 : s.raw
+        let s = S2CR(virtual.peek(.S2CR, index: n))
+        return s.kind == .reserved ? s.with(kind: .fault).raw : s.raw
     }
 
     /// Physical CBAR n for a host bank: the host's type and attributes with the hypervisor's VMID.
     func physicalCBAR(_ n: Int) -> UInt32 {
-        CBAR(raw: UInt32(truncatingIfNeeded: virtual.peek(.CBAR, index: n))).with(vmid: vmid(ofContextBank: n)).raw
+        CBAR(virtual.peek(.CBAR, index: n)).with(vmid: vmid(ofContextBank: n)).raw
     }
 
     /// Physical CBA2R n: VA64 as the host asks; no 16-bit VMID (VMIDs are the hypervisor's).
-    func physicalCBA2R(_ n: Int) -> UInt32 { UInt32(truncatingIfNeeded: virtual.peek(.CBA2R, index: n)) & 1 }
+    func physicalCBA2R(_ n: Int) -> UInt32 { CBA2R(virtual.peek(.CBA2R, index: n)).raw & CBA2R.va64 }
 
     /// Reprograms every physical register that derives from the host's view (finalization, sCR0).
     func reconcileAll() {
@@ -55,47 +54,46 @@ extension HostedInstance {
         program(.sCR0, UInt64(physicalSCR0()))
     }
 
-    /// After the host wrote `location`, brings the physical SMMU in line. `value` and `width` are the host's
-    /// access, replayed on the physical bank where the register is passed through.
+    /// After the host wrote `location`, brings the physical SMMU in line, as the register's row says
+    /// (`RegisterDescriptor.host`). `value` and `width` are the host's access, replayed on the physical register
+    /// where it is passed through: the access was decoded on the physical layout, so its location is the
+    /// physical register's.
     func reconcile(after location: RegisterLocation, value: UInt64, width: AccessWidth) {
-        switch location.name {
-        case .sCR0:
-            reconcileAll()
-        case .SMR:
-            program(.SMR, index: location.index, UInt64(physicalSMR(location.index)))
-        case .S2CR:
-            program(.S2CR, index: location.index, UInt64(physicalS2CR(location.index)))
-        case .CBAR:
-            program(.CBAR, index: location.index, UInt64(physicalCBAR(location.index)))
-        case .CBA2R:
-            program(.CBA2R, index: location.index, UInt64(physicalCBA2R(location.index)))
-        case .TLBIVMID:
+        switch RegisterMap.descriptor(location.name).host {
+        case .virtualOnly:
+            break
+        case .passThrough:
+            physical.write(location, value: value, width: width)
+        case .derived(let derivation), .checked(_, then: let derivation):
+            program(derivation, index: location.index)
+        case .rewritten(let rewrite):
+            rewriteTLBMaintenance(rewrite, value: value)
+        }
+    }
+
+    /// Programs the physical register a derivation computes, for host index `n`.
+    func program(_ derivation: HostDerivation, index n: Int) {
+        switch derivation {
+        case .globalControl: reconcileAll()
+        case .streamMatch: program(.SMR, index: n, UInt64(physicalSMR(n)))
+        case .streamRouting: program(.S2CR, index: n, UInt64(physicalS2CR(n)))
+        case .contextVMID: program(.CBAR, index: n, UInt64(physicalCBAR(n)))
+        case .contextFormat: program(.CBA2R, index: n, UInt64(physicalCBA2R(n)))
+        }
+    }
+
+    /// Host TLB maintenance by VMID, on the hypervisor's VMIDs of the host's banks only.
+    func rewriteTLBMaintenance(_ rewrite: HostRewrite, value: UInt64) {
+        switch rewrite {
+        case .vmidOfHostBanks:
             // The host names its own VMID; invalidate the banks the host gave that VMID, by their real VMIDs.
             let target = UInt8(truncatingIfNeeded: value)
-            for n in 0..<hostContextBanks
-            where CBAR(raw: UInt32(truncatingIfNeeded: virtual.peek(.CBAR, index: n))).vmid == target {
+            for n in 0..<hostContextBanks where CBAR(virtual.peek(.CBAR, index: n)).vmid == target {
                 program(.TLBIVMID, UInt64(vmid(ofContextBank: n)))
             }
-        case .TLBIALLNSNH:
+        case .everyHostBank:
             // "All non-secure non-hyp entries" of the host: every host bank's VMID, never a VM's.
             for n in 0..<hostContextBanks { program(.TLBIVMID, UInt64(vmid(ofContextBank: n))) }
-        case .sTLBGSYNC:
-            program(.sTLBGSYNC, value)
-        case .TLBIALLH, .STLBIALL:
-            break   // hyp and secure entries are not the host's to invalidate
-        case .sCR1, .sACR, .sGFAR, .sGFSR, .sGFSRRESTORE, .sGFSYNR0, .sGFSYNR1, .sGFSYNR2,
-             .IDR0, .IDR1, .IDR2, .IDR3, .IDR4, .IDR5, .IDR6, .IDR7, .sTLBGSTATUS, .CBFRSYNRA:
-            break   // global configuration and the host's fault view stay virtual
-        case .ATS1PR, .ATS1PW, .ATS1UR, .ATS1UW, .PAR, .ATSR:
-            break   // ATOS is hidden from the host (IDR0.ATOSNS); writes only latch virtually
-        case .SCTLR, .ACTLR, .RESUME, .TCR2, .TTBR0, .TTBR1, .TCR, .CONTEXTIDR, .MAIR0, .MAIR1,
-             .FSR, .FSRRESTORE, .FAR, .FSYNR0, .FSYNR1, .IPAFAR,
-             .TLBIVA, .TLBIVAA, .TLBIASID, .TLBIALL, .TLBIVAL, .TLBIVAAL, .TLBIIPAS2, .TLBIIPAS2L,
-             .TLBSYNC, .TLBSTATUS:
-            // A host context bank: passed through to the same physical bank (its VMID is the host's
-            // own, so per-bank TLB maintenance cannot reach a VM's entries). The host's access was decoded on
-            // the physical layout, so its location is the physical register's.
-            physical.write(location, value: value, width: width)
         }
     }
 }

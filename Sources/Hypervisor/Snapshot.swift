@@ -66,7 +66,12 @@ extension Hypervisor {
                 let hidden = trap.hidden(location, in: instance) != nil
                 // Not hidden: the virtual model implements this element too (it differs only in the counts).
                 let v = hidden ? nil : instance.virtual.peek(location.name, index: location.index)
-                let reset = (RegisterName.IDR0.rawValue...RegisterName.IDR7.rawValue).contains(location.name.rawValue) ? nil : d.reset
+                // An ID register's value is the configuration's, and the host's differs: always shown.
+                let reset: UInt64?
+                switch d.reset {
+                case .value(let value): reset = value
+                case .identification: reset = nil
+                }
                 if let reset, physical == reset, v == nil || v == reset { continue }
                 registers.append(.init(register: registerNames[location.name.rawValue], index: location.index,
                                        offset: hex(instance.physical.configuration.offset(of: location.name, index: location.index)),

@@ -92,33 +92,46 @@ struct TrapHandler {
         }
     }
 
-    /// G2: what a write would route. Only registers that route streams have rules; everything else is
-    /// safe under the downstream filter and is emulated as written.
+    /// G2: what a write would route, as the register's row says (`RegisterDescriptor.host`). Only a row that
+    /// names a check has one; every other class is safe by its construction (virtual only, a host bank's own
+    /// page behind the downstream filter, or derived and rewritten by the hypervisor). A register whose row
+    /// does not say is not a register: the table has no default, so nothing is allowed by omission.
     func check(_ location: RegisterLocation, value: UInt64, in instance: HostedInstance) -> Refusal? {
-        let raw = UInt32(truncatingIfNeeded: value)
-        switch location.name {
-        case .SMR:
+        switch RegisterMap.descriptor(location.name).host {
+        case .checked(let check, then: _):
+            return self.check(check, value: UInt32(truncatingIfNeeded: value), in: instance)
+        case .virtualOnly, .passThrough, .derived, .rewritten:
+            return nil
+        }
+    }
+
+    /// The rule each check enforces: what a refusal is audited as.
+    static func rule(of check: HostCheck) -> TrapRule {
+        switch check {
+        case .smrMatchesOnlyHostStreams: .smrForeignStream
+        case .s2crTranslatesToHostBank: .s2crHiddenContextBank
+        case .cbarNestsOverHostBank: .cbarHiddenContextBank
+        }
+    }
+
+    /// One check of a written value (G2, G5).
+    func check(_ check: HostCheck, value raw: UInt32, in instance: HostedInstance) -> Refusal? {
+        let rule = Self.rule(of: check)
+        switch check {
+        case .smrMatchesOnlyHostStreams:
             // The stored value is what matches: the table's writable mask gives the implemented width.
             let smr = SMR(raw: raw & UInt32(truncatingIfNeeded: RegisterMap.descriptor(.SMR).writableMask))
             guard smr.valid else { return nil }   // an invalid SMR matches nothing (Linux writes these)
             let foreign = ownership.foreignStreams(smmu: instance.smmu)
                 .filter { smr.matches($0.stream, idMask: instance.idMask) }
                 .map(\.stream)
-            return foreign.isEmpty ? nil : Refusal(rule: .smrForeignStream, streams: foreign)
-        case .S2CR:
+            return foreign.isEmpty ? nil : Refusal(rule: rule, streams: foreign)
+        case .s2crTranslatesToHostBank:
             let s2cr = S2CR(raw: raw)
-            if s2cr.kind == .translate && s2cr.contextBank >= instance.hostContextBanks {
-                return Refusal(rule: .s2crHiddenContextBank)
-            }
-            return nil
-        case .CBAR:
+            return s2cr.kind == .translate && s2cr.contextBank >= instance.hostContextBanks ? Refusal(rule: rule) : nil
+        case .cbarNestsOverHostBank:
             let cbar = CBAR(raw: raw)
-            if cbar.kind == .nested && cbar.stage2ContextBank >= instance.hostContextBanks {
-                return Refusal(rule: .cbarHiddenContextBank)
-            }
-            return nil
-        default:
-            return nil
+            return cbar.kind == .nested && cbar.stage2ContextBank >= instance.hostContextBanks ? Refusal(rule: rule) : nil
         }
     }
 }

@@ -28,6 +28,17 @@ public struct MMU500Configuration: Sendable, Equatable, Hashable {
     public static let qemuVirt = MMU500Configuration(
         idr0: 0xFC01_3E30, idr1: 0xE000_0010, idr2: 0x0000_5555, idr7: 0x21)
 
+    /// The value of an ID register: IDR3..IDR6 are reserved on MMU-500 and read as zero.
+    public func value(of id: IdentificationRegister) -> UInt32 {
+        switch id {
+        case .idr0: idr0
+        case .idr1: idr1
+        case .idr2: idr2
+        case .idr3, .idr4, .idr5, .idr6: 0
+        case .idr7: idr7
+        }
+    }
+
     // MARK: Derived, as arm_smmu_device_cfg_probe() derives them.
 
     /// IDR1.PAGESIZE: 16 (64 KiB) or 12 (4 KiB).

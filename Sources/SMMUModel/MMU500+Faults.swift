@@ -3,30 +3,14 @@
 /// still holds one sets MULTI and keeps the first syndrome, as the architecture says.
 
 extension MMU500 {
-    /// sGFSR bits the model raises.
-    enum GlobalFault: UInt64 {
-        case icf = 0x1     // invalid context (S2CR CBNDX beyond NUMCB)
-        case usf = 0x2     // unidentified stream
-        case smcf = 0x4    // stream match conflict
-    }
-
-    /// FSR bit positions.
-    enum FSRBit {
-        static let tf: UInt64 = 1 << 1
-        static let aff: UInt64 = 1 << 2
-        static let pf: UInt64 = 1 << 3
-        static let ef: UInt64 = 1 << 4
-        static let asf: UInt64 = 1 << 7
-        static let multi: UInt64 = 1 << 31
-    }
-
-    func recordGlobalFault(_ fault: GlobalFault, stream: StreamID, iova: UInt64, access: DMAAccess) {
+    /// Records a global fault: `fault` is one of `FaultStatus.icf`, `.usf`, `.smcf`.
+    func recordGlobalFault(_ fault: UInt32, stream: StreamID, iova: UInt64, access: DMAAccess) {
         guard let s = slot(.sGFSR, 0) else { return }
-        if values[s] & (RegisterMap.sGFSRBits & ~(1 << 31)) != 0 {
-            values[s] |= 1 << 31
+        if values[s] & UInt64(FaultStatus.globalFaultBits & ~FaultStatus.multi) != 0 {
+            values[s] |= UInt64(FaultStatus.multi)
             return
         }
-        values[s] |= fault.rawValue
+        values[s] |= UInt64(fault)
         var syndrome: UInt64 = 0
         if access.isWrite { syndrome |= 1 << 1 }
         if access.contains(.privileged) { syndrome |= 1 << 2 }
@@ -38,23 +22,24 @@ extension MMU500 {
     }
 
     /// The FSR bit for a walk fault. A refused access reads as a translation fault.
-    static func fsrBit(for f: WalkFault) -> UInt64 {
+    static func fsrBit(for f: WalkFault) -> UInt32 {
         switch f.kind {
-        case .accessFlag: FSRBit.aff
-        case .permission: FSRBit.pf
-        case .addressSize: FSRBit.asf
-        case .translation where f.externalAbort: FSRBit.ef
-        default: FSRBit.tf
+        case .accessFlag: FaultStatus.aff
+        case .permission: FaultStatus.pf
+        case .addressSize: FaultStatus.asf
+        case .translation: f.externalAbort ? FaultStatus.ef : FaultStatus.tf
+        case .ownership: FaultStatus.tf
+        case .unidentifiedStream, .streamFault, .multipleMatch: FaultStatus.tf   // not walk faults: never recorded here
         }
     }
 
     func recordContextFault(bank: Int, fault f: WalkFault, stream: StreamID, iova: UInt64, access: DMAAccess) {
         guard let s = slot(.FSR, bank) else { return }
-        if values[s] & (RegisterMap.fsrBits & ~FSRBit.multi) != 0 {
-            values[s] |= FSRBit.multi
+        if values[s] & UInt64(FaultStatus.contextFaultBits & ~FaultStatus.multi) != 0 {
+            values[s] |= UInt64(FaultStatus.multi)
             return
         }
-        values[s] |= Self.fsrBit(for: f)
+        values[s] |= UInt64(Self.fsrBit(for: f))
         var syndrome = UInt64(f.level & 3)                                   // PLVL
         if access.isWrite { syndrome |= 1 << 4 }                              // WNR
         if access.contains(.privileged) { syndrome |= 1 << 5 }                // PNU

@@ -2,10 +2,8 @@
 
 /// A context bank's configuration, decoded from CBAR, CBA2R, SCTLR, TCR2 and TTBRn.
 struct ContextState {
-    enum BankType: UInt64 {
-        case s2Translate = 0, s1TranslateS2Bypass = 1, s1TranslateS2Fault = 2, nested = 3
-    }
-    var type: BankType
+    /// CBAR.TYPE.
+    var type: CBAR.Kind
     /// SCTLR.M: the bank translates (otherwise its stage is flat).
     var enabled: Bool
     /// CBA2R.VA64: AArch64 descriptors.
@@ -27,21 +25,18 @@ extension MMU500 {
     /// Decoded configuration of context bank `bank` (cached until a write to the bank or sCR0).
     func context(_ bank: Int) -> ContextState {
         if bank < contexts.count, let c = contexts[bank] { return c }
-        let cbar = peek(.CBAR, index: bank)
-        let cba2r = peek(.CBA2R, index: bank)
-        let sctlr = peek(.SCTLR, index: bank)
-        let tcr = peek(.TCR, index: bank)
-        let ttbr = peek(tcr & (1 << 22) != 0 ? .TTBR1 : .TTBR0, index: bank)
-        let wideASID = peek(.TCR2, index: bank) & (1 << 4) != 0
-        let vmid16 = configuration.supportsVMID16 && values[sCR0Slot] & (1 << 31) != 0
-        let type = ContextState.BankType(rawValue: (cbar >> 16) & 3) ?? .s1TranslateS2Fault
+        let cbar = CBAR(peek(.CBAR, index: bank))
+        let cba2r = CBA2R(peek(.CBA2R, index: bank))
+        let tcr = TCR(peek(.TCR, index: bank))
+        let ttbr = TTBR(peek(tcr.asidFromTTBR1 ? .TTBR1 : .TTBR0, index: bank))
+        let vmid16 = configuration.supportsVMID16 && SCR0(values[sCR0Slot]).vmid16
         let c = ContextState(
-            type: type,
-            enabled: sctlr & 1 != 0,
-            aarch64: cba2r & 1 != 0,
-            vmid: vmid16 ? UInt16(truncatingIfNeeded: cba2r >> 16) : UInt16(cbar & 0xFF),
-            asid: UInt16(truncatingIfNeeded: (ttbr >> 48) & (wideASID ? 0xFFFF : 0xFF)),
-            s2Bank: CBAR(raw: UInt32(truncatingIfNeeded: cbar)).stage2ContextBank)
+            type: cbar.kind,
+            enabled: SCTLR(peek(.SCTLR, index: bank)).enabled,
+            aarch64: cba2r.aarch64,
+            vmid: vmid16 ? cba2r.vmid16 : UInt16(cbar.vmid),
+            asid: ttbr.asid(wide: TCR2(peek(.TCR2, index: bank)).wideASID),
+            s2Bank: cbar.stage2ContextBank)
         if bank < contexts.count { contexts[bank] = c }
         return c
     }
@@ -54,7 +49,7 @@ extension MMU500 {
         let idMask = configuration.streamIDMask
         var found = Self.noMatch
         for i in 0..<configuration.numStreamMatchGroups
-        where SMR(raw: UInt32(truncatingIfNeeded: values[smrSlot + i])).matches(StreamID(sid), idMask: idMask) {
+        where SMR(values[smrSlot + i]).matches(StreamID(sid), idMask: idMask) {
             if found != Self.noMatch { found = Self.multipleMatches; break }
             found = Int16(i)
         }
@@ -65,50 +60,51 @@ extension MMU500 {
     /// Translates one DMA transaction by `stream` at `iova`, recording any fault where the
     /// hardware records it.
     public func translate(stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
-        let scr0 = values[sCR0Slot]
-        if scr0 & 1 != 0 { return bypass(stream, iova, access) }    // CLIENTPD
+        let scr0 = SCR0(values[sCR0Slot])
+        if scr0.clientPD { return bypass(stream, iova, access) }
         let match = matchStream(stream.rawValue)
         if match == Self.multipleMatches {
-            recordGlobalFault(.smcf, stream: stream, iova: iova, access: access)
+            recordGlobalFault(FaultStatus.smcf, stream: stream, iova: iova, access: access)
             return Translation(outcome: .fault(.multipleMatch))
         }
         if match == Self.noMatch {
-            guard scr0 & (1 << 10) != 0 else { return bypass(stream, iova, access) }    // USFCFG
-            recordGlobalFault(.usf, stream: stream, iova: iova, access: access)
+            guard scr0.unmatchedStreamsFault else { return bypass(stream, iova, access) }
+            recordGlobalFault(FaultStatus.usf, stream: stream, iova: iova, access: access)
             return Translation(outcome: .fault(.unidentifiedStream))
         }
-        let s2cr = values[s2crSlot + Int(match)]
+        let s2cr = S2CR(values[s2crSlot + Int(match)])
         let access = Self.override(access, s2cr: s2cr)
-        switch (s2cr >> 16) & 3 {
-        case 0:
-            let bank = Int(s2cr & 0xFF)
+        switch s2cr.kind {
+        case .translate:
+            let bank = s2cr.contextBank
             guard bank < numContextBanks else {
-                recordGlobalFault(.icf, stream: stream, iova: iova, access: access)
+                recordGlobalFault(FaultStatus.icf, stream: stream, iova: iova, access: access)
                 return Translation(outcome: .fault(.streamFault))
             }
             return translate(bank: bank, stream: stream, iova: iova, access: access)
-        case 1:
+        case .bypass:
             return bypass(stream, iova, access)
-        default:
-            // S2CR TYPE = FAULT: terminated, not recorded (no fault status register names it).
+        case .fault, .reserved:
+            // S2CR TYPE = FAULT (and the reserved TYPE): terminated, not recorded (no fault status register
+            // names it).
             return Translation(outcome: .fault(.streamFault))
         }
     }
 
-    /// S2CR.PRIVCFG (25:24: 2 unprivileged, 3 privileged) and INSTCFG (27:26: 2 data,
-    /// 3 instruction) replace the transaction's own attributes; 0 and 1 keep them.
+    /// S2CR.PRIVCFG (unprivileged, privileged) and INSTCFG (data, instruction) replace the transaction's own
+    /// attributes; the default and the reserved encoding keep them.
     @inline(__always)
-    static func override(_ access: DMAAccess, s2cr: UInt64) -> DMAAccess {
+    static func override(_ access: DMAAccess, s2cr: S2CR) -> DMAAccess {
         var a = access
-        switch (s2cr >> 24) & 3 {
-        case 2: a.remove(.privileged)
-        case 3: a.insert(.privileged)
-        default: break
+        switch s2cr.privilege {
+        case .clear: a.remove(.privileged)
+        case .set: a.insert(.privileged)
+        case .incoming, .reserved: break
         }
-        switch (s2cr >> 26) & 3 {
-        case 2: a.remove(.instructionFetch)
-        case 3: a.insert(.instructionFetch)
-        default: break
+        switch s2cr.instruction {
+        case .clear: a.remove(.instructionFetch)
+        case .set: a.insert(.instructionFetch)
+        case .incoming, .reserved: break
         }
         return a
     }
@@ -263,37 +259,33 @@ extension MMU500 {
 
     /// Stage-1 parameters for `iova`: TTBR0 or TTBR1 by address range (T0SZ/T1SZ, EPDn, TGn).
     func stage1Parameters(_ bank: Int, iova: UInt64, nextStageBits: Int) -> Result<StageParameters, WalkFault> {
-        let tcr = peek(.TCR, index: bank)
+        let tcr = TCR(peek(.TCR, index: bank))
         let upper = iova >> 63 != 0
-        let txsz = Int(upper ? (tcr >> 16) & 0x3F : tcr & 0x3F)
-        let inputBits = min(64 - txsz, configuration.upstreamBusBits)
+        let inputBits = min(64 - tcr.sizeOffset(upper: upper), configuration.upstreamBusBits)
         let inRange = upper ? (~iova) >> UInt64(inputBits) == 0 : iova >> UInt64(inputBits) == 0
-        let disabled = tcr & (upper ? 1 << 23 : 1 << 7) != 0
-        guard inRange, !disabled else {
+        guard inRange, !tcr.walksDisabled(upper: upper) else {
             return .failure(WalkFault(kind: .translation, level: 0, duringWalk: false))
         }
-        let granule: Int = upper
-            ? [12, 14, 12, 16][Int((tcr >> 30) & 3)]     // TG1: 1=16K, 2=4K, 3=64K
-            : [12, 16, 14, 12][Int((tcr >> 14) & 3)]     // TG0: 0=4K, 1=64K, 2=16K
-        let pasize = StageParameters.physicalAddressBits(peek(.TCR2, index: bank))
-        let ttbr = peek(upper ? .TTBR1 : .TTBR0, index: bank)
+        let granule = tcr.granuleShift(upper: upper)
+        let pasize = StageParameters.physicalAddressBits(TCR2(peek(.TCR2, index: bank)).physicalSize)
+        let ttbr = TTBR(peek(upper ? .TTBR1 : .TTBR0, index: bank))
         return .success(StageParameters(
-            stage2: false, tableBase: ttbr, granuleShift: granule,
+            stage2: false, tableBase: ttbr.tableBase, granuleShift: granule,
             startLevel: StageParameters.startLevel(inputBits: inputBits, granuleShift: granule),
             inputBits: inputBits, outputBits: min(pasize, nextStageBits)).withAlignedTableBase())
     }
 
     /// Stage-2 parameters from the bank's VTCR (TCR) and VTTBR (TTBR0).
     func stage2Parameters(_ bank: Int) -> StageParameters {
-        let vtcr = peek(.TCR, index: bank)
-        let granule = [12, 16, 14, 12][Int((vtcr >> 14) & 3)]
-        let sl0 = Int((vtcr >> 6) & 3)
+        let vtcr = VTCR(peek(.TCR, index: bank))
+        let granule = vtcr.granuleShift
+        let sl0 = vtcr.startLevelField
         let start = sl0 == 3 ? -1 : (granule == 12 ? 2 - sl0 : 3 - sl0)
-        let inputBits = min(64 - Int(vtcr & 0x3F), configuration.inputAddressBits)
+        let inputBits = min(64 - vtcr.sizeOffset, configuration.inputAddressBits)
         return StageParameters(
-            stage2: true, tableBase: peek(.TTBR0, index: bank), granuleShift: granule,
+            stage2: true, tableBase: TTBR(peek(.TTBR0, index: bank)).tableBase, granuleShift: granule,
             startLevel: start, inputBits: inputBits,
-            outputBits: min(StageParameters.physicalAddressBits(vtcr >> 16), configuration.outputAddressBits))
+            outputBits: min(StageParameters.physicalAddressBits(vtcr.physicalSize), configuration.outputAddressBits))
             .withAlignedTableBase()
     }
 }

@@ -84,11 +84,13 @@ public final class MMU500 {
     /// Puts every register at its reset value and empties the TLB.
     public func reset() {
         for (ordinal, d) in RegisterMap.all.enumerated() {
-            for i in 0..<slotCount[ordinal] { values[slotBase[ordinal] + i] = d.reset }
+            let value: UInt64
+            switch d.reset {
+            case .value(let v): value = v
+            case .identification(let id): value = UInt64(configuration.value(of: id))
+            }
+            for i in 0..<slotCount[ordinal] { values[slotBase[ordinal] + i] = value }
         }
-        let ids: [(RegisterName, UInt32)] = [(.IDR0, configuration.idr0), (.IDR1, configuration.idr1),
-                                             (.IDR2, configuration.idr2), (.IDR7, configuration.idr7)]
-        for (name, value) in ids { values[slot(name, 0)!] = UInt64(value) }
         tlb.invalidateAll()
         tlb.resetStatistics()
         invalidateStreamCache()
@@ -160,47 +162,61 @@ public final class MMU500 {
         }
         // Actions complete with the low (or only) half: a split 64-bit write goes high then low.
         if location.byteOffset == 0 {
-            sideEffect(of: location.name, index: location.index, value: values[s])
+            sideEffect(of: d, index: location.index, value: values[s])
         }
         invalidateCaches(after: d, index: location.index)
     }
 
-    /// What a register write does beyond storing its value.
-    private func sideEffect(of name: RegisterName, index: Int, value: UInt64) {
-        switch name {
-        case .sGFSRRESTORE:
-            poke(.sGFSR, value & RegisterMap.sGFSRBits)
-        case .FSRRESTORE:
-            poke(.FSR, index: index, value & RegisterMap.fsrBits)
-        case .TLBIALLNSNH:
-            tlb.invalidateAll()
-        case .TLBIVMID:
-            tlb.invalidate(vmid: UInt16(truncatingIfNeeded: value))
-        case .TLBIALL:
-            tlb.invalidateContext(vmid: context(index).vmid)
-        case .TLBIASID:
-            tlb.invalidate(vmid: context(index).vmid, asid: UInt16(truncatingIfNeeded: value))
-        case .TLBIVA, .TLBIVAL:
-            tlb.invalidate(vmid: context(index).vmid, asid: UInt16(truncatingIfNeeded: value >> 48),
-                           va: (value & 0xFFF_FFFF_FFFF) << 12)
-        case .TLBIVAA, .TLBIVAAL:
-            tlb.invalidate(vmid: context(index).vmid, asid: nil, va: (value & 0xFFF_FFFF_FFFF) << 12)
-        case .TLBIIPAS2, .TLBIIPAS2L:
-            tlb.invalidate(s2Bank: index, vmid: context(index).vmid, ipa: (value & 0xF_FFFF_FFFF) << 12)
-        default:
-            // TLBIALLH and STLBIALL: no hypervisor or secure entries exist. Syncs complete at once.
-            // ATS1*: latched only (no address translation operations; IDR0.ATOSNS is set).
-            break
+    /// What a register write does beyond storing its value: the row's effect.
+    private func sideEffect(of d: RegisterDescriptor, index: Int, value: UInt64) {
+        switch d.effect {
+        case .restore(let status):
+            poke(status.register, index: index, value & UInt64(status.bits))
+        case .invalidateTLB(let scope):
+            invalidateTLB(scope, bank: index, operand: TLBIOperand(value))
+        case .none, .globalConfiguration, .streamMatch, .streamRouting, .contextConfiguration:
+            break   // stored; decoded state is dropped by `invalidateCaches`
+        case .sync:
+            break   // maintenance is synchronous: nothing is ever pending
+        case .addressTranslation:
+            break   // latched only (IDR0.ATOSNS: no address translation operations)
         }
     }
 
-    /// Drops decoded state that depends on a register just written.
+    /// TLB maintenance; `bank` is the context bank of a per-bank operation.
+    private func invalidateTLB(_ scope: TLBInvalidation, bank: Int, operand: TLBIOperand) {
+        switch scope {
+        case .allNonSecure:
+            tlb.invalidateAll()
+        case .vmid:
+            tlb.invalidate(vmid: operand.vmid)
+        case .hypervisor, .secure:
+            break   // no hypervisor or secure entries are ever made
+        case .context:
+            tlb.invalidateContext(vmid: context(bank).vmid)
+        case .asid:
+            tlb.invalidate(vmid: context(bank).vmid, asid: operand.lowASID)
+        case .address:
+            tlb.invalidate(vmid: context(bank).vmid, asid: operand.asid, va: operand.address)
+        case .addressAnyASID:
+            tlb.invalidate(vmid: context(bank).vmid, asid: nil, va: operand.address)
+        case .intermediateAddress:
+            tlb.invalidate(s2Bank: bank, vmid: context(bank).vmid, ipa: operand.intermediateAddress)
+        }
+    }
+
+    /// Drops decoded state that depends on a register just written (by a write or a raw `poke`).
+    @inline(__always)
     private func invalidateCaches(after d: RegisterDescriptor, index: Int) {
-        switch d.name {
-        case .SMR: invalidateStreamCache()
-        case .sCR0: invalidateContexts()
-        default:
-            if d.indexing == .contextBank, index < contexts.count { contexts[index] = nil }
+        switch d.effect {
+        case .globalConfiguration:
+            invalidateContexts()
+        case .streamMatch:
+            invalidateStreamCache()
+        case .contextConfiguration:
+            if index < contexts.count { contexts[index] = nil }
+        case .none, .streamRouting, .restore, .invalidateTLB, .sync, .addressTranslation:
+            break   // nothing decoded derives from these
         }
     }
 
@@ -247,12 +263,13 @@ public final class MMU500 {
 
     /// The global fault interrupt: sGFSR has fault bits and sCR0.GFIE is set.
     public var globalInterruptAsserted: Bool {
-        peek(.sGFSR) & RegisterMap.sGFSRBits != 0 && values[sCR0Slot] & (1 << 2) != 0
+        peek(.sGFSR) & UInt64(FaultStatus.globalFaultBits) != 0 && SCR0(values[sCR0Slot]).globalFaultInterrupt
     }
 
     /// Context bank `bank`'s interrupt: FSR has fault bits and SCTLR.CFIE is set.
     public func contextInterruptAsserted(bank: Int) -> Bool {
-        peek(.FSR, index: bank) & RegisterMap.fsrBits != 0 && peek(.SCTLR, index: bank) & (1 << 6) != 0
+        peek(.FSR, index: bank) & UInt64(FaultStatus.contextFaultBits) != 0
+            && SCTLR(peek(.SCTLR, index: bank)).faultInterrupt
     }
 
     public var tlbStatistics: (hits: Int, misses: Int) { (tlb.hits, tlb.misses) }

@@ -36,6 +36,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only the worst time one request holds the server's queue (G8).")
     var worstCaseOnly = false
 
+    @Option(help: "Run only FixedWorkload.swift's in-process rounds (trapped accesses, DMAs), to count instructions.")
+    var fixedRounds: Int?
+
     @Option(help: .hidden)
     var serveFloor: String?
 
@@ -45,6 +48,12 @@ struct SMMUBench: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         if let path = serveFloor {  // the floor's own process (FloorProcess starts it)
             try EchoFloor(path: path).serveForever()
+            return
+        }
+        if let rounds = fixedRounds {
+            let failures = try FixedWorkload().run(rounds: rounds)
+            print("\(rounds) rounds, \(failures) failures")
+            if failures != 0 { throw BenchError.unexpected("\(failures) accesses or DMAs failed") }
             return
         }
         let directory = try Self.temporaryDirectory()
