@@ -64,7 +64,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
 
     private func startOnQueue() throws(StartError) {
         let audit = JournalAuditSink(burst: configuration.audit.burst,
-                                     summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds), queue: queue)
+                                     summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds),
+                                     maxRecordsPerSecond: configuration.audit.maxRecordsPerSecond, queue: queue)
         let core: DaemonCore
         do {
             core = try makeCore(DaemonServices(configuration: configuration, queue: queue, audit: audit))
