@@ -71,25 +71,4 @@ extension Dispatcher {
         try? hypervisor.memory.restore(base: base)
         _ = hypervisor.memory.zero(at: base, count: Int(size))
     }
-
-    // MARK: STATS
-
-    func statisticsJSON() -> String {
-        let h = hypervisor.statistics
-        var object: [String: Any] = [
-            "state": "\(hypervisor.lifecycle)",
-            "operations": stats.byOpcode,
-            "operations_total": stats.totalOperations,
-            "denials": h.denials,
-            "denials_by_rule": Dictionary(uniqueKeysWithValues: h.denialsByRule.map { ($0.key.rawValue, $0.value) }),
-            "faults_by_kind": Dictionary(uniqueKeysWithValues: h.faultsByKind.map { ("\($0.key)", $0.value) }),
-            "dma_translations": h.dmaTranslations,
-            "connections": ["open": stats.connectionsOpen, "opened": stats.connectionsOpened],
-            "framing": ["malformed": stats.malformed, "unsupported": stats.unsupported],
-            "audit": auditCounters(),
-        ]
-        object["tlb"] = hypervisor.tlbStatistics
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
 }
