@@ -36,6 +36,9 @@ public protocol Session: AnyObject {
     func closed()
     /// True when the session no longer wants requests read (EVENTS mode): the server stops reading but keeps writing.
     var wantsInput: Bool { get }
+    /// True once the peer has been greeted (a HELLO accepted). Until then the connection costs a descriptor and
+    /// serves nobody: the server closes it at the HELLO deadline, and first when the connection cap is reached.
+    var isGreeted: Bool { get }
     /// True when the session holds complete requests it has not answered yet, because answering them now
     /// would push `output` past `outputLimit` (frame-level back-pressure for large responses such as DUMP).
     var hasPendingInput: Bool { get }
