@@ -20,12 +20,12 @@ extension Hypervisor {
         }
         let stream = StreamID(UInt16(raw))
         let t = instance.physical.translate(stream: stream, iova: iova, access: access)
-        statistics.dmaTranslations += 1
         switch t.outcome {
         case .translated(let pa):
+            statistics.countDMA(owner: ownership.owner(ofStream: stream, smmu: instance.smmu), fault: nil)
             return .translated(physicalAddress: pa)
         case .fault(let fault):
-            statistics.faultsByKind[fault, default: 0] += 1
+            statistics.countDMA(owner: ownership.owner(ofStream: stream, smmu: instance.smmu), fault: fault)
             deliverFault(in: instance, contextBank: t.contextBank,
                          owner: ownership.owner(ofStream: stream, smmu: instance.smmu))
             return .fault(fault)

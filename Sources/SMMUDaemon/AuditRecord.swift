@@ -6,8 +6,9 @@ public struct AuditRecord: Sendable, Equatable {
     public var messageID: String
     /// A human sentence (MESSAGE).
     public var message: String
-    /// The client's HELLO name.
+    /// The client's HELLO name: chosen by the client, so informative only; `pid` and `uid` say who it is.
     public var client: String
+    /// SO_PEERCRED of the connection: what the audit attributes and coalesces by.
     public var pid: Int32
     public var uid: UInt32
     /// The window (MMU-500 instance) name; empty when the access named none.
@@ -53,6 +54,39 @@ public struct AuditRecord: Sendable, Equatable {
             ("SMMU_WIDTH", String(width)),
             ("SMMU_STREAM", streams.map { hex(UInt64($0)) }.joined(separator: ",")),
             ("SMMU_COUNT", "1"),
+        ]
+    }
+}
+
+/// Who a denial is attributed to: the peer's SO_PEERCRED process and user, which it cannot choose (its HELLO
+/// name it can). pid 0 stands for several processes of the uid (the sink's table of peers was full).
+struct AuditPeer: Hashable, Sendable {
+    let pid: Int32
+    let uid: UInt32
+}
+
+/// A record standing for `count` denials of one peer under one rule that were counted, not written one by one.
+struct AuditSummary: Sendable, Equatable {
+    var rule: String
+    var peer: AuditPeer
+    /// The last HELLO name the peer used (informative).
+    var client: String
+    var count: UInt64
+    /// The per-peer burst, for the message.
+    var burst: Int
+
+    var journalFields: [(name: String, value: String)] {
+        let who = peer.pid == 0 ? "several processes" : "pid \(peer.pid)"
+        return [
+            ("MESSAGE", "\(count) further denials by \(who) of uid \(peer.uid) (client \(client)) under rule \(rule) were coalesced (more than \(burst) per second for this peer, or the journal budget for all was spent)"),
+            ("PRIORITY", "4"),
+            ("MESSAGE_ID", AuditMessageIDs.coalesced),
+            ("SYSLOG_IDENTIFIER", "smmu-hypd"),
+            ("SMMU_RULE", rule),
+            ("SMMU_CLIENT", client),
+            ("SMMU_PID", String(peer.pid)),
+            ("SMMU_UID", String(peer.uid)),
+            ("SMMU_COUNT", String(count)),
         ]
     }
 }

@@ -25,6 +25,11 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     /// The most output this connection ever had pending (tests check the bound with it).
     private(set) var peakPendingOutput = 0
     private(set) var bytesReceived: UInt64 = 0
+    /// What the server's total of unsent output counts for this connection (kept equal to `pendingOutput`).
+    private var accountedOutput = 0
+    /// Since when the socket has refused output while some waits; nil when nothing waits or the last send went
+    /// through. A client that reads has short stalls; one that never reads, a stall as old as its last read.
+    private(set) var stalledSince: ContinuousClock.Instant?
 
     var pendingOutput: Int { output.count - sent }
     var isReadSuspended: Bool { readSuspended }
@@ -59,7 +64,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         output += bytes
         notePeak()
         if pendingOutput > limits.hardPendingOutput {
-            server.log("connection \(id) (pid \(peer.pid)): \(pendingOutput) bytes unread, over the hard limit; closing")
+            server.closedForUnreadEvents(self)
             teardown()
             return
         }
@@ -128,6 +133,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         if !output.isEmpty { buffer += output }
         output = buffer
         notePeak()
+        account()
         return verdict
     }
 
@@ -140,15 +146,18 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
 
     /// Sends as much pending output as the socket takes, in as few send() calls as it allows.
     private func flush() {
+        defer { account() }
         while pendingOutput > 0, state != .closed {
             let n = output.withUnsafeBytes { send(fd, $0.baseAddress! + sent, pendingOutput, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
             if n > 0 {
                 sent += n
+                stalledSince = nil
                 continue
             }
             let e = errno
             if n < 0 && e == EINTR { continue }
             if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) {
+                if stalledSince == nil { stalledSince = .now }
                 resumeWrite()
                 return
             }
@@ -158,6 +167,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         guard state != .closed else { return }
         output.removeAll(keepingCapacity: output.capacity <= limits.maxPendingOutput)
         sent = 0
+        stalledSince = nil
         suspendWrite()
         if state == .draining && !session.hasPendingInput { teardown() }
     }
@@ -191,6 +201,8 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         close(fd)
         output = []
         sent = 0
+        stalledSince = nil
+        account()
         session.closed()
         server.connectionClosed(self)
     }
@@ -232,6 +244,14 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     }
 
     private func notePeak() { peakPendingOutput = max(peakPendingOutput, pendingOutput) }
+
+    /// Tells the server how this connection's unsent output changed, for the bound on all connections' output.
+    private func account() {
+        let now = pendingOutput
+        guard now != accountedOutput else { return }
+        server.pendingOutputChanged(by: now - accountedOutput)
+        accountedOutput = now
+    }
 
     private func closeAll(_ fds: [Int32]) { for fd in fds where fd >= 0 { close(fd) } }
 }

@@ -64,7 +64,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
 
     private func startOnQueue() throws(StartError) {
         let audit = JournalAuditSink(burst: configuration.audit.burst,
-                                     summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds), queue: queue)
+                                     summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds),
+                                     maxRecordsPerSecond: configuration.audit.maxRecordsPerSecond, queue: queue)
         let core: DaemonCore
         do {
             core = try makeCore(DaemonServices(configuration: configuration, queue: queue, audit: audit))
@@ -72,9 +73,15 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             throw .configuration("config error: \(error)")
         }
         let listener = try openListener()
+        raiseDescriptorLimit()
+        var limits = UnixServer.Limits()
+        limits.maxConnections = configuration.limits.maxConnections
+        limits.helloDeadline = .milliseconds(configuration.limits.helloTimeoutMilliseconds)
+        limits.maxTotalPendingOutput = configuration.limits.maxBufferedOutput
         let server: UnixServer
         do {
-            server = try UnixServer(listener: listener, sessionFactory: core.sessionFactory, queue: queue, logger: logger)
+            server = try UnixServer(listener: listener, sessionFactory: core.sessionFactory, queue: queue, limits: limits,
+                                    logger: logger)
         } catch {
             throw .socket("cannot poll connections: \(error)")
         }
@@ -113,6 +120,26 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             throw .socket("socket: \(error)")
         }
     }
+
+    /// Raises the soft descriptor limit to the hard one, as systemd recommends for a daemon that needs many (the
+    /// soft default of 1,024 exists for select(), which this daemon does not use). Warns when even the hard limit
+    /// is below the connection cap: the server then evicts or refuses on EMFILE rather than at the cap.
+    private func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        let wanted = rlim_t(configuration.limits.maxConnections + Self.descriptorHeadroom)
+        if limit.rlim_cur < wanted {
+            logger.warning("descriptor limit \(limit.rlim_cur) is below limits.max_connections + \(Self.descriptorHeadroom) = \(wanted); raise LimitNOFILE= or lower the cap")
+        }
+    }
+
+    /// Descriptors the daemon needs besides its connections: listener, epoll, eventfd, journal, stdio, the reserve,
+    /// and those a MEM_MAP request passes in for a moment.
+    static let descriptorHeadroom = 64
 
     private func scheduleFinalization() {
         guard configuration.finalization.mode == .delay else { return }

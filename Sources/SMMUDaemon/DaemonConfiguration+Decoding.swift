@@ -2,7 +2,7 @@
 
 extension DaemonConfiguration: Decodable {
     enum Keys: String, CodingKey, CaseIterable {
-        case topology, memory, hypervisor, finalization, socket, roles, audit, watchdog
+        case topology, memory, hypervisor, finalization, socket, roles, audit, limits, watchdog
     }
 
     public init(from decoder: any Decoder) throws {
@@ -18,7 +18,10 @@ extension DaemonConfiguration: Decodable {
             ?? Socket(path: "/run/smmu-hypd/smmu-hypd.sock", mode: 0o660)
         roles = try c.decodeIfPresent(Roles.self, forKey: .roles)
             ?? Roles(host: RoleAllowList(), device: RoleAllowList(), admin: RoleAllowList())
-        audit = try c.decodeIfPresent(Audit.self, forKey: .audit) ?? Audit(burst: 64, summaryIntervalMilliseconds: 1000)
+        audit = try c.decodeIfPresent(Audit.self, forKey: .audit)
+            ?? Audit(burst: 64, summaryIntervalMilliseconds: 1000, maxRecordsPerSecond: 200)
+        limits = try c.decodeIfPresent(Limits.self, forKey: .limits)
+            ?? Limits(maxConnections: 1024, helloTimeoutMilliseconds: 5000, maxBufferedOutput: 64 << 20)
         watchdog = try c.decodeIfPresent(Bool.self, forKey: .watchdog) ?? true
     }
 }
@@ -143,12 +146,25 @@ extension DaemonConfiguration.Roles: Decodable {
 }
 
 extension DaemonConfiguration.Audit: Decodable {
-    enum Keys: String, CodingKey, CaseIterable { case burst, summary_interval_ms }
+    enum Keys: String, CodingKey, CaseIterable { case burst, summary_interval_ms, max_records_per_second }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
         burst = try c.decodeIfPresent(Int.self, forKey: .burst) ?? 64
         summaryIntervalMilliseconds = try c.decodeIfPresent(Int.self, forKey: .summary_interval_ms) ?? 1000
+        maxRecordsPerSecond = try c.decodeIfPresent(Int.self, forKey: .max_records_per_second) ?? 200
+    }
+}
+
+extension DaemonConfiguration.Limits: Decodable {
+    enum Keys: String, CodingKey, CaseIterable { case max_connections, hello_timeout_ms, max_buffered_output }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        maxConnections = try c.decodeIfPresent(Int.self, forKey: .max_connections) ?? 1024
+        helloTimeoutMilliseconds = try c.decodeIfPresent(Int.self, forKey: .hello_timeout_ms) ?? 5000
+        maxBufferedOutput = try c.decodeIfPresent(Int.self, forKey: .max_buffered_output) ?? 64 << 20
     }
 }

@@ -18,6 +18,11 @@ extension DaemonConfiguration {
         if socket.mode > 0o777 { throw .invalid(key: "socket.mode", reason: "must be a file mode between 0000 and 0777") }
         try validateRange(audit.burst, 1...1_000_000, "audit.burst")
         try validateRange(audit.summaryIntervalMilliseconds, 10...3_600_000, "audit.summary_interval_ms")
+        // journald drops past 10,000 messages per 30 s per service by default; 31 windows of 300 stay under it.
+        try validateRange(audit.maxRecordsPerSecond, 1...300, "audit.max_records_per_second")
+        try validateRange(limits.maxConnections, 1...1_000_000, "limits.max_connections")
+        try validateRange(limits.helloTimeoutMilliseconds, 10...3_600_000, "limits.hello_timeout_ms")
+        try validateRange(limits.maxBufferedOutput, 1 << 20...1 << 40, "limits.max_buffered_output")
     }
 
     private func validateMemory() throws(ConfigurationError) {

@@ -79,10 +79,24 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     public struct Audit: Sendable, Equatable {
-        /// Denial records written per second per (client, rule) before further ones are only counted.
+        /// Denial records written per second per (peer, rule) before further ones are only counted.
         public var burst: Int
-        /// How often the counted ones are summarized (one record per (client, rule), with the count).
+        /// How often the counted ones are summarized (one record per (peer, rule), with the count).
         public var summaryIntervalMilliseconds: Int
+        /// Records (full and summaries) written per second across all peers, so journald's own rate limit
+        /// (10,000 per 30 s per service by default) never drops one: 31 times this stays under it.
+        public var maxRecordsPerSecond: Int
+    }
+
+    /// What one connection, or all of them, may hold of the daemon's descriptors and memory (G8).
+    public struct Limits: Sendable, Equatable {
+        /// Open connections at most. At the cap the oldest connection that has not said HELLO makes room for a
+        /// newcomer; when every open one has, the newcomer is closed at once.
+        public var maxConnections: Int
+        /// A connection that has not been greeted (accepted HELLO) this long after it was accepted is closed.
+        public var helloTimeoutMilliseconds: Int
+        /// Unsent output across all connections at most; past it the most stalled, largest holder is closed.
+        public var maxBufferedOutput: Int
     }
 
     public var topology: Topology
@@ -92,6 +106,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var socket: Socket
     public var roles: Roles
     public var audit: Audit
+    public var limits: Limits
     /// Ping systemd's watchdog when the unit sets WatchdogSec.
     public var watchdog: Bool
 

@@ -69,25 +69,4 @@ extension Dispatcher {
 
     /// The range goes back to the daemon's own memory, zeroed.
     func unmapClientMemory(base: UInt64) { hypervisor.unmapHostMemory(base: base) }
-
-    // MARK: STATS
-
-    func statisticsJSON() -> String {
-        let h = hypervisor.statistics
-        var object: [String: Any] = [
-            "state": "\(hypervisor.lifecycle)",
-            "operations": stats.byOpcode,
-            "operations_total": stats.totalOperations,
-            "denials": h.denials,
-            "denials_by_rule": Dictionary(uniqueKeysWithValues: h.denialsByRule.map { ($0.key.rawValue, $0.value) }),
-            "faults_by_kind": Dictionary(uniqueKeysWithValues: h.faultsByKind.map { ("\($0.key)", $0.value) }),
-            "dma_translations": h.dmaTranslations,
-            "connections": ["open": stats.connectionsOpen, "opened": stats.connectionsOpened],
-            "framing": ["malformed": stats.malformed, "unsupported": stats.unsupported],
-            "audit": auditCounters(),
-        ]
-        object["tlb"] = hypervisor.tlbStatistics
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
 }

@@ -30,7 +30,7 @@ public final class Dispatcher: SessionFactory {
     private var subscribers: [ConnectionID] = []
     /// Last interrupt-line levels sent to subscribers, per window.
     private var lines: [[Bool]]
-    private weak var server: ServerHandle?
+    private(set) weak var server: ServerHandle?
     /// Called once, on the queue, when finalization has completed (the daemon then sends READY=1).
     public var onFinalized: (() -> Void)?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.
@@ -121,7 +121,7 @@ public final class Dispatcher: SessionFactory {
                 session: DispatcherSession, output: inout [UInt8]) {
         let tag = header.tag
         func answer(_ status: Status, _ response: ResponsePayload = .none) {
-            stats.count(op.rawValue, status)
+            stats.count(op.rawValue, status, role: session.role)
             ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: tag, status: status, payload: response)
         }
         let request: Request
@@ -217,7 +217,7 @@ public final class Dispatcher: SessionFactory {
             answer(Self.status(hypervisor.vmDestroy(VMHandle(rawValue: vm), client: client)))
             linesMayHaveChanged()
         case .stats:
-            answer(.ok, .text(statisticsJSON()))
+            answer(.ok, .text(statisticsJSON(for: role)))
         case .dump:
             answer(.ok, .text(DumpDocument(hypervisor: hypervisor).json(limit: Int(FrameHeader.maxPayloadLength))))
         case .finalize:

@@ -32,6 +32,7 @@ final class DispatcherSession: Session {
     }
 
     var wantsInput: Bool { !eventsMode && !closing }
+    var isGreeted: Bool { role != nil }
     /// Only what `drain` held back for the output bound counts: a partial frame (a header whose payload has
     /// not all arrived, or the tail a peer left when it hung up) is waiting for bytes, not for the output.
     var hasPendingInput: Bool { !closing && !eventsMode && heldBack }

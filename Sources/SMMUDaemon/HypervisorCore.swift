@@ -13,7 +13,8 @@ public final class HypervisorCore: DaemonCore {
         dispatcher.auditCounters = { [audit] in
             let c = audit.counters
             return ["denials": Int(c.denials), "written": Int(c.written), "coalesced": Int(c.coalesced),
-                    "summaries": Int(c.summaries), "stderr_fallback": Int(c.stderrFallback), "lost": Int(c.lost)]
+                    "summaries": Int(c.summaries), "stderr_fallback": Int(c.stderrFallback), "lost": Int(c.lost),
+                    "awaiting_summary": Int(c.awaitingSummary)]
         }
     }
 

@@ -5,10 +5,14 @@ import Glibc
 /// Writes each denial as a structured journal record (sd_journal_sendv), coalescing floods so that the
 /// sum of SMMU_COUNT over the journal always equals the number of denials (G7).
 ///
-/// Per (client, rule), at most `burst` records are written per second; further ones are counted, and every
-/// summary interval (and at `flush()`) one summary record per (client, rule) carries the count. When journald is
-/// missing or refuses a record, the same record goes to stderr as one line, without blocking.
-/// Confined to the server queue, like the hypervisor that produces the records.
+/// Denials are attributed and coalesced by peer: (SO_PEERCRED pid, uid, rule), never by the HELLO name, which any
+/// process may choose (keyed by name, one process could add to another's count or hide in it). Per peer and rule
+/// at most `burst` records are written per second; and across all peers at most `maxRecordsPerSecond` records,
+/// summaries included, so journald's own rate limit can never drop one silently. A quarter of that budget is kept
+/// for summaries. What exceeds either is counted, and every summary interval (and at `stop()`) one summary per
+/// (peer, rule) carries the count, oldest first; summaries the budget has no room for wait for the next interval
+/// with their counts. When journald is missing or refuses a record, the same record goes to stderr as one line,
+/// without blocking. Confined to the server queue, like the hypervisor that produces the records.
 public final class JournalAuditSink: @unchecked Sendable {  // invariant: used only on `queue`
     public struct Counters: Sendable, Equatable {
         /// Every denial recorded (the G7 total).
@@ -23,6 +27,8 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
         public var stderrFallback: UInt64 = 0
         /// Records that even stderr would not take without blocking.
         public var lost: UInt64 = 0
+        /// Coalesced denials whose summary is not written yet (the next intervals write them).
+        public var awaitingSummary: UInt64 = 0
     }
 
     /// Where records go: journald normally; tests substitute a failing journal to exercise the fallback.
@@ -38,7 +44,7 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
     }
 
     private struct Key: Hashable {
-        let client: String
+        let peer: AuditPeer
         let rule: String
     }
 
@@ -46,25 +52,41 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
         var start: ContinuousClock.Instant
         var written = 0
         var suppressed: UInt64 = 0
+        /// When the first denial now awaiting a summary was counted (summaries go out oldest first).
+        var awaitingSince: UInt64 = 0
+        var client = ""
     }
+
+    /// Peers and rules tracked at most; past it a new peer's coalesced denials go under pid 0 of its uid.
+    static let maxKeys = 4096
 
     public let queue: DispatchQueue
     public let burst: Int
     public let summaryInterval: Duration
+    public let maxRecordsPerSecond: Int
     public private(set) var counters = Counters()
     private let destination: Destination
     private let now: @Sendable () -> ContinuousClock.Instant
     private var windows: [Key: RateWindow] = [:]
     private var timer: DispatchSourceTimer?
+    /// The global budget's current second and what it spent.
+    private var budgetStart: ContinuousClock.Instant?
+    private var budgetSpent = 0
+    private var sequence: UInt64 = 0
 
-    public init(burst: Int, summaryInterval: Duration, queue: DispatchQueue, destination: Destination = .system,
+    public init(burst: Int, summaryInterval: Duration, maxRecordsPerSecond: Int = 200, queue: DispatchQueue,
+                destination: Destination = .system,
                 now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
         self.burst = burst
         self.summaryInterval = summaryInterval
+        self.maxRecordsPerSecond = max(1, maxRecordsPerSecond)
         self.queue = queue
         self.destination = destination
         self.now = now
     }
+
+    /// Full records may use the budget less what is kept for summaries (a quarter, at least one).
+    var fullRecordBudget: Int { maxRecordsPerSecond - max(1, maxRecordsPerSecond / 4) }
 
     /// Starts the summary timer on the queue.
     public func start() {
@@ -75,57 +97,71 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
         self.timer = timer
     }
 
-    /// Stops the timer after writing the pending summaries (shutdown).
+    /// Stops the timer after writing every pending summary, budget or not (shutdown: the journal must add up).
     public func stop() {
-        flush()
+        flush(force: true)
         timer?.cancel()
         timer = nil
     }
 
-    /// Records one denial: written now, or counted for the next summary.
+    /// Records one denial: written now, or counted for a later summary.
     public func record(_ record: AuditRecord) {
         counters.denials += 1
-        let key = Key(client: record.client, rule: record.rule)
+        var key = Key(peer: AuditPeer(pid: record.pid, uid: record.uid), rule: record.rule)
+        if windows[key] == nil && windows.count >= Self.maxKeys {
+            key = Key(peer: AuditPeer(pid: 0, uid: record.uid), rule: record.rule)
+        }
         let t = now()
         var window = windows[key] ?? RateWindow(start: t)
+        window.client = record.client
         if t - window.start >= .seconds(1) {
             window.start = t
             window.written = 0
         }
-        if window.written < burst {
+        if window.written < burst && spendBudget(at: t, limit: fullRecordBudget) {
             window.written += 1
             if emit(record.journalFields) { counters.written += 1 }
         } else {
+            if window.suppressed == 0 {
+                sequence += 1
+                window.awaitingSince = sequence
+            }
             window.suppressed += 1
             counters.coalesced += 1
+            counters.awaitingSummary += 1
         }
         windows[key] = window
     }
 
-    /// Writes one summary record per (client, rule) with denials counted since the last one.
-    public func flush() {
+    /// Writes one summary per (peer, rule) with denials counted since its last one, oldest first, as far as the
+    /// budget allows (`force`: all of them); forgets peers idle for two seconds.
+    public func flush(force: Bool = false) {
         let t = now()
-        for (key, window) in windows.sorted(by: { ($0.key.client, $0.key.rule) < ($1.key.client, $1.key.rule) }) {
-            if window.suppressed > 0 {
-                _ = emit(summaryFields(key: key, count: window.suppressed))
-                counters.summaries += 1
-                windows[key]?.suppressed = 0
-            } else if t - window.start >= .seconds(2) {
-                windows[key] = nil  // idle: forget it, so many short-lived clients do not grow the table
-            }
+        let waiting = windows.filter { $0.value.suppressed > 0 }.sorted { $0.value.awaitingSince < $1.value.awaitingSince }
+        for (key, window) in waiting {
+            guard spendBudget(at: t, limit: maxRecordsPerSecond) || force else { break }
+            let summary = AuditSummary(rule: key.rule, peer: key.peer, client: window.client, count: window.suppressed, burst: burst)
+            _ = emit(summary.journalFields)
+            counters.summaries += 1
+            counters.awaitingSummary -= window.suppressed
+            windows[key]?.suppressed = 0
+        }
+        for (key, window) in windows where window.suppressed == 0 && t - window.start >= .seconds(2) {
+            windows[key] = nil  // idle: forget it, so many short-lived clients do not grow the table
         }
     }
 
-    private func summaryFields(key: Key, count: UInt64) -> [(name: String, value: String)] {
-        [
-            ("MESSAGE", "\(count) further denials by client \(key.client) under rule \(key.rule) were coalesced (more than \(burst) per second)"),
-            ("PRIORITY", "4"),
-            ("MESSAGE_ID", AuditMessageIDs.coalesced),
-            ("SYSLOG_IDENTIFIER", "smmu-hypd"),
-            ("SMMU_RULE", key.rule),
-            ("SMMU_CLIENT", key.client),
-            ("SMMU_COUNT", String(count)),
-        ]
+    /// Takes one record from the current second's global budget if fewer than `limit` were spent.
+    private func spendBudget(at t: ContinuousClock.Instant, limit: Int) -> Bool {
+        if let start = budgetStart, t - start < .seconds(1) {
+            guard budgetSpent < limit else { return false }
+        } else {
+            budgetStart = t
+            budgetSpent = 0
+            guard limit > 0 else { return false }
+        }
+        budgetSpent += 1
+        return true
     }
 
     /// Sends to journald, else to stderr. Returns true when journald took it.

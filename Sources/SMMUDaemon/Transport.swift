@@ -36,6 +36,9 @@ public protocol Session: AnyObject {
     func closed()
     /// True when the session no longer wants requests read (EVENTS mode): the server stops reading but keeps writing.
     var wantsInput: Bool { get }
+    /// True once the peer has been greeted (a HELLO accepted). Until then the connection costs a descriptor and
+    /// serves nobody: the server closes it at the HELLO deadline, and first when the connection cap is reached.
+    var isGreeted: Bool { get }
     /// True when the session holds complete requests it has not answered yet, because answering them now
     /// would push `output` past `outputLimit` (frame-level back-pressure for large responses such as DUMP).
     var hasPendingInput: Bool { get }
@@ -53,7 +56,30 @@ public protocol SessionFactory: AnyObject {
     func makeSession(connection: ConnectionID, peer: PeerCredentials, server: ServerHandle) -> Session
 }
 
-/// What a session (or the dispatcher) may ask of the server, from the server queue: push unsolicited bytes (events).
+/// What the server did to keep connections bounded (G8), for STATS.
+public struct ConnectionCounters: Sendable, Equatable {
+    /// Connections accepted since start.
+    public var accepted: UInt64 = 0
+    /// Newcomers closed at once because the cap was reached and every open connection was greeted.
+    public var refused: UInt64 = 0
+    /// Un-greeted connections closed to make room for a newcomer (cap reached, or no descriptor left).
+    public var evicted: UInt64 = 0
+    /// Un-greeted connections closed at the HELLO deadline.
+    public var helloTimeouts: UInt64 = 0
+    /// Connections closed because all connections' unsent output passed its bound.
+    public var closedForOutput: UInt64 = 0
+    /// Events connections closed because their own unread events passed the per-connection hard limit.
+    public var closedForUnreadEvents: UInt64 = 0
+    public init() {}
+}
+
+/// What a session (or the dispatcher) may ask of the server, from the server queue: push unsolicited bytes (events),
+/// read its counters.
 public protocol ServerHandle: AnyObject {
     func send(_ bytes: [UInt8], to connection: ConnectionID)
+    var connectionCounters: ConnectionCounters { get }
+}
+
+extension ServerHandle {
+    public var connectionCounters: ConnectionCounters { ConnectionCounters() }
 }

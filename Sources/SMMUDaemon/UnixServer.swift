@@ -11,6 +11,8 @@ import Logging
 ///
 /// Back-pressure: a connection whose unsent output passes `Limits.maxPendingOutput` is no longer read until it
 /// drains below half of it, so memory stays bounded and nothing is dropped; other connections are unaffected.
+/// Descriptors and memory across connections are bounded too (G8, see UnixServer+Admission): a cap on open
+/// connections that un-greeted ones give way to, a HELLO deadline, and a bound on all connections' unsent output.
 public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant: mutable state only on `queue`
     public struct Limits: Sendable {
         /// Stop reading a connection whose unsent output exceeds this; resume below half of it.
@@ -23,6 +25,15 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         public var readBudgetPerEvent = 256 << 10
         /// How long shutdown waits for clients to take their last answers before closing anyway.
         public var shutdownGrace: Duration = .seconds(3)
+        /// Open connections at most (limits.max_connections).
+        public var maxConnections = 1024
+        /// A connection not greeted this long after it was accepted is closed (limits.hello_timeout_ms).
+        public var helloDeadline: Duration = .seconds(5)
+        /// Unsent output across all connections at most (limits.max_buffered_output).
+        public var maxTotalPendingOutput = 64 << 20
+        /// A connection whose socket has taken nothing for this long while output waits is not draining: past the
+        /// total bound it is closed before any connection that is.
+        public var stallThreshold: Duration = .milliseconds(500)
         public init() {}
     }
 
@@ -40,15 +51,27 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     public let limits: Limits
     private let listener: ListeningSocket
     private let factory: SessionFactory
-    private let logger: Logger
+    let logger: Logger
     private var listenSource: DispatchSourceRead?
     private var listenSuspended = false
     private var connections: [ConnectionID: Connection] = [:]
     private var nextID: UInt64 = 1
     private var shutdownCompletion: (() -> Void)?
     /// Connections accepted since start.
-    public private(set) var acceptedCount: UInt64 = 0
+    public var acceptedCount: UInt64 { counters.accepted }
     public private(set) var isShuttingDown = false
+    /// What the bounds on connections did (STATS). Read on the queue.
+    public internal(set) var counters = ConnectionCounters()
+    /// Connections not greeted when accepted, oldest first (the HELLO deadline, the cap's evictions).
+    var ungreeted = UngreetedQueue()
+    var reaperScheduled = false
+    /// Unsent output summed over all connections, and whether a check of its bound is queued.
+    var totalPendingOutput = 0
+    var outputCheckScheduled = false
+    /// Kept open to be closed when accept() fails with EMFILE, so one pending client can be accepted and closed
+    /// rather than left waiting in the backlog.
+    var reserveFD: Int32
+    var notices = ThrottledNotices()
     /// One receive buffer shared by all connections: the queue is serial, and sessions copy what they keep.
     let readBuffer: UnsafeMutableRawBufferPointer
     /// Where recvmsg puts received descriptors, shared the same way (no allocation per read).
@@ -73,9 +96,11 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         self.logger = logger
         readBuffer = .allocate(byteCount: limits.readChunk, alignment: 16)
         receivedFDs = .allocate(capacity: Int(CSYSTEMD_MAX_FDS))
+        reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
     }
 
     deinit {
+        if reserveFD >= 0 { close(reserveFD) }
         poller.stop()
         readBuffer.deallocate()
         receivedFDs.deallocate()
@@ -114,6 +139,8 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         dispatchPrecondition(condition: .onQueue(queue))
         connections[connection]?.enqueue(bytes)
     }
+
+    public var connectionCounters: ConnectionCounters { counters }
 
     /// Stops accepting (removing the socket file the server bound), stops reading, lets every connection
     /// receive what was already answered, closes them, then calls `completion` on the queue.
@@ -164,15 +191,25 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         }
     }
 
-    /// Accepts until EAGAIN. On fd exhaustion the listener pauses briefly instead of spinning.
+    /// Accepts until EAGAIN. At the connection cap a newcomer takes the place of the oldest un-greeted connection, or
+    /// is closed at once when all are greeted. Out of descriptors (EMFILE, ENFILE) the same: the oldest un-greeted
+    /// connection is closed to free one, else the reserve descriptor is spent to accept and close the newcomer; only
+    /// when even that fails does the listener pause briefly, instead of spinning.
     private func acceptAll() {
         while !isShuttingDown {
-            let fd = csystemd_accept(listener.fd)
+            let fd = acceptOne()
             if fd < 0 {
                 let e = errno
                 switch e {
                 case EAGAIN, EWOULDBLOCK: return
                 case EINTR, ECONNABORTED, EPROTO: continue
+                case EMFILE, ENFILE:
+                    // Linux reserves the descriptor before it looks for a client: EMFILE also means "nobody waiting".
+                    guard listenerHasPending() else { return }
+                    if evictOldestUngreeted(reason: "no descriptor left") || refuseWithReserveDescriptor() { continue }
+                    logger.error("accept: \(String(cString: strerror(e))); pausing the listener for 100 ms")
+                    pauseListener()
+                    return
                 default:
                     logger.error("accept: \(String(cString: strerror(e))); pausing the listener for 100 ms")
                     pauseListener()
@@ -185,9 +222,13 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
                 continue
             }
             let peer = PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
+            guard admit(peer) else {
+                close(fd)
+                continue
+            }
             let id = ConnectionID(rawValue: nextID)
             nextID += 1
-            acceptedCount += 1
+            counters.accepted += 1
             let session = factory.makeSession(connection: id, peer: peer, server: self)
             let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self)
             connections[id] = connection
@@ -196,7 +237,16 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
                 connection.teardown()
                 continue
             }
+            if !session.isGreeted { awaitHello(id) }
         }
+    }
+
+    func acceptOne() -> Int32 { csystemd_accept(listener.fd) }
+
+    /// True when a client waits to be accepted.
+    private func listenerHasPending() -> Bool {
+        var pfd = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, 0) == 1 && pfd.revents & Int16(POLLIN) != 0
     }
 
     private func pauseListener() {
@@ -209,6 +259,11 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
             source.resume()
         }
     }
+
+    /// The open connection `id`, if any (for the admission rules).
+    func connection(_ id: ConnectionID) -> Connection? { connections[id] }
+
+    var openConnections: Dictionary<ConnectionID, Connection>.Values { connections.values }
 
     func connectionClosed(_ connection: Connection) {
         connections[connection.id] = nil

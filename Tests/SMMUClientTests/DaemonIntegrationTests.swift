@@ -209,4 +209,29 @@ struct DaemonIntegrationTests {
         }
         #expect(try bystander.memRead(address: 0x8030_0000, length: 4) == [0, 0, 0, 0])
     }
+
+    @Test("a host's STATS show only its own streams' DMA and faults; the admin's show a protected VM's too")
+    func statsByRole() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (host, _) = try daemon.connect()
+        let vm = try host.vmCreate()
+        try host.vmAssignStream(vm: vm, window: 0, stream: 0x30)
+        let (device, _) = try daemon.connect(role: .device)
+        for _ in 0..<3 { #expect(try device.dma(window: 0, stream: 0x30, iova: 0x1000).fault != 0, "nothing donated: the VM's DMA faults") }
+        #expect(try device.dma(window: 0, stream: 0x31, iova: 0x1000).fault != 0, "a host stream no SMR matches")
+        func object(_ text: String) -> [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+        }
+        let mine = object(try host.stats())
+        #expect(mine["dma_translations"] as? Int == 1)
+        #expect((mine["faults_by_kind"] as? [String: Int])?.values.reduce(0, +) == 1)
+        #expect(mine["tlb"] == nil && mine["dma_by_owner"] == nil)
+        #expect((mine["operations"] as? [String: Any])?["DMA"] == nil)
+        let (admin, _) = try daemon.connect(role: .admin)
+        let all = object(try admin.stats())
+        #expect(all["dma_translations"] as? Int == 4)
+        #expect((all["faults_by_kind"] as? [String: Int])?.values.reduce(0, +) == 4)
+        #expect(all["tlb"] != nil)
+    }
 }

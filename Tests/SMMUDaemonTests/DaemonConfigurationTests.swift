@@ -26,7 +26,8 @@ struct DaemonConfigurationTests {
         #expect(config.socket.path == "/run/smmu-hypd/smmu-hypd.sock")
         #expect(config.finalization == .init(mode: .delay, delayMilliseconds: 200))
         #expect(config.hypervisor.reservedContextBanks == 8 && config.hypervisor.reservedSMRs == 8)
-        #expect(config.audit == .init(burst: 64, summaryIntervalMilliseconds: 1000))
+        #expect(config.audit == .init(burst: 64, summaryIntervalMilliseconds: 1000, maxRecordsPerSecond: 200))
+        #expect(config.limits == .init(maxConnections: 1024, helloTimeoutMilliseconds: 5000, maxBufferedOutput: 64 << 20))
         #expect(config.watchdog)
     }
 
@@ -42,6 +43,13 @@ struct DaemonConfigurationTests {
         #expect(config.finalization.mode == .delay)
         #expect(config.roles.admin == .init())
         #expect(config.memory.hostDMARanges.isEmpty)
+        #expect(config.limits == .init(maxConnections: 1024, helloTimeoutMilliseconds: 5000, maxBufferedOutput: 64 << 20))
+        #expect(config.audit.maxRecordsPerSecond == 200)
+    }
+
+    @Test func limitsDecode() throws {
+        let config = try DaemonConfiguration.parse(yaml: Self.minimal + "\nlimits: {max_connections: 64, hello_timeout_ms: 250, max_buffered_output: 0x200000}")
+        #expect(config.limits == .init(maxConnections: 64, helloTimeoutMilliseconds: 250, maxBufferedOutput: 2 << 20))
     }
 
     @Test(arguments: [("0660", UInt32(0o660)), ("\"0660\"", 0o660), ("0o600", 0o600), ("\"640\"", 0o640)])
@@ -81,6 +89,12 @@ struct DaemonConfigurationTests {
         ("topology: generic4k", "topology: generic4k\nfinalization: {mode: later}", "config error: finalization.mode:"),
         ("topology: generic4k", "topology: generic4k\nfinalization: {delay_ms: -1}", "config error: finalization.delay_ms: must be between 0 and 600000"),
         ("topology: generic4k", "topology: generic4k\naudit: {burst: 0}", "config error: audit.burst: must be between"),
+        ("topology: generic4k", "topology: generic4k\naudit: {max_records_per_second: 301}", "config error: audit.max_records_per_second: must be between 1 and 300"),
+        ("topology: generic4k", "topology: generic4k\naudit: {max_record_per_second: 10}", "config error: audit.max_record_per_second: unknown key"),
+        ("topology: generic4k", "topology: generic4k\nlimits: {max_connections: 0}", "config error: limits.max_connections: must be between"),
+        ("topology: generic4k", "topology: generic4k\nlimits: {hello_timeout_ms: 5}", "config error: limits.hello_timeout_ms: must be between"),
+        ("topology: generic4k", "topology: generic4k\nlimits: {max_buffered_output: 4096}", "config error: limits.max_buffered_output: must be between"),
+        ("topology: generic4k", "topology: generic4k\nlimits: {max_conections: 10}", "config error: limits.max_conections: unknown key"),
         ("topology: generic4k", "topology: generic4k\nhypervisor: {reserved_smrs: 128}", "config error: hypervisor.reserved_smrs: must be between 0 and 127"),
         ("topology: generic4k", "topology: generic4k\nhypervisor: {hypervisor_streams: [{smmu: a, streams: [0x10000]}]}",
          "config error: hypervisor.hypervisor_streams[0].streams[0]: stream ID 0x10000 is over 16 bits"),

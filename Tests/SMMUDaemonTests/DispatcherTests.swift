@@ -1,3 +1,4 @@
+import Foundation
 import Hypervisor
 import SMMUModel
 import Testing
@@ -27,11 +28,12 @@ import WireProtocol
                                          peer: PeerCredentials(pid: 42, uid: 1000, gid: 1000), server: Server())
     }
 
-    /// Sends `requests` and returns the response headers with their payloads.
-    func exchange(_ requests: [UInt8], fds: [Int32] = []) -> (verdict: SessionVerdict, frames: [(FrameHeader, [UInt8])]) {
+    /// Sends `requests` (on the test's session unless another is given) and returns the response headers with their
+    /// payloads.
+    func exchange(_ requests: [UInt8], fds: [Int32] = [], on other: Session? = nil) -> (verdict: SessionVerdict, frames: [(FrameHeader, [UInt8])]) {
         var output: [UInt8] = []
         var fds = fds
-        let verdict = requests.withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
+        let verdict = requests.withUnsafeBytes { (other ?? session).receive($0, fds: &fds, output: &output) }
         var decoder = FrameDecoder(mode: .responses)
         decoder.append(output)
         var frames: [(FrameHeader, [UInt8])] = []
@@ -115,5 +117,57 @@ import WireProtocol
         let second = FrameHeader(decoding: Array(output[(16 + Int(hello?.length ?? 0))...]))
         #expect(second?.statusCode == .malformed)
         #expect(second?.opcode == Opcode.memMap.responseCode && second?.tag == 2)
+    }
+
+    /// A root peer's session greeted as `role`.
+    func greeted(_ role: Role, id: UInt64) -> Session {
+        let s = dispatcher.makeSession(connection: ConnectionID(rawValue: id), peer: PeerCredentials(pid: Int32(id), uid: 0, gid: 0),
+                                       server: Server())
+        #expect(exchange(request(.hello(HelloRequest(role: role, name: "\(role)"))), on: s).frames.first?.0.statusCode == .ok)
+        return s
+    }
+
+    func stats(on s: Session) throws -> [String: Any] {
+        let answer = try #require(exchange(request(.stats), on: s).frames.first)
+        #expect(answer.0.statusCode == .ok)
+        return try #require(try JSONSerialization.jsonObject(with: Data(answer.1)) as? [String: Any])
+    }
+
+    @Test func hostStatisticsShowOnlyWhatIsTheHosts() throws {
+        dispatcher.hypervisor.finalize()
+        let host = greeted(.host, id: 10)
+        let device = greeted(.device, id: 11)
+        let admin = greeted(.admin, id: 12)
+        // A protected VM gets stream 0x20; a device faults on it (no page donated) and on host stream 0x10.
+        let vm = exchange(request(.vmCreate), on: host).frames.first
+        #expect(vm?.0.statusCode == .ok)
+        let handle = vm.map { UInt32($0.1[0]) | UInt32($0.1[1]) << 8 } ?? 0
+        let assigned = exchange(request(.vmAssignStream(VMAssignStreamRequest(vm: handle, window: 0, streamID: 0x20))), on: host)
+        #expect(assigned.frames.first?.0.statusCode == .ok)
+        for stream: UInt32 in [0x20, 0x20, 0x10] {
+            let dma = exchange(request(.dma(DMARequest(window: 0, streamID: stream, iova: 0x1000, flags: []))), on: device)
+            #expect(dma.frames.first?.0.statusCode == .fault)
+        }
+
+        let h = try stats(on: host)
+        let faults = try #require(h["faults_by_kind"] as? [String: Int])
+        #expect(faults.values.reduce(0, +) == 1, "only the host stream's fault: \(faults)")
+        #expect(h["dma_translations"] as? Int == 1)
+        #expect(h["tlb"] == nil && h["dma_by_owner"] == nil && h["operations_by_role"] == nil && h["framing"] == nil)
+        let ops = try #require(h["operations"] as? [String: [String: Int]])
+        #expect(ops["DMA"] == nil, "a device's answers are not the host's: \(ops)")
+        #expect(ops["VM_ASSIGN_STREAM"]?["OK"] == 1)
+        #expect(h["denials"] as? Int == dispatcher.hypervisor.statistics.denials)
+        #expect((h["connections"] as? [String: Int])?["open"] != nil)
+
+        let a = try stats(on: admin)
+        let all = try #require(a["faults_by_kind"] as? [String: Int])
+        #expect(all.values.reduce(0, +) == 3)
+        #expect(a["dma_translations"] as? Int == 3)
+        #expect(a["tlb"] != nil)
+        let byOwner = try #require(a["dma_by_owner"] as? [String: [String: Any]])
+        #expect(byOwner["vm_and_hypervisor"]?["translations"] as? Int == 2)
+        #expect((a["operations"] as? [String: [String: Int]])?["DMA"]?["FAULT"] == 3)
+        #expect((a["operations_by_role"] as? [String: Any])?["device"] != nil)
     }
 }

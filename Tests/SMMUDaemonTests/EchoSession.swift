@@ -32,6 +32,7 @@ final class EchoSession: Session {
                 fds = []
             }
             held.append(frame)
+            isGreeted = true
             frames += 1
         }
         return answerHeld(output: &output)
@@ -56,6 +57,9 @@ final class EchoSession: Session {
     }
 
     var wantsInput: Bool { true }
+
+    /// The echo protocol has no HELLO: a connection is greeted by its first complete frame.
+    private(set) var isGreeted = false
 
     func closed() {
         for fd in keptFDs { close(fd) }

@@ -39,9 +39,9 @@ func countSum(_ entries: [[String: Any]]) -> Int {
     entries.reduce(0) { $0 + (Int($1["SMMU_COUNT"] as? String ?? "") ?? 0) }
 }
 
-func sampleRecord(rule: String, client: String = "test-host", value: UInt64 = 0x8000_0010) -> AuditRecord {
+func sampleRecord(rule: String, client: String = "test-host", value: UInt64 = 0x8000_0010, pid: Int32 = getpid()) -> AuditRecord {
     AuditRecord(rule: rule, messageID: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a11", message: "SMR write would match a stream the host does not own",
-                client: client, pid: getpid(), uid: getuid(), window: "niso1a", register: "SMR[3]", offset: 0x80C,
+                client: client, pid: pid, uid: getuid(), window: "niso1a", register: "SMR[3]", offset: 0x80C,
                 value: value, width: 4, streams: [0x10, 0x11])
 }
 
@@ -80,8 +80,10 @@ struct JournalAuditSinkTests {
         let queue = DispatchQueue(label: "audit-test")
         let sink = JournalAuditSink(burst: 10, summaryInterval: .milliseconds(100), queue: queue)
         queue.sync { sink.start() }
-        // Two clients flood the same rule; each gets its own burst and its own summary.
-        for i in 0..<3000 { queue.async { sink.record(sampleRecord(rule: rule, client: i % 3 == 0 ? "a" : "b", value: UInt64(i))) } }
+        // Two peers flood the same rule; each gets its own burst and its own summary.
+        for i in 0..<3000 {
+            queue.async { sink.record(sampleRecord(rule: rule, client: i % 3 == 0 ? "a" : "b", value: UInt64(i), pid: i % 3 == 0 ? 1001 : 1002)) }
+        }
         Thread.sleep(forTimeInterval: 0.3)  // at least one summary interval passes
         queue.sync { sink.stop() }
         let counters = queue.sync { sink.counters }
@@ -96,7 +98,64 @@ struct JournalAuditSinkTests {
         }, "journal sum \(countSum(entries)) over \(entries.count) entries")
         let summaries = entries.filter { $0["MESSAGE_ID"] as? String == AuditMessageIDs.coalesced }
         #expect(summaries.count == Int(counters.summaries))
-        #expect(countSum(entries.filter { $0["SMMU_CLIENT"] as? String == "a" }) == 1000)
+        #expect(countSum(entries.filter { $0["SMMU_PID"] as? String == "1001" }) == 1000)
+        #expect(entries.count == Int(counters.written + counters.summaries))
+    }
+
+    @Test(.enabled(if: journaldRunning))
+    func twoPeersWithTheSameNameAreCountedSeparately() throws {
+        let rule = "TEST.peers-\(UUID().uuidString.prefix(8))"
+        let queue = DispatchQueue(label: "audit-test")
+        let sink = JournalAuditSink(burst: 2, summaryInterval: .seconds(1), queue: queue)
+        // Another process picks the victim's HELLO name: its denials must not add to the victim's count.
+        queue.sync {
+            for _ in 0..<7 { sink.record(sampleRecord(rule: rule, client: "shared-name", pid: 2001)) }
+            for _ in 0..<3 { sink.record(sampleRecord(rule: rule, client: "shared-name", pid: 2002)) }
+            sink.stop()
+        }
+        #expect(queue.sync { sink.counters.summaries } == 2, "one summary per peer")
+        var entries: [[String: Any]] = []
+        #expect(eventually(seconds: 10) { entries = (try? journalEntries("SMMU_RULE=\(rule)")) ?? []; return countSum(entries) == 10 })
+        #expect(countSum(entries.filter { $0["SMMU_PID"] as? String == "2001" }) == 7)
+        #expect(countSum(entries.filter { $0["SMMU_PID"] as? String == "2002" }) == 3)
+        let summaries = entries.filter { $0["MESSAGE_ID"] as? String == AuditMessageIDs.coalesced }
+        #expect(summaries.count == 2)
+        #expect(entries.allSatisfy { $0["SMMU_PID"] != nil && $0["SMMU_UID"] as? String == String(getuid()) },
+                "every record, summaries included, names the peer")
+    }
+
+    @Test(.enabled(if: journaldRunning))
+    func floodAcrossManyPeersStaysUnderTheGlobalBudgetAndAddsUp() throws {
+        let rule = "TEST.budget-\(UUID().uuidString.prefix(8))"
+        let clock = Mutex(ContinuousClock.now)
+        let emittedAt = Mutex<[ContinuousClock.Instant]>([])
+        let destination = JournalAuditSink.Destination(journal: { fields in
+            emittedAt.withLock { $0.append(clock.withLock { $0 }) }
+            return JournalAuditSink.Destination.system.journal(fields)
+        }, fallback: { _ in true })
+        let queue = DispatchQueue(label: "audit-test")
+        let budget = 20
+        let sink = JournalAuditSink(burst: 5, summaryInterval: .milliseconds(100), maxRecordsPerSecond: budget, queue: queue,
+                                    destination: destination, now: { clock.withLock { $0 } })
+        let start = clock.withLock { $0 }
+        queue.sync {
+            // 200 peers, 10 denials each, all within the first simulated second: 2000 records would be 100 times the budget.
+            for i in 0..<2000 { sink.record(sampleRecord(rule: rule, value: UInt64(i), pid: Int32(3000 + i % 200))) }
+            // The summary timer fires every 100 ms; summaries that do not fit wait for a later second.
+            for _ in 0..<400 where sink.counters.awaitingSummary > 0 {
+                clock.withLock { $0 += .milliseconds(100) }
+                sink.flush()
+            }
+        }
+        let counters = queue.sync { sink.counters }
+        #expect(counters.denials == 2000 && counters.awaitingSummary == 0)
+        #expect(counters.written == UInt64(sink.fullRecordBudget), "full records stop at the budget less the summaries' share")
+        var perSecond: [Int64: Int] = [:]
+        for t in emittedAt.withLock({ $0 }) { perSecond[(t - start).components.seconds, default: 0] += 1 }
+        #expect(perSecond.values.allSatisfy { $0 <= budget }, "records per simulated second: \(perSecond.sorted { $0.key < $1.key })")
+        var entries: [[String: Any]] = []
+        #expect(eventually(seconds: 10) { entries = (try? journalEntries("SMMU_RULE=\(rule)")) ?? []; return countSum(entries) == 2000 },
+                "journal sum \(countSum(entries)) over \(entries.count) entries")
         #expect(entries.count == Int(counters.written + counters.summaries))
     }
 
