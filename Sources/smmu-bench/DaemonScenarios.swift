@@ -114,9 +114,9 @@ struct DaemonScenarios {
         return (Latency(samples: times), hitRate, missRate)
     }
 
-    /// The IOTLB counters from STATS (`tlb.hits`, `tlb.misses`), as the host sees them.
+    /// The IOTLB counters from STATS (`tlb.hits`, `tlb.misses`): the admin's view (a host sees only its own counters).
     func tlbCounters() throws(BenchError) -> (hits: Int, misses: Int) {
-        let object = try document(.host, "STATS") { c throws(SMMUClientError) in try c.stats() }
+        let object = try document(.admin, "STATS") { c throws(SMMUClientError) in try c.stats() }
         guard let tlb = object["tlb"] as? [String: Any], let hits = tlb["hits"] as? Int, let misses = tlb["misses"] as? Int
         else { throw .unexpected("no tlb counters in STATS") }
         return (hits, misses)
