@@ -24,6 +24,18 @@ let package = Package(
                 .product(name: "WireProtocol", package: "smmu-hypd"),
             ]
         ),
+        .target(name: "CFuzzShims"),
+        .executableTarget(
+            name: "FuzzMemory",
+            dependencies: [
+                "FuzzSupport",
+                "CFuzzShims",
+                .product(name: "SMMUDaemon", package: "smmu-hypd"),
+                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "SMMUModel", package: "smmu-hypd"),
+                .product(name: "WireProtocol", package: "smmu-hypd"),
+            ]
+        ),
         .executableTarget(
             name: "FuzzTrap",
             dependencies: [

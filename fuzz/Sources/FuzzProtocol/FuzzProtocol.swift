@@ -44,6 +44,9 @@ nonisolated(unsafe) let machine = ReusedHypervisor(policy: HypervisorPolicy(
     hostRAM: [PhysicalRange(base: 0x8000_0000, size: 1 << 20)],
     hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 256 << 10)))
 
+/// One for the process: a decoder allocates its buffer when made (a page fault per page, each time).
+nonisolated(unsafe) var responseDecoder = FrameDecoder(mode: .responses)
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: data, count: size))
@@ -62,9 +65,8 @@ public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var offset = 0
     var verdict = SessionVerdict.keepOpen
     func account() {
-        var decoder = FrameDecoder(mode: .responses)
-        decoder.append(output)
-        while let ok = decoder.next({ verdict, _ -> Bool in
+        responseDecoder.append(output)
+        while let ok = responseDecoder.next({ verdict, _ -> Bool in
             guard case .message(let h) = verdict, h.magic == FrameHeader.magic, h.version == 1,
                   Status(rawValue: h.status) != nil else { return false }
             // 0xB0 is both an event and the response to EVENTS (0x30 | 0x80); only events carry 12 bytes.
@@ -73,7 +75,7 @@ public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }) {
             if !ok { fatalError("a response that is not a well-formed response frame") }
         }
-        if decoder.bufferedByteCount != 0 { fatalError("a truncated response") }
+        if responseDecoder.bufferedByteCount != 0 { fatalError("a truncated response") }
         output.removeAll(keepingCapacity: true)
     }
     while offset < input.count && verdict == .keepOpen && session.wantsInput {
