@@ -7,9 +7,29 @@ let package = Package(
     name: "smmu-hypd-fuzz",
     dependencies: [.package(name: "smmu-hypd", path: "..")],
     targets: [
+        .target(
+            name: "FuzzSupport",
+            dependencies: [
+                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "SMMUModel", package: "smmu-hypd"),
+            ]
+        ),
         .executableTarget(
             name: "FuzzProtocol",
             dependencies: [
+                "FuzzSupport",
+                .product(name: "SMMUDaemon", package: "smmu-hypd"),
+                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "SMMUModel", package: "smmu-hypd"),
+                .product(name: "WireProtocol", package: "smmu-hypd"),
+            ]
+        ),
+        .target(name: "CFuzzShims"),
+        .executableTarget(
+            name: "FuzzMemory",
+            dependencies: [
+                "FuzzSupport",
+                "CFuzzShims",
                 .product(name: "SMMUDaemon", package: "smmu-hypd"),
                 .product(name: "Hypervisor", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
@@ -19,6 +39,7 @@ let package = Package(
         .executableTarget(
             name: "FuzzTrap",
             dependencies: [
+                "FuzzSupport",
                 .product(name: "Hypervisor", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
             ]

@@ -27,7 +27,7 @@ else
 fi
 scripts/load-test.sh
 if [ -z "${SMMU_SKIP_FUZZ:-}" ]; then
-    fuzz/run.sh "${FUZZ_SECONDS:-45}"
+    fuzz/run.sh "${FUZZ_SECONDS:-30}"
 fi
 if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
     qemu/guest-test.sh

@@ -1,6 +1,7 @@
 // libFuzzer target: arbitrary bytes into one connection's session (frame decoder + dispatcher +
 // hypervisor). Oracle: nothing crashes, every response is a well-formed frame answering a request,
 // and there are exactly as many responses as the spec says the bytes ask for.
+import FuzzSupport
 import Hypervisor
 import SMMUDaemon
 import SMMUModel
@@ -37,16 +38,19 @@ func expectedResponses(_ input: [UInt8]) -> Int {
     return n
 }
 
+/// Built once; each input gets it back as new (see FuzzSupport), and a dispatcher of its own.
+nonisolated(unsafe) let machine = ReusedHypervisor(policy: HypervisorPolicy(
+    topology: .generic4K(base: 0x2B40_0000),
+    hostRAM: [PhysicalRange(base: 0x8000_0000, size: 1 << 20)],
+    hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 256 << 10)))
+
+/// One for the process: a decoder allocates its buffer when made (a page fault per page, each time).
+nonisolated(unsafe) var responseDecoder = FrameDecoder(mode: .responses)
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: data, count: size))
-    let policy = HypervisorPolicy(
-        topology: .generic4K(base: 0x2B40_0000),
-        hostRAM: [PhysicalRange(base: 0x8000_0000, size: 16 << 20)],
-        hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 1 << 20))
-    let hypervisor = try! Hypervisor(policy: policy, memory: try! MemoryMap(regions: [(0x8000_0000, 16 << 20), (0x7F00_0000, 1 << 20)]),
-                                     audit: CollectingAuditSink())
-    if size > 0 && data[0] & 1 == 0 { hypervisor.finalize() }
+    let hypervisor = machine.begin(finalized: size > 0 && data[0] & 1 == 0)
     let dispatcher = Dispatcher(hypervisor: hypervisor, roles: RoleAllowList())
     let session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
                                          server: DiscardingServer())
@@ -61,9 +65,8 @@ public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var offset = 0
     var verdict = SessionVerdict.keepOpen
     func account() {
-        var decoder = FrameDecoder(mode: .responses)
-        decoder.append(output)
-        while let ok = decoder.next({ verdict, _ -> Bool in
+        responseDecoder.append(output)
+        while let ok = responseDecoder.next({ verdict, _ -> Bool in
             guard case .message(let h) = verdict, h.magic == FrameHeader.magic, h.version == 1,
                   Status(rawValue: h.status) != nil else { return false }
             // 0xB0 is both an event and the response to EVENTS (0x30 | 0x80); only events carry 12 bytes.
@@ -72,7 +75,7 @@ public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }) {
             if !ok { fatalError("a response that is not a well-formed response frame") }
         }
-        if decoder.bufferedByteCount != 0 { fatalError("a truncated response") }
+        if responseDecoder.bufferedByteCount != 0 { fatalError("a truncated response") }
         output.removeAll(keepingCapacity: true)
     }
     while offset < input.count && verdict == .keepOpen && session.wantsInput {
@@ -89,6 +92,7 @@ public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     }
     session.closed()
+    machine.end()
     let expected = expectedResponses(input)
     if responses != expected {
         // -O drops precondition messages: say it before trapping.
