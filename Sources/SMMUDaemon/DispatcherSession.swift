@@ -15,7 +15,8 @@ final class DispatcherSession: Session {
     /// Strong: an unowned reference paid a checked retain and a release on every request. The dispatcher's
     /// `sessions` table holds the session until `closed()`, which breaks the cycle.
     let dispatcher: Dispatcher
-    private var decoder = FrameDecoder(mode: .requests)
+    /// Starts small and grows to the largest frame the client sends: an idle or one-shot connection costs 4 KiB, not 64.
+    private var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
     private(set) var role: Role?
     private(set) var client = ClientIdentity(name: "", pid: 0, uid: 0)
     private(set) var eventsMode = false
