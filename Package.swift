@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "SMMUModel", swiftSettings: hotPath),
         // Layers 2 and 3: the EL2 hypervisor (ownership, lifecycle, hypercalls) and the trap handler.
         .target(name: "Hypervisor", dependencies: ["SMMUModel"], swiftSettings: hotPath),
-        // The wire contract (docs: ../shared/spec/protocol-v1.md), a pure codec.
+        // The wire contract (docs/protocol-v1.md), a pure codec.
         .target(name: "WireProtocol", swiftSettings: hotPath),
         // The daemon: Dispatch socket server, config, systemd, journald audit, request dispatch.
         .target(

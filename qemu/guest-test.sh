@@ -25,13 +25,12 @@ rm -f "$ART"/*.log
 
 TMP=$(mktemp -d /tmp/smmu-hypd-guest.XXXXXX)
 SOCK=$TMP/smmu-hypd.sock
-RAMFILE=/dev/shm/smmu-hypd-guest-$$
 PIDS=()
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    rm -rf "$TMP" "$RAMFILE"
+    rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -81,7 +80,7 @@ if [ -z "${SMMU_HYPD_STANDIN:-}" ] && ! journald_listening; then
 fi
 
 QEMU_ARGS=(-M virt,memory-backend=ram0 -cpu cortex-a57 -m $MEM_MB -smp 1
-    -object memory-backend-file,id=ram0,size=${MEM_MB}M,mem-path=$RAMFILE,share=on
+    -object memory-backend-memfd,id=ram0,size=${MEM_MB}M,share=on,seal=on
     -nographic -no-reboot -nic none -monitor none
     -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyAMA0 panic=-1 loglevel=7")
 

@@ -10,7 +10,7 @@
  *
  * Usage (must come before the PCI devices it translates):
  *   -machine virt,memory-backend=ram0
- *   -object memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm/guest,share=on
+ *   -object memory-backend-memfd,id=ram0,size=512M,share=on,seal=on
  *   -device smmu-hypd,socket=/run/smmu-hypd.sock
  *
  * Copyright (c) 2026 the smmu-hypd authors
@@ -49,7 +49,7 @@
 #define TYPE_SMMU_HYPD_IOMMU_MR "smmu-hypd-iommu-memory-region"
 OBJECT_DECLARE_SIMPLE_TYPE(SmmuHypdState, SMMU_HYPD)
 
-/* Protocol v1 (shared/spec/protocol-v1.md). */
+/* Protocol v1 (docs/protocol-v1.md). */
 enum {
     SH_MAGIC = 0x4D53, SH_VERSION = 1, SH_HEADER = 16, SH_MAX_PAYLOAD = 65536,
     SH_OP_HELLO = 0x01, SH_OP_READ = 0x02, SH_OP_WRITE = 0x03, SH_OP_DMA = 0x04,
@@ -500,8 +500,9 @@ static bool smmu_hypd_map_ram(SmmuHypdState *s, Error **errp)
     fd = memory_region_get_fd(ms->ram);
     if (fd < 0 || !qemu_ram_is_shared(ms->ram->ram_block)) {
         error_setg(errp, "smmu-hypd: guest RAM must be shared with the daemon: use "
-                   "-machine memory-backend=ID -object memory-backend-file,id=ID,"
-                   "mem-path=/dev/shm/NAME,share=on,size=...");
+                   "-machine memory-backend=ID -object memory-backend-memfd,id=ID,"
+                   "share=on,seal=on,size=... (the daemon maps only a memfd sealed "
+                   "against shrinking)");
         return false;
     }
     stq_le_p(req, s->ram_base);

@@ -18,7 +18,7 @@ struct Lifecycle {
     private(set) var state: LifecycleState = .notFinalized
 
     enum FinalizeAction: Equatable {
-        /// Take the SMMUs now (the seed's finalize_pkvm at device_initcall_sync).
+        /// Take the SMMUs now (pKVM's finalize_pkvm() at device_initcall_sync).
         case takeOwnership
         /// Already done: FINALIZE is idempotent.
         case nothing

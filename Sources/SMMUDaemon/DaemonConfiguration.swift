@@ -44,7 +44,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     public enum FinalizationMode: String, Sendable, Equatable, Decodable {
-        /// Finalize `delayMilliseconds` after start (the seed's device_initcall_sync comes shortly after boot).
+        /// Finalize `delayMilliseconds` after start (Linux's device_initcall_sync comes shortly after boot).
         case delay
         /// Finalize on an admin FINALIZE request.
         case manual

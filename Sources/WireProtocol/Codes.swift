@@ -1,4 +1,4 @@
-/// The enumerations of protocol v1 (shared/spec/protocol-v1.md). Raw values are the wire values.
+/// The enumerations of protocol v1 (docs/protocol-v1.md). Raw values are the wire values.
 
 /// A request opcode. A response carries `opcode | 0x80`; an event message carries ``event``.
 public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {

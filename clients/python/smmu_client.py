@@ -1,6 +1,6 @@
 """A Python 3 client of the smmu-hypd wire protocol, version 1 (standard library only).
 
-Written from shared/spec/protocol-v1.md alone: every message is a 16-byte little-endian header
+Written from docs/protocol-v1.md alone: every message is a 16-byte little-endian header
 (magic 0x4D53, version 1, opcode, tag, status, length) and `length` payload bytes. Requests may be
 pipelined; the daemon answers each exactly once, in order.
 
@@ -10,6 +10,8 @@ pipelined; the daemon answers each exactly once, in order.
 """
 
 import enum
+import os
+import fcntl
 import socket
 import struct
 from collections import namedtuple
@@ -151,6 +153,19 @@ def mem_read_payload(address, length):
 
 def mem_write_payload(address, data):
     return struct.pack("<QII", address, len(data), 0) + bytes(data)
+
+
+def sealed_memfd(size, name="smmu-hypd-ram"):
+    """A memfd of `size` bytes sealed against shrinking and growing, as MEM_MAP requires (QEMU's
+    memory-backend-memfd seals guest RAM the same way). The caller owns the returned fd."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def mem_map_payload(address, size, offset):
@@ -371,6 +386,8 @@ class SMMUClient:
         self.call_ok(Opcode.MEM_WRITE, mem_write_payload(address, data))
 
     def mem_map(self, address, size, offset, fd):
+        """Lends bytes [offset, offset+size) of `fd` as host RAM at `address`. The daemon takes only a memfd
+        sealed against shrinking that holds the whole range (`sealed_memfd` makes one)."""
         self.call_ok(Opcode.MEM_MAP, mem_map_payload(address, size, offset), fds=(fd,))
 
     def vm_create(self):

@@ -259,6 +259,25 @@ class EndToEndTests(unittest.TestCase):
                 break
         return seen
 
+    def test_mem_map_takes_a_sealed_memfd_and_refuses_a_file_that_could_shrink(self):
+        c, _ = self.host()
+        fd = sc.sealed_memfd(0x4000)
+        self.addCleanup(os.close, fd)
+        os.pwrite(fd, b"from python", 0x1000)
+        c.mem_map(0x80600000, 0x4000, 0, fd)
+        self.assertEqual(c.mem_read(0x80601000, 11), b"from python")
+        with self.assertRaises(OSError):
+            os.ftruncate(fd, 0)   # the seal holds: the daemon's mapping can never lose its pages
+        unsealed = os.memfd_create("unsealed")
+        self.addCleanup(os.close, unsealed)
+        os.ftruncate(unsealed, 0x4000)
+        with self.assertRaises(sc.SMMUError) as refused:
+            c.mem_map(0x80700000, 0x4000, 0, unsealed)
+        self.assertEqual(refused.exception.status, sc.Status.INVALID)
+        with self.assertRaises(sc.SMMUError) as alias:
+            c.mem_map(0x80800000, 0x1000, 0x1000, fd)
+        self.assertEqual(alias.exception.status, sc.Status.DENIED)
+
     def test_requests_before_hello_are_forbidden(self):
         c = sc.SMMUClient(self.socket_path, timeout=10)
         self.addCleanup(c.close)
