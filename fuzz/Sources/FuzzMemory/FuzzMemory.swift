@@ -320,24 +320,24 @@ struct Run {
         }
     }
 
-    func checkCanaries(_ when: String) {
+    func checkCanaries(_ when: @autoclosure () -> String) {
         for (vm, pages) in canaries {
             for p in pages {
                 guard h.ownership.owner(ofAddress: p) == .vm(VMHandle(rawValue: vm)) else {
-                    fail("page 0x\(String(p, radix: 16)) of vm\(vm) changed owner without VM_DESTROY \(when)")
+                    fail("page 0x\(String(p, radix: 16)) of vm\(vm) changed owner without VM_DESTROY \(when())")
                 }
                 for o in canaryOffsets where h.memory.read64(at: p + UInt64(o)) != canaryMagic || h.memory.read64(at: p + UInt64(o) + 8) != p {
-                    fail("VM page 0x\(String(p, radix: 16)) of vm\(vm) changed by the host \(when)")
+                    fail("VM page 0x\(String(p, radix: 16)) of vm\(vm) changed by the host \(when())")
                 }
             }
         }
     }
 
     /// No page of a VM or of the hypervisor is client memory.
-    func checkClientMemory(_ when: String) {
+    func checkClientMemory(_ when: @autoclosure () -> String) {
         for r in h.memory.replacedRanges {
             for p in stride(from: r.base, to: r.base + r.size, by: Int(page)) where h.ownership.owner(ofAddress: p) != .host {
-                fail("page 0x\(String(p, radix: 16)) of \(h.ownership.owner(ofAddress: p).map { "\($0)" } ?? "nobody") is client memory \(when)")
+                fail("page 0x\(String(p, radix: 16)) of \(h.ownership.owner(ofAddress: p).map { "\($0)" } ?? "nobody") is client memory \(when())")
             }
         }
     }
@@ -364,15 +364,15 @@ struct Run {
         }
     }
 
-    mutating func checkInvariants(_ when: String) {
+    mutating func checkInvariants(_ when: @autoclosure () -> String) {
         let violations = InvariantChecker(h).check(iovas: [hostRAM.base + page, hostRAM.base + 2 * page])
-        if !violations.isEmpty { fail("invariant broken \(when): \(violations)") }
+        if !violations.isEmpty { fail("invariant broken \(when()): \(violations)") }
     }
 
-    mutating func checkAfterStep(_ when: String) {
-        checkClientMemory(when)
-        checkCanaries(when)
-        if machine.audit.count != h.statistics.denials { fail("denials and audit records disagree \(when)") }
+    mutating func checkAfterStep(_ when: @autoclosure () -> String) {
+        checkClientMemory(when())
+        checkCanaries(when())
+        if machine.audit.count != h.statistics.denials { fail("denials and audit records disagree \(when())") }
     }
 
     mutating func finish() {
