@@ -31,6 +31,9 @@ public struct InvariantChecker {
         iovas += [h.policy.hypervisorRAM.base, h.policy.hypervisorRAM.end - Ownership.pageSize]
         iovas += h.policy.hostDMARanges.map(\.base)
         for vm in h.vms.keys { iovas += h.ownership.pages(of: vm).prefix(4) }
+        for vm in h.vms.keys where h.ownership.pageCount(of: vm) != h.ownership.pages(of: vm).count {
+            violations.append(InvariantViolation(window: "memory", what: "\(vm)'s page count is not its pages'"))
+        }
         // 4. Memory a client's file backs is the host's, every page of it, and marked shared (G4).
         for mapping in h.sharedMappings {
             if !h.ownership.owns(.host, mapping.range) || !h.ownership.isShared(mapping.range) {

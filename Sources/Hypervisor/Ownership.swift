@@ -22,6 +22,8 @@ public final class Ownership {
     private var regions: [(range: PhysicalRange, owners: [UInt32])]
     public let hypervisorRAM: PhysicalRange
     public let hostDMARanges: [PhysicalRange]
+    /// Pages each VM owns, by handle (the count of its code in `regions`).
+    private var vmPageCounts: [UInt32: Int] = [:]
     /// Pages of hypervisor RAM that hold a VM's stage-2 tables: the only hypervisor pages a walk for
     /// that VM's streams may read.
     private var tablePages: [VMHandle: Set<UInt64>] = [:]
@@ -104,8 +106,13 @@ public final class Ownership {
         case .hypervisor: preconditionFailure("hypervisor pages are its own RAM, never taken from the host")
         }
         _ = withCodes(of: range) { codes in
-            for p in codes.indices where codes[p] & Self.sharedBit == 0 { codes[p] = code }
+            for p in codes.indices where codes[p] & Self.sharedBit == 0 && codes[p] != code {
+                if codes[p] != 0 { vmPageCounts[codes[p], default: 0] -= 1 }
+                if code != 0 { vmPageCounts[code, default: 0] += 1 }
+                codes[p] = code
+            }
         }
+        vmPageCounts = vmPageCounts.filter { $0.value != 0 }
     }
 
     /// True when some page of `range` (inside host RAM) is backed by a client's shared file.
@@ -131,10 +138,8 @@ public final class Ownership {
         return out
     }
 
-    /// How many pages a VM owns.
-    func pageCount(of vm: VMHandle) -> Int {
-        regions.reduce(0) { n, r in n + r.owners.reduce(0) { $0 + ($1 == vm.rawValue ? 1 : 0) } }
-    }
+    /// How many pages a VM owns (kept as pages change hands: VM_DONATE asks on every call).
+    func pageCount(of vm: VMHandle) -> Int { vmPageCounts[vm.rawValue] ?? 0 }
 
     func setTablePages(_ pages: Set<UInt64>, of vm: VMHandle) { tablePages[vm] = pages.isEmpty ? nil : pages }
 

@@ -98,8 +98,9 @@ extension Hypervisor {
             // bounded however the host scattered its donations (the VM's page count is always exact).
             for run in Self.runs(of: pages) {
                 listed += 1
-                if listed > maxVMRanges { break }
-                memory.append(.init(base: hex(run.base), size: hex(run.size), owner: vm.handle.description))
+                if listed <= maxVMRanges {
+                    memory.append(.init(base: hex(run.base), size: hex(run.size), owner: vm.handle.description))
+                }
             }
             return .init(vm: vm.handle.rawValue, pages: pages.count,
                          streams: vm.streams.map { "\(policy.topology.smmus[$0.smmu].name):\($0.stream)" },
