@@ -88,12 +88,18 @@ public final class Ownership {
 
     func isHostRAM(_ range: PhysicalRange) -> Bool { regions.contains { $0.range.contains(range) } }
 
-    /// The page codes of `range`, which lies inside one host-RAM region, for `body` to read or change.
-    private func withCodes<T>(of range: PhysicalRange, _ body: (inout ArraySlice<UInt32>) -> T) -> T? {
-        guard let i = regions.firstIndex(where: { $0.range.contains(range) }) else { return nil }
-        let first = Int((range.base - regions[i].range.base) / Self.pageSize)
-        let count = Int((range.size + Self.pageSize - 1) / Self.pageSize)
-        return body(&regions[i].owners[first..<(first + count)])
+    /// Calls `body` with the page codes of each part of `range` that lies in a host-RAM region (a range may span
+    /// adjacent regions), in address order, to read or change them.
+    private func forEachCodes(of range: PhysicalRange, _ body: (inout ArraySlice<UInt32>) -> Void) {
+        guard range.size > 0, range.base <= UInt64.max - range.size else { return }
+        for i in regions.indices where regions[i].range.overlaps(range) {
+            let r = regions[i].range
+            let start = max(r.base, range.base & ~(Self.pageSize - 1))
+            let end = min(r.end, range.end)
+            let first = Int((start - r.base) / Self.pageSize)
+            let count = Int((end - start + Self.pageSize - 1) / Self.pageSize)
+            body(&regions[i].owners[first..<(first + count)])
+        }
     }
 
     /// Moves the pages of `range` (inside host RAM) to `owner` (host or a VM). A shared page stays the
@@ -105,7 +111,7 @@ public final class Ownership {
         case .vm(let vm): code = vm.rawValue
         case .hypervisor: preconditionFailure("hypervisor pages are its own RAM, never taken from the host")
         }
-        _ = withCodes(of: range) { codes in
+        forEachCodes(of: range) { codes in
             for p in codes.indices where codes[p] & Self.sharedBit == 0 && codes[p] != code {
                 if codes[p] != 0 { vmPageCounts[codes[p], default: 0] -= 1 }
                 if code != 0 { vmPageCounts[code, default: 0] += 1 }
@@ -117,12 +123,14 @@ public final class Ownership {
 
     /// True when some page of `range` (inside host RAM) is backed by a client's shared file.
     public func isShared(_ range: PhysicalRange) -> Bool {
-        withCodes(of: range) { codes in codes.contains { $0 & Self.sharedBit != 0 } } ?? false
+        var shared = false
+        forEachCodes(of: range) { codes in shared = shared || codes.contains { $0 & Self.sharedBit != 0 } }
+        return shared
     }
 
     /// Marks the host pages of `range` as backed by a client's shared file (MEM_MAP) or not any more.
     func setShared(_ range: PhysicalRange, _ shared: Bool) {
-        _ = withCodes(of: range) { codes in
+        forEachCodes(of: range) { codes in
             for p in codes.indices { codes[p] = shared ? codes[p] | Self.sharedBit : codes[p] & ~Self.sharedBit }
         }
     }

@@ -220,6 +220,28 @@ import SMMUModel
         #expect(!m.hv.ownership.permits(.host, address: vmData, kind: .data(write: true)))
     }
 
+    /// Host RAM in two adjacent ranges: a donation or a mapping across the seam moves (or marks) every page, on
+    /// both sides, as one inside a range does.
+    @Test func aRangeAcrossAdjacentRAMRangesIsOneRange() throws {
+        let low = PhysicalRange(base: 0x8000_0000, size: 0x10_0000), high = PhysicalRange(base: 0x8010_0000, size: 0x10_0000)
+        let memory = try MemoryMap(regions: [(low.base, low.size), (high.base, high.size), (hypervisorRAM.base, hypervisorRAM.size)])
+        let hv = try Hypervisor(policy: HypervisorPolicy(topology: .tegra234, hostRAM: [low, high], hypervisorRAM: hypervisorRAM),
+                                memory: memory, audit: CollectingAuditSink())
+        #expect(hv.finalize())
+        let client = ClientIdentity(name: "seam")
+        let vm = try #require(hv.vmCreate(client: client).value)
+        let seam = PhysicalRange(base: high.base - 0x2000, size: 0x4000)
+        #expect(hv.vmDonate(vm, range: seam, client: client).value != nil)
+        for page in stride(from: seam.base, to: seam.end, by: 0x1000) { #expect(hv.ownership.owner(ofAddress: page) == .vm(vm)) }
+        #expect(hv.ownership.pageCount(of: vm) == 4)
+        #expect(hv.vmDestroy(vm, client: client).value != nil)
+        #expect(hv.ownership.owns(.host, seam))
+        hv.ownership.setShared(PhysicalRange(base: high.base, size: 0x1000), true)
+        #expect(hv.ownership.isShared(seam), "the shared page is on the far side of the seam")
+        let other = try #require(hv.vmCreate(client: client).value)
+        expectDenied(hv.vmDonate(other, range: seam, client: client), .donateSharedMemory)
+    }
+
     @Test func vmHandlesWrapWithoutReusingALiveOne() {
         let m = Machine()
         let first = m.hv.vmCreate(client: m.client).value!
