@@ -28,6 +28,10 @@ public enum TeardownStep: Equatable, Sendable {
     case returnPages
     /// The streams are the host's again, last.
     case returnStreams(Int)
+    /// With them, the memory-controller clients that carry them (only when there are some): still pointed at their
+    /// own streams, now the host's. Never earlier: until the streams are back, the host cannot re-point the VM's
+    /// engines (their DMA keeps landing in the VM's streams, which fault from step 1).
+    case returnMemoryClients(Int)
 }
 
 extension Hypervisor {
@@ -129,6 +133,7 @@ extension Hypervisor {
                 return denial(.assignMatchedStream)
             }
         }
+        if memoryControllerBlocksAssignment(of: stream, smmu: smmu) { return denial(.assignStreamMCRouted) }
         let reference = members[0]
         guard let slot = reference.reservedSMRs.first(where: { s in members.allSatisfy { $0.reservedSMRUse[s] == nil } }) else {
             return .invalid("no reserved SMR left on \(policy.topology.smmus[smmu].name)")
@@ -150,6 +155,7 @@ extension Hypervisor {
             instance.program(.SMR, index: slot, UInt64(SMR(id: stream.rawValue, mask: 0, valid: true).raw))
         }
         ownership.setOwner(ofStream: stream, smmu: smmu, to: .vm(vm))
+        takeMemoryClients(of: stream, smmu: smmu)   // the stream's own MC clients: the hypervisor's to program now
         vms[vm]!.streams.append((smmu, stream))
         return .ok(())
     }
@@ -218,6 +224,8 @@ extension Hypervisor {
         }
         for (smmu, stream) in machine.streams { ownership.setOwner(ofStream: stream, smmu: smmu, to: .host) }
         steps.append(.returnStreams(machine.streams.count))
+        let clients = memoryClientCount(of: machine.streams)
+        if clients > 0 { steps.append(.returnMemoryClients(clients)) }
         vms[vm] = nil
         return .ok(steps)
     }

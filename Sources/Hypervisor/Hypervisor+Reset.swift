@@ -25,6 +25,7 @@ extension Hypervisor {
             instance.reservedSMRUse = [:]
             instance.reservedContextBankUse = [:]
         }
+        memoryController?.reset()
         for r in memory.ramRegions { _ = memory.zero(at: r.base, count: Int(r.size)) }
         return true
     }

@@ -12,6 +12,8 @@ public final class Hypervisor {
     let instances: [HostedInstance]
     let trap: TrapHandler
     let audit: AuditSink
+    /// The memory controller's stream-ID registers, when the topology has one (Hypervisor+MemoryController.swift).
+    public let memoryController: HostedMemoryController?
     var lifecycleMachine = Lifecycle()
     var pages: HypervisorPages
     var vms: [VMHandle: VirtualMachine] = [:]
@@ -36,6 +38,9 @@ public final class Hypervisor {
             built.append(HostedInstance(index: i, window: window, policy: policy, memory: memory, filter: filter))
         }
         instances = built
+        memoryController = try policy.topology.memoryController.map { c throws(HypervisorPolicy.Problem) in
+            try HostedMemoryController(c, topology: policy.topology)
+        }
         for (smmu, streams) in policy.hypervisorStreams {
             let needed = streams.count
             for w in policy.topology.smmus[smmu].windows where needed > instances[w].reservedSMRs.count {
@@ -78,6 +83,7 @@ public final class Hypervisor {
         case .refuse: return false
         case .takeOwnership:
             for instance in instances { takeOwnership(of: instance) }
+            takeOwnershipOfMemoryController()
             return true
         }
     }
@@ -119,7 +125,9 @@ public final class Hypervisor {
             statistics.deferred += 1
             return .deferred
         }
-        guard let (w, offset) = bus.resolve(address: address, width: width) else { return .badAddress }
+        guard let (w, offset) = bus.resolve(address: address, width: width) else {
+            return memoryControllerRead(address: address, width: width, client: client)   // the MC's windows, or none
+        }
         statistics.hostReads += 1
         switch trap.read(instances[w], offset: offset, width: width) {
         case .success(let v): return .ok(v)
@@ -136,7 +144,9 @@ public final class Hypervisor {
             statistics.deferred += 1
             return .deferred
         }
-        guard let (w, offset) = bus.resolve(address: address, width: width) else { return .badAddress }
+        guard let (w, offset) = bus.resolve(address: address, width: width) else {
+            return memoryControllerWrite(address: address, value: value, width: width, client: client)   // the MC's, or none
+        }
         statistics.hostWrites += 1
         switch trap.write(instances[w], offset: offset, value: value, width: width) {
         case .success: return .ok(())

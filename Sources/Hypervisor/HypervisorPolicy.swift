@@ -45,6 +45,8 @@ public struct HypervisorPolicy: Sendable {
         case overlappingMemory(String)
         case unalignedRange(String)
         case unknownStream(smmu: Int, stream: StreamID)
+        /// The topology's memory controller does not fit it (Hypervisor+MemoryController.swift says why).
+        case invalidMemoryController(String)
 
         public var description: String {
             switch self {
@@ -53,6 +55,7 @@ public struct HypervisorPolicy: Sendable {
             case .overlappingMemory(let s): "memory ranges overlap: \(s)"
             case .unalignedRange(let s): "range not 4 KiB aligned: \(s)"
             case .unknownStream(let smmu, let s): "logical SMMU \(smmu) has no stream \(s)"
+            case .invalidMemoryController(let s): "memory controller: \(s)"
             }
         }
     }

@@ -20,6 +20,10 @@ public struct HypervisorStatistics: Sendable, Equatable {
     public var foreignDMA = DMACounters()
     public var hostReads = 0
     public var hostWrites = 0
+    /// Host accesses to the memory controller's windows, and DMAs issued by MC client (MC_DMA).
+    public var memoryControllerReads = 0
+    public var memoryControllerWrites = 0
+    public var memoryControllerDMA = 0
 
     public var denials: Int { denialsByRule.values.reduce(0, +) }
     /// Every translation, whoever owns the stream (the admin's view).

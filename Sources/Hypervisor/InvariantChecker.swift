@@ -16,6 +16,7 @@ public struct InvariantViolation: Error, Sendable, Equatable, CustomStringConver
 ///    that VM's pages.
 /// 4. Memory a client's shared file backs (MEM_MAP) is host-owned, so no VM page is ever in a host's file. The probe DMAs are real translations; the fault registers they may set are
 ///    put back as they were, so checking changes nothing the host or a VM can see.
+/// 5. Every memory-controller client routes to its owner's stream (`Hypervisor.memoryControllerViolations`).
 public struct InvariantChecker {
     public let hypervisor: Hypervisor
     public init(_ hypervisor: Hypervisor) { self.hypervisor = hypervisor }
@@ -40,6 +41,8 @@ public struct InvariantChecker {
                 violations.append(InvariantViolation(window: "memory", what: "client mapping at 0x\(String(mapping.range.base, radix: 16)) is not host-owned shared memory"))
             }
         }
+
+        violations += h.memoryControllerViolations()   // 5. MC clients route to their owners' streams
 
         for instance in h.instances {
             let name = instance.window.name

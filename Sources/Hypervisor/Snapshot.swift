@@ -45,6 +45,8 @@ public struct HypervisorSnapshot: Encodable, Sendable {
     public var vms: [VMState]
     /// VM ranges left out of `memory` past the snapshot's limit.
     public var memory_ranges_omitted: Int
+    /// The memory controller's stream-ID registers, when the topology has one (Hypervisor+MemoryController.swift).
+    public var memory_controller: MemoryControllerState? = nil
 }
 
 private func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
@@ -106,7 +108,9 @@ extension Hypervisor {
                          streams: vm.streams.map { "\(policy.topology.smmus[$0.smmu].name):\($0.stream)" },
                          stage2_root: hex(vm.stage2.root))
         }
-        return HypervisorSnapshot(state: "\(lifecycle)", windows: windows, streams: streams, memory: memory, vms: vmStates,
-                                  memory_ranges_omitted: max(0, listed - maxVMRanges))
+        var snapshot = HypervisorSnapshot(state: "\(lifecycle)", windows: windows, streams: streams, memory: memory,
+                                          vms: vmStates, memory_ranges_omitted: max(0, listed - maxVMRanges))
+        snapshot.memory_controller = memoryControllerSnapshot()
+        return snapshot
     }
 }

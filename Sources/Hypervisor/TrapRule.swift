@@ -29,6 +29,17 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
     case mapNotHostOwned = "G4.map-not-host-owned"
     /// G4: MEM_MAP may not show file bytes another mapping already shows (one file page, one address).
     case mapAlias = "G4.map-alias"
+    // The Tegra memory controller's stream-ID window (Hypervisor+MemoryController.swift).
+    /// G2: an MC override (or a security write turning one on) must name a stream the host owns.
+    case mcOverrideForeignStream = "G2.mc-override-foreign-stream"
+    /// G2: a client whose stream is a VM's or the hypervisor's is theirs to program: no host write to its registers.
+    case mcForeignClient = "G2.mc-foreign-client"
+    /// G3: the passthrough stream ID goes around every SMMU; the host may name it only where configured.
+    case mcOverridePassthrough = "G3.mc-override-passthrough"
+    /// G3: the MC's SMMU bypass configuration is the boot firmware's and the hypervisor's: no host write.
+    case mcBypassConfig = "G3.mc-bypass-config"
+    /// G4: a stream another host MC client's override routes to cannot be assigned (the host re-points it first).
+    case assignStreamMCRouted = "G4.assign-stream-mc-routed"
 
     /// The guarantee of the hypervisor model this rule enforces.
     public var guarantee: String { String(rawValue.prefix { $0 != "." }) }
@@ -49,6 +60,11 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .donateSharedMemory: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1b"
         case .mapNotHostOwned: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1c"
         case .mapAlias: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1d"
+        case .mcOverrideForeignStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1e"
+        case .mcForeignClient: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1f"
+        case .mcOverridePassthrough: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a20"
+        case .mcBypassConfig: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a21"
+        case .assignStreamMCRouted: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a22"
         }
     }
 
@@ -68,6 +84,11 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .donateSharedMemory: "VM_DONATE of pages a client's shared file backs (MEM_MAP)"
         case .mapNotHostOwned: "MEM_MAP over memory the host does not own"
         case .mapAlias: "MEM_MAP of file bytes another mapping already shows"
+        case .mcOverrideForeignStream: "memory-controller stream-ID override naming a stream the host does not own"
+        case .mcForeignClient: "write to the stream-ID registers of a memory client the host does not own"
+        case .mcOverridePassthrough: "memory-controller override naming the passthrough stream ID, which bypasses the SMMUs"
+        case .mcBypassConfig: "write to the memory controller's SMMU bypass configuration"
+        case .assignStreamMCRouted: "VM_ASSIGN_STREAM of a stream a host memory client's override routes to"
         }
     }
 }

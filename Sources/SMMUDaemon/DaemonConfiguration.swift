@@ -109,6 +109,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var limits: Limits
     /// Ping systemd's watchdog when the unit sets WatchdogSec.
     public var watchdog: Bool
+    /// The memory controller's stream-ID windows (DaemonConfiguration+MemoryController.swift); nil: the topology's.
+    public var memoryController: MemoryController?
 
     /// Reads, decodes and validates a configuration file.
     public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {

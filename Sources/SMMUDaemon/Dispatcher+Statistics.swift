@@ -14,6 +14,7 @@ extension Dispatcher {
         object["denials_by_rule"] = Dictionary(uniqueKeysWithValues: hypervisor.statistics.denialsByRule.map { ($0.key.rawValue, $0.value) })
         object["connections"] = connectionsObject()
         object["audit"] = auditCounters()
+        if let mc = memoryControllerStatistics(for: role) { object["memory_controller"] = mc }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }

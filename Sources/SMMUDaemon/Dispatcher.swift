@@ -110,7 +110,7 @@ public final class Dispatcher: SessionFactory {
         case .hello: true
         case .read, .write, .memRead, .memWrite, .memMap, .events, .vmCreate, .vmDonate, .vmAssignStream, .vmDestroy:
             role == .host
-        case .dma: role == .device
+        case .dma, .mcDMA: role == .device
         case .stats: role == .host || role == .admin
         case .dump, .finalize: role == .admin
         case .event: false
@@ -181,6 +181,8 @@ public final class Dispatcher: SessionFactory {
             case .invalid:
                 answer(.invalid)
             }
+        case .mcDMA(let d):
+            answerMemoryControllerDMA(d, answer: answer)
         case .memRead(let m):
             // The answer must fit one frame (65536 bytes of payload at most).
             guard Int(m.length) <= MemReadRequest.maxLength else { return answer(.invalid) }

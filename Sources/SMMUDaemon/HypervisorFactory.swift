@@ -17,7 +17,8 @@ public enum HypervisorFactory {
     }
 
     public static func policy(_ c: DaemonConfiguration) throws(Problem) -> HypervisorPolicy {
-        let topology = topology(c.topology)
+        var topology = topology(c.topology)
+        topology.memoryController = c.memoryControllerConfiguration(default: topology.memoryController)
         var streams: [Int: [StreamID]] = [:]
         for entry in c.hypervisor.hypervisorStreams {
             guard let i = topology.smmus.firstIndex(where: { $0.name == entry.smmu }) else {

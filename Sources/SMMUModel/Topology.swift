@@ -38,14 +38,18 @@ public struct LogicalSMMU: Sendable, Equatable {
 public struct Topology: Sendable, Equatable {
     public let windows: [Window]
     public let smmus: [LogicalSMMU]
+    /// The memory controller whose stream-ID overrides feed these SMMUs (Tegra186 and later), if modelled.
+    public var memoryController: MemoryControllerConfiguration?
 
-    public init(windows: [Window], smmus: [LogicalSMMU]) {
+    public init(windows: [Window], smmus: [LogicalSMMU], memoryController: MemoryControllerConfiguration? = nil) {
         self.windows = windows
         self.smmus = smmus
+        self.memoryController = memoryController
     }
 
     /// Tegra234 (reference §4.2): niso1 (0x08000000, 0x07000000), iso (0x10000000),
-    /// niso0 (0x12000000, 0x11000000), all with `stream-match-mask = <0x7f80>`.
+    /// niso0 (0x12000000, 0x11000000), all with `stream-match-mask = <0x7f80>`; the memory controller's
+    /// stream-ID windows at 0x02c00000 and 0x02c10000.
     public static let tegra234: Topology = {
         let c = MMU500Configuration.tegra234
         let windows = [
@@ -60,7 +64,7 @@ public struct Topology: Sendable, Equatable {
             LogicalSMMU(name: "iso", windows: [2], streamMatchMask: 0x7F80),
             LogicalSMMU(name: "niso0", windows: [3, 4], streamMatchMask: 0x7F80),
         ]
-        return Topology(windows: windows, smmus: smmus)
+        return Topology(windows: windows, smmus: smmus, memoryController: .tegra234)
     }()
 
     /// One generic 4 KiB-page MMU-500 (the Xilinx QEMU model's IDs) named "mmu500".

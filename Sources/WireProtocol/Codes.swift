@@ -9,6 +9,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case memRead = 0x05
     case memWrite = 0x06
     case memMap = 0x07
+    /// A DMA by a memory-controller client (Tegra): the stream its override produces (docs/protocol-v1.md).
+    case mcDMA = 0x08
     case vmCreate = 0x10
     case vmDonate = 0x11
     case vmAssignStream = 0x12
@@ -47,6 +49,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .memRead: "MEM_READ"
         case .memWrite: "MEM_WRITE"
         case .memMap: "MEM_MAP"
+        case .mcDMA: "MC_DMA"
         case .vmCreate: "VM_CREATE"
         case .vmDonate: "VM_DONATE"
         case .vmAssignStream: "VM_ASSIGN_STREAM"

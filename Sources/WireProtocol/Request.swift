@@ -50,6 +50,18 @@ public struct DMARequest: Hashable, Sendable {
     }
 }
 
+/// MC_DMA: `u32 client_id`, `u32 reserved`, `u64 iova`, `u32 flags`, `u32 reserved`.
+public struct MCDMARequest: Hashable, Sendable {
+    public var client: UInt32
+    public var iova: UInt64
+    public var flags: DMAFlags
+    public init(client: UInt32, iova: UInt64, flags: DMAFlags) {
+        self.client = client
+        self.iova = iova
+        self.flags = flags
+    }
+}
+
 /// MEM_READ: `u64 address`, `u32 length` (≤ 65536 − 16), `u32 reserved`.
 public struct MemReadRequest: Hashable, Sendable {
     public static let maxLength = Int(FrameHeader.maxPayloadLength) - 16
@@ -116,6 +128,7 @@ public enum Request: Hashable, Sendable {
     case memRead(MemReadRequest)
     case memWrite(MemWriteRequest)
     case memMap(MemMapRequest)
+    case mcDMA(MCDMARequest)
     case vmCreate
     case vmDonate(VMDonateRequest)
     case vmAssignStream(VMAssignStreamRequest)
@@ -135,6 +148,7 @@ public enum Request: Hashable, Sendable {
         case .memRead: .memRead
         case .memWrite: .memWrite
         case .memMap: .memMap
+        case .mcDMA: .mcDMA
         case .vmCreate: .vmCreate
         case .vmDonate: .vmDonate
         case .vmAssignStream: .vmAssignStream
@@ -153,7 +167,7 @@ extension Opcode {
         switch self {
         case .hello: .between(8, 8 + HelloRequest.maxNameLength)
         case .read: .exactly(16)
-        case .write, .dma, .memMap, .vmDonate: .exactly(24)
+        case .write, .dma, .memMap, .mcDMA, .vmDonate: .exactly(24)
         case .memRead: .exactly(16)
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
@@ -201,6 +215,11 @@ extension Request {
                 MemMapRequest(
                     address: p.loadLE(UInt64.self, at: 0), size: p.loadLE(UInt64.self, at: 8),
                     offset: p.loadLE(UInt64.self, at: 16)))
+        case .mcDMA:
+            return .mcDMA(
+                MCDMARequest(
+                    client: p.loadLE(UInt32.self, at: 0), iova: p.loadLE(UInt64.self, at: 8),
+                    flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16))))
         case .vmCreate: return .vmCreate
         case .vmDonate:
             return .vmDonate(
@@ -264,6 +283,12 @@ extension Request {
             out.appendLE(m.address)
             out.appendLE(m.size)
             out.appendLE(m.offset)
+        case .mcDMA(let d):
+            out.appendLE(d.client)
+            out.appendLE(UInt32(0))
+            out.appendLE(d.iova)
+            out.appendLE(d.flags.rawValue)
+            out.appendLE(UInt32(0))
         case .vmDonate(let d):
             out.appendLE(d.vm)
             out.appendLE(UInt32(0))

@@ -103,6 +103,30 @@ public struct DMAResult: Hashable, Sendable {
     }
 }
 
+/// MC_DMA response: DMA's layout, with its reserved word carrying the route: `u64 physical_address`, `u32 fault`,
+/// `u32 route` (bits 15:0 the stream ID the SMMU saw, bits 23:16 the window that translated, bit 31 set when the
+/// transaction went around every SMMU).
+public struct MCDMAResult: Hashable, Sendable {
+    public static let aroundSMMU: UInt32 = 1 << 31
+    public var physicalAddress: UInt64
+    public var fault: UInt32
+    public var route: UInt32
+    public init(physicalAddress: UInt64, fault: UInt32, route: UInt32) {
+        self.physicalAddress = physicalAddress
+        self.fault = fault
+        self.route = route
+    }
+    /// The route of a translation by window `window` for `stream`.
+    public static func route(window: UInt32, stream: UInt32) -> UInt32 { (window & 0xFF) << 16 | (stream & 0xFFFF) }
+    public var window: UInt32? { route & Self.aroundSMMU != 0 ? nil : (route >> 16) & 0xFF }
+    public var stream: UInt32? { route & Self.aroundSMMU != 0 ? nil : route & 0xFFFF }
+    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> MCDMAResult {
+        guard p.count == 16 else { throw .wrongResponseLength(opcode: Opcode.mcDMA.responseCode, length: p.count) }
+        return MCDMAResult(physicalAddress: p.loadLE(UInt64.self, at: 0), fault: p.loadLE(UInt32.self, at: 8),
+                           route: p.loadLE(UInt32.self, at: 12))
+    }
+}
+
 /// An interrupt line change on an EVENTS connection: `u32 window`, `u32 line`, `u32 level`.
 /// Line 0 is the global fault line; line 1 + n is context interrupt n.
 public struct Event: Hashable, Sendable {
@@ -135,6 +159,7 @@ public enum ResponsePayload: Sendable {
     /// READ: the value read.
     case read(UInt64)
     case dma(DMAResult)
+    case mcDMA(MCDMAResult)
     /// VM_CREATE: the new VM's number.
     case vmCreate(UInt32)
     /// MEM_READ bytes.
@@ -148,7 +173,7 @@ extension Opcode {
     public var fixedResponseSize: Int? {
         switch self {
         case .read: 8
-        case .dma: 16
+        case .dma, .mcDMA: 16
         case .vmCreate: 4
         case .hello, .memRead, .stats, .dump: nil
         case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .events: 0
@@ -213,6 +238,9 @@ public enum ResponseEncoder {
         case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):
             frame.2 = r.physicalAddress.littleEndian
             frame.3 = UInt64(r.fault).littleEndian  // fault, then 4 reserved zero bytes
+        case (.mcDMA, .ok, .mcDMA(let r)), (.mcDMA, .fault, .mcDMA(let r)):
+            frame.2 = r.physicalAddress.littleEndian
+            frame.3 = (UInt64(r.route) << 32 | UInt64(r.fault)).littleEndian
         default: break  // not OK, or no matching payload: zero-filled at the opcode's size
         }
         assert(header.length <= 16, "a fixed-size response outgrew appendFixed's stack frame")

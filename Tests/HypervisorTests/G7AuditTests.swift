@@ -86,7 +86,7 @@ import SMMUModel
                    register: nil, offset: nil, value: 0x21, width: nil, streams: [0x21]) {
                 $0.hv.vmAssignStream(vm, window: 0, stream: 0x21, client: $0.client).deniedEvent
             },
-        ]
+        ] + memoryControllerAttacks(vm: vm)
     }
 
     @Test func everyDenialIsAuditedOnceAndChangesNothing() throws {
@@ -94,6 +94,7 @@ import SMMUModel
         let d = m.driver(0, 1)
         d.reset()
         let vm = m.protectedVM(stream: 0x15)
+        Self.prepareMemoryController(m, vm: vm)   // a VM-owned MC client and a re-pointed host one
         let tables = m.tables()
         try tables.map4K(0x1000, to: hostData)
         d.attachStage1(bank: 0, ttbr0: tables.root)

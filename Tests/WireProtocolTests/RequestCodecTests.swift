@@ -8,6 +8,7 @@ let sampleRequests: [Request] = [
     .read(ReadRequest(address: 0x0800_0020, width: 4)),
     .write(WriteRequest(address: 0x0880_0020, value: 0x1234_5678_9ABC_DEF0, width: 8)),
     .dma(DMARequest(window: 2, streamID: 0x7F, iova: 0xFFFF_1000, flags: [.write, .privileged])),
+    .mcDMA(MCDMARequest(client: 0x63, iova: 0x8000_1000, flags: [.write])),
     .memRead(MemReadRequest(address: 0x8000_0000, length: 4096)),
     .memWrite(MemWriteRequest(address: 0x8000_1000, bytes: [1, 2, 3, 0xFF, 0x80])),
     .memMap(MemMapRequest(address: 0x8000_0000, size: 0x20_0000, offset: 0x1000)),
@@ -53,7 +54,7 @@ func requests(_ verdicts: [(FrameDecoder.Verdict, [UInt8])]) -> [Request?] {
     @Test("payload sizes are exactly the spec's")
     func sizes() {
         let expected: [Opcode: PayloadSize] = [
-            .hello: .between(8, 72), .read: .exactly(16), .write: .exactly(24), .dma: .exactly(24),
+            .hello: .between(8, 72), .read: .exactly(16), .write: .exactly(24), .dma: .exactly(24), .mcDMA: .exactly(24),
             .memRead: .exactly(16), .memWrite: .between(16, 65536), .memMap: .exactly(24), .vmCreate: .exactly(0),
             .vmDonate: .exactly(24), .vmAssignStream: .exactly(12), .vmDestroy: .exactly(4), .stats: .exactly(0),
             .dump: .exactly(0), .finalize: .exactly(0), .events: .exactly(0),

@@ -7,7 +7,19 @@ import Hypervisor
 import SMMUModel
 
 let hostRAM = PhysicalRange(base: 0x8000_0000, size: 256 << 10)
-let topology = Topology.generic4K(base: 0x2B40_0000)
+/// The generic MMU-500 behind a small memory controller (the Tegra layout: an override and a security register per
+/// client in the `sid` window, the bypass configuration in `broadcast`), so the trap rules of both are reached.
+let topology: Topology = {
+    var t = Topology.generic4K(base: 0x2B40_0000)
+    t.memoryController = MemoryControllerConfiguration(sidBase: 0x02C0_0000, broadcastBase: 0x02C1_0000, clients: [
+        .init(name: "a", id: 1, smmu: "mmu500", sid: 0x02, override: 0x318),
+        .init(name: "b", id: 2, smmu: "mmu500", sid: 0x02, override: 0x338),
+        .init(name: "c", id: 3, smmu: "mmu500", sid: 0x05, override: 0x6D0),
+        .init(name: "d", id: 4, smmu: "mmu500", sid: 0x00, override: 0x0A8),
+    ])
+    return t
+}()
+let mcClients = topology.memoryController!.clients
 /// Built once; each input gets it back as new, finalized (see FuzzSupport).
 nonisolated(unsafe) let machine = ReusedHypervisor(policy: HypervisorPolicy(
     topology: topology, hostRAM: [hostRAM], hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 256 << 10),
@@ -49,7 +61,7 @@ public func fuzzTrap(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         steps += 1
         var changed = true
         let width: AccessWidth = b.u8() & 1 == 0 ? .word : .doubleword
-        switch b.u8() % 9 {
+        switch b.u8() % 10 {
         case 0, 1:
             _ = h.hostWrite(address: address(), value: b.u8() & 1 == 0 ? UInt64(b.u32()) : b.u64(), width: width, client: client)
             changed = false
@@ -84,6 +96,29 @@ public func fuzzTrap(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 _ = h.vmDestroy(VMHandle(rawValue: vms[i]), client: client)
                 vms.remove(at: i)
             }
+            changed = false
+        case 8:
+            // The MC: an override or security write (stream IDs near the clients' and the passthrough ID), a read, a
+            // bypass write, or a DMA by client whose answer must land in the memory of its stream's owner.
+            let c = mcClients[Int(b.u8()) % mcClients.count]
+            let pick = b.u8()
+            let value = UInt64(pick & 0x80 != 0 ? b.u32() : UInt32(b.u8() & 0x7F) | UInt32(b.u8() & 1) << 8 | UInt32(b.u8() & 1) << 16)
+            let base = topology.memoryController!.sidBase
+            switch pick % 5 {
+            case 0: _ = h.hostWrite(address: base + UInt64(c.overrideOffset), value: value, width: width, client: client)
+            case 1: _ = h.hostWrite(address: base + UInt64(c.securityOffset), value: value, width: width, client: client)
+            case 2: _ = h.hostRead(address: base + UInt64(b.u16()), width: width, client: client)
+            case 3: _ = h.hostWrite(address: topology.memoryController!.broadcastBase + 0x1820, value: value, width: width, client: client)
+            default:
+                if case .success(let r) = h.memoryControllerDMA(client: UInt32(c.id), iova: pageIn(hostRAM), access: .write),
+                   case .translated(let pa) = r.result, case .smmu(_, let s) = r.route {
+                    let owner = h.ownership.owner(ofStream: s, smmu: 0)
+                    if h.ownership.owner(ofAddress: pa) != owner {
+                        fatalError("MC DMA by client \(c.name) (stream \(s), \(owner)) reached 0x\(String(pa, radix: 16))")
+                    }
+                }
+            }
+            if !h.memoryControllerViolations().isEmpty { fatalError("MC invariant broken: \(h.memoryControllerViolations())") }
             changed = false
         default:
             _ = h.memWrite(address: pageIn(hostRAM), bytes: [b.u8(), b.u8(), b.u8(), b.u8(), b.u8(), b.u8(), b.u8(), b.u8()], client: client)
