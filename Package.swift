@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "smmu-hypd", targets: ["smmu-hypd"]),
         .executable(name: "smmuctl", targets: ["smmuctl"]),
         .library(name: "SMMUClient", targets: ["SMMUClient"]),
+        .library(name: "ArmSMMUDriver", targets: ["ArmSMMUDriver"]),
         .library(name: "SMMUModel", targets: ["SMMUModel"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .library(name: "WireProtocol", targets: ["WireProtocol"]),
@@ -52,8 +53,10 @@ let package = Package(
         ),
         // C helpers for SCM_RIGHTS fd passing (CMSG macros) and SO_PEERCRED; client and daemon.
         .target(name: "CSocketShims", cSettings: [.define("_GNU_SOURCE")]),
+        // The Linux arm-smmu driver's register sequences in Linux's offsets, over register ports.
+        .target(name: "ArmSMMUDriver"),
         // A blocking client library for protocol v1; smmuctl and the tests use it.
-        .target(name: "SMMUClient", dependencies: ["WireProtocol", "CSocketShims"]),
+        .target(name: "SMMUClient", dependencies: ["WireProtocol", "CSocketShims", "ArmSMMUDriver"]),
         .executableTarget(
             name: "smmu-hypd",
             dependencies: [
@@ -65,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "smmuctl",
             dependencies: [
-                "SMMUClient", "WireProtocol",
+                "SMMUClient", "WireProtocol", "ArmSMMUDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -74,17 +77,17 @@ let package = Package(
         .executableTarget(
             name: "smmu-bench",
             dependencies: [
-                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient", "SMMUDaemon",
+                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient", "SMMUDaemon", "ArmSMMUDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // Test support: the Linux arm-smmu driver's register sequences, written once for the model's and the
-        // hypervisor's tests (each says how an access reaches the registers).
-        .target(name: "ArmSMMUDriverScript", dependencies: ["SMMUModel"], path: "Tests/ArmSMMUDriverScript"),
-        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriverScript"]),
-        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel", "ArmSMMUDriverScript"]),
+        // Test support: the driver's port onto a bare MMU-500 by offset, for the model's and the hypervisor's tests.
+        .target(name: "ArmSMMUTestPorts", dependencies: ["SMMUModel", "ArmSMMUDriver"], path: "Tests/ArmSMMUTestPorts"),
+        .testTarget(name: "ArmSMMUDriverTests", dependencies: ["ArmSMMUDriver"]),
+        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
-        .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims"]),
+        .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims", "ArmSMMUDriver"]),
         .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),
     ]
 )

@@ -1,3 +1,4 @@
+import ArmSMMUDriver
 import Foundation
 import SMMUClient
 import SMMUModel
@@ -69,10 +70,15 @@ struct DaemonScenarios {
             for at in stride(from: pool.lowerBound, to: pool.upperBound, by: Int(chunk)) {
                 try host.memWrite(address: at, bytes: local.readBytes(at: at, count: Int(chunk)) ?? [])
             }
-            for w in domain.attachWrites(base: hello.windows[0].base, configuration: .tegra234) {
-                try host.write(address: w.address, value: w.value, width: UInt32(w.width.bytes))
-            }
-        } catch { throw .client("attaching the DMA domain", error) }
+        } catch { throw .client("writing the DMA domain's tables", error) }
+        let port = SMMURegisterPort(client: host, window: hello.windows[0], index: 0)
+        let probed: Result<ArmSMMU<SMMURegisterPort>, ArmSMMUConfiguration.ProbeFailure>
+        do {
+            probed = try ArmSMMU.cfgProbe([port])
+            if case .success(let linux) = probed { try domain.attach(linux) }
+            try port.complete()
+        } catch { throw .unexpected("attaching the DMA domain: \(error)") }
+        if case .failure(let f) = probed { throw .unexpected("cfg_probe: \(f)") }
         return domain
     }
 

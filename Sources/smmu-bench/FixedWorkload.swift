@@ -1,3 +1,4 @@
+import ArmSMMUDriver
 import Hypervisor
 import SMMUModel
 
@@ -9,7 +10,9 @@ import SMMUModel
 /// Run it with two round counts and divide the difference by the difference in rounds: the set-up cancels.
 struct FixedWorkload {
     let translation: InProcessTranslation
-    let writes: [Stage1Domain.Write]
+    /// The attach's writes as the driver made them (recorded once, replayed each round).
+    let writes: [PortAccess]
+    let base: UInt64
     let idr0: UInt64
     let tlbiva: UInt64
     let tlbsync: UInt64
@@ -18,7 +21,12 @@ struct FixedWorkload {
         translation = try InProcessTranslation()
         let window = translation.hypervisor.windows[0]
         let c = MMU500Configuration.tegra234
-        writes = translation.domain.attachWrites(base: window.base, configuration: c)
+        let log = PortAccessLog()
+        let recorder = ArmSMMU(instances: [RecordingPort(translation.linux.instances[0], log: log)],
+                               configuration: translation.linux.configuration)
+        try translation.domain.attach(recorder)
+        writes = log.accesses
+        base = window.base
         idr0 = window.base + c.offset(of: .IDR0)
         tlbiva = window.base + c.offset(of: .TLBIVA, index: Stage1Domain.bank + 1)
         tlbsync = window.base + c.offset(of: .TLBSYNC, index: Stage1Domain.bank + 1)
@@ -31,8 +39,8 @@ struct FixedWorkload {
         var failures = 0
         for round in 0..<rounds {
             if hypervisor.hostRead(address: idr0, width: .word, client: client).value == nil { failures += 1 }
-            for w in writes where hypervisor.hostWrite(address: w.address, value: w.value, width: w.width,
-                                                         client: client).value == nil {
+            for w in writes where hypervisor.hostWrite(address: base + w.offset, value: w.value,
+                                                         width: w.width == 8 ? .doubleword : .word, client: client).value == nil {
                 failures += 1
             }
             let page = Stage1Domain.missIOVA + UInt64(round % Stage1Domain.missPages) << 12

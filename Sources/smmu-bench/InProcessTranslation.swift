@@ -1,3 +1,4 @@
+import ArmSMMUDriver
 import Glibc
 import Hypervisor
 import SMMUModel
@@ -13,6 +14,8 @@ struct InProcessTranslation {
 
     let hypervisor: Hypervisor
     let domain: Stage1Domain
+    /// The Linux driver on window 0, through the trap handler.
+    let linux: ArmSMMU<HypervisorPort>
 
     init() throws(BenchError) {
         let memory: MemoryMap
@@ -29,12 +32,8 @@ struct InProcessTranslation {
         do { domain = try Stage1Domain(memory: memory, tablePool: Self.tablePool, dataBase: Self.dataBase) } catch {
             throw .unexpected("page tables: \(error)")
         }
-        let client = ClientIdentity(name: "smmu-bench")
-        let window = hypervisor.windows[0]
-        for w in domain.attachWrites(base: window.base, configuration: policy.topology.windows[0].configuration) {
-            let r = hypervisor.hostWrite(address: w.address, value: w.value, width: w.width, client: client)
-            guard r.value != nil else { throw .unexpected("attach write at 0x\(String(w.address, radix: 16)): \(r)") }
-        }
+        linux = try HypervisorPort(hypervisor: hypervisor, window: 0, client: ClientIdentity(name: "smmu-bench")).driver()
+        try domain.attach(linux)
         guard case .translated(let pa) = translate(Stage1Domain.hitIOVA), pa == domain.hitPhysical else {
             throw .unexpected("the hit page does not translate: \(translate(Stage1Domain.hitIOVA))")
         }

@@ -151,11 +151,10 @@ struct WorstCaseRequests {
     /// 8,192 distinct pages: the IOTLB's capacity. Returns how many translated.
     @discardableResult
     private func fillTLB() -> Int {
-        guard let domain = try? Stage1Domain(memory: memory, tablePool: 0x8600_0000..<0x8620_0000, dataBase: 0x8620_0000)
+        guard let domain = try? Stage1Domain(memory: memory, tablePool: 0x8600_0000..<0x8620_0000, dataBase: 0x8620_0000),
+              let linux = try? HypervisorPort(hypervisor: hypervisor, window: 0, client: client).driver(),
+              (try? domain.attach(linux)) != nil
         else { return 0 }
-        for w in domain.attachWrites(base: hypervisor.windows[0].base, configuration: hypervisor.policy.topology.windows[0].configuration) {
-            _ = hypervisor.hostWrite(address: w.address, value: w.value, width: w.width, client: client)
-        }
         var translated = 0
         for i in 0..<UInt64(8192) {
             let iova = Stage1Domain.missIOVA + (i % UInt64(Stage1Domain.missPages)) << 12

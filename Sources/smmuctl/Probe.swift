@@ -1,4 +1,5 @@
 import ArgumentParser
+import ArmSMMUDriver
 import SMMUClient
 import WireProtocol
 

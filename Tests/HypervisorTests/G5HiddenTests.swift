@@ -11,12 +11,12 @@ import SMMUModel
             let d = m.driver(w)
             let p = d.probe()
             let c = m.hv.policy.topology.windows[w].configuration
-            #expect(p.numCB == c.numContextBanks - 8 && p.numSMRG == c.numStreamMatchGroups - 8)
-            #expect(p.numS2CB <= p.numCB)
-            #expect(p.atosns, "ATOS is not honoured: IDR0.ATOSNS set")
-            #expect(!p.exids && !p.vmid16, "EXIDS and VMID16 hidden")
-            #expect(p.s1 && p.s2 && p.nested && p.pgshift == c.pageShift && p.numpage == c.numPage)
-            #expect(Int(m.hv.windows[w].contextBanks) == p.numCB && Int(m.hv.windows[w].streamMatchGroups) == p.numSMRG)
+            #expect(p.numContextBanks == c.numContextBanks - 8 && p.numMappingGroups == c.numStreamMatchGroups - 8)
+            #expect(p.numS2ContextBanks <= p.numContextBanks)
+            #expect(!p.translationOps, "ATOS is not honoured: IDR0.ATOSNS set")
+            #expect(!p.extendedIDs && !p.vmid16, "EXIDS and VMID16 hidden")
+            #expect(p.stage1 && p.stage2 && p.nested && p.pageShift == c.pageShift && p.numPage == c.numPage)
+            #expect(Int(m.hv.windows[w].contextBanks) == p.numContextBanks && Int(m.hv.windows[w].streamMatchGroups) == p.numMappingGroups)
             // ID registers are read-only.
             _ = d.write(.IDR0, 0xFF)
             _ = d.write(.IDR1, 0xFF)

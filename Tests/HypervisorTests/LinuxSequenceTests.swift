@@ -2,16 +2,16 @@ import Testing
 @testable import Hypervisor
 import SMMUModel
 
-/// The Linux arm-smmu driver's sequences (linux-arm-smmu.md §3) through the trap handler on the
+/// The Linux arm-smmu driver's sequences (ArmSMMUDriver) through the trap handler on the
 /// Tegra234 niso1 pair (NVIDIA 2-instance impl: writes to both windows, reads from window 0).
 @Suite struct LinuxSequenceTests {
     @Test func probeSeesTheHostVisibleCounts() {
         let m = Machine()
         let p = m.driver(0, 1).probe()
-        #expect(p.numCB == 120 && p.numSMRG == 120)
-        #expect(p.pgshift == 16 && p.numpage == 128)
+        #expect(p.numContextBanks == 120 && p.numMappingGroups == 120)
+        #expect(p.pageShift == 16 && p.numPage == 128)
         #expect(p.streamIDMask == 0x7FFF)
-        #expect(p.numS2CB <= 120)
+        #expect(p.numS2ContextBanks <= 120)
     }
 
     @Test func resetAndSMRMaskTestSucceedOnBothInstances() {
@@ -37,7 +37,7 @@ import SMMUModel
         let d = m.driver(0, 1)
         d.reset()
         _ = d.testSMRMasks()
-        let bank = d.probe().numS2CB
+        let bank = d.probe().numS2ContextBanks
         let tables = m.tables()
         let iova: UInt64 = 0x1000_0000
         try tables.map4K(iova, to: hostData)

@@ -87,7 +87,7 @@ func registerFile(base: UInt64, idr: [UInt64: UInt64], deferred: Bool = false, r
         let (c, s) = socketPair()
         let server = TestServer(fd: s, answer: registerFile(base: Self.base, idr: Self.idr, refuse: 0xC08))
         let client = SMMUClient(connectedFD: c, timeout: .seconds(10))
-        #expect(throws: LinuxProbe.Failure.access(window: 0, step: "reset S2CR(2)", address: Self.base + 0xC08, status: .forbidden)) {
+        #expect(throws: LinuxProbe.Failure.access(window: 0, step: "W32 GR0_S2CR(2)", address: Self.base + 0xC08, status: .forbidden)) {
             try LinuxProbe(client: client, options: .init(postedWrites: posted)).probe(window: Self.window, index: 0)
         }
         client.close()

@@ -1,24 +1,24 @@
 import Testing
 @testable import SMMUModel
 
-@Suite("Linux probe and reset (reference §3a, §3b, §3b')")
+@Suite("Linux probe and reset (arm_smmu_device_cfg_probe, arm_smmu_device_reset, arm_smmu_test_smr_masks)")
 struct ProbeResetTests {
     @Test func tegraProbeDerivesLinuxNumbers() {
         let d = Driver(smmu: MMU500(configuration: .tegra234, memory: MemoryMap()))
         let p = d.probe()
-        #expect(p.pgshift == 16)
-        #expect(p.numpage == 128)
-        #expect(p.numCB == 128)
-        #expect(p.numS2CB == 0)
-        #expect(p.numSMRG == 128)
+        #expect(p.pageShift == 16)
+        #expect(p.numPage == 128)
+        #expect(p.numContextBanks == 128)
+        #expect(p.numS2ContextBanks == 0)
+        #expect(p.numMappingGroups == 128)
         #expect(p.streamIDMask == 0x7FFF)
         #expect(p.ipaSize == 48 && p.paSize == 48 && p.vaSize == 48)
-        #expect(p.s1 && p.s2 && p.nested)
+        #expect(p.stage1 && p.stage2 && p.nested)
         // 2 x numpage pages of 64 KiB: the 16 MiB reg window (no size warning).
-        #expect(2 * p.numpage << p.pgshift == 0x100_0000)
+        #expect(2 * p.numPage << p.pageShift == 0x100_0000)
         let c = d.config
-        #expect(c.pageShift == p.pgshift && c.numPage == p.numpage && c.numContextBanks == p.numCB)
-        #expect(c.numStreamMatchGroups == p.numSMRG && c.windowSize == 0x100_0000)
+        #expect(c.pageShift == p.pageShift && c.numPage == p.numPage && c.numContextBanks == p.numContextBanks)
+        #expect(c.numStreamMatchGroups == p.numMappingGroups && c.windowSize == 0x100_0000)
         #expect(c.inputAddressBits == p.ipaSize && c.outputAddressBits == p.paSize && c.upstreamBusBits == p.vaSize)
         #expect(UInt32(c.streamIDMask) == p.streamIDMask && c.supportsVMID16 == p.vmid16)
     }
@@ -26,8 +26,8 @@ struct ProbeResetTests {
     @Test func genericProbeDerivesXilinxNumbers() {
         let d = Driver(smmu: MMU500(configuration: .generic4K, memory: MemoryMap()))
         let p = d.probe()
-        #expect(p.pgshift == 12 && p.numpage == 16 && p.numCB == 16 && p.numSMRG == 48)
-        #expect(2 * p.numpage << p.pgshift == 0x2_0000)
+        #expect(p.pageShift == 12 && p.numPage == 16 && p.numContextBanks == 16 && p.numMappingGroups == 48)
+        #expect(2 * p.numPage << p.pageShift == 0x2_0000)
         #expect(d.config.windowSize == 0x2_0000 && d.config.numContextBanks == 16)
         #expect(d.config.numStreamMatchGroups == 48 && d.r32(.IDR7) == 0x21)
     }

@@ -1,23 +1,31 @@
 import Testing
-import ArmSMMUDriverScript
+import ArmSMMUDriver
+import ArmSMMUTestPorts
 @testable import SMMUModel
 
-/// The Linux driver's accesses on the bare model: 32- and 64-bit accesses at offsets computed from the register
-/// table, failing the test on an access error. The sequences (probe, reset, attach, TLB maintenance, faults)
-/// are `ArmSMMUDriver`'s.
-struct Driver: ArmSMMUDriver {
+/// The Linux driver on the bare model. Its sequences (probe, reset, attach, TLB maintenance, faults) are
+/// `ArmSMMU`'s, in Linux's offsets, through `MMU500Port`; the raw accesses below are the tests' own, at offsets
+/// from the model's register table. Every access error fails the test.
+struct Driver: LinuxDriverHarness {
     let smmu: MMU500
     var config: MMU500Configuration { smmu.configuration }
 
+    var linux: ArmSMMU<MMU500Port> {
+        let port = MMU500Port(smmu) { Issue.record(Comment(rawValue: $0)) }
+        return try! ArmSMMU.cfgProbe([port]).get()
+    }
+
+    func check(_ condition: Bool, _ what: String) { #expect(condition, Comment(rawValue: what)) }
+
     func offset(_ name: RegisterName, _ index: Int = 0) -> UInt64 { config.offset(of: name, index: index) }
 
-    func r32(_ name: RegisterName, _ index: Int) -> UInt32 {
+    func r32(_ name: RegisterName, _ index: Int = 0) -> UInt32 {
         let v = smmu.read(offset: offset(name, index), width: .word)
         #expect(throws: Never.self) { try v.get() }
         return UInt32(truncatingIfNeeded: (try? v.get()) ?? 0)
     }
 
-    func r64(_ name: RegisterName, _ index: Int) -> UInt64 {
+    func r64(_ name: RegisterName, _ index: Int = 0) -> UInt64 {
         let v = smmu.read(offset: offset(name, index), width: .doubleword)
         #expect(throws: Never.self) { try v.get() }
         return (try? v.get()) ?? 0
@@ -28,14 +36,14 @@ struct Driver: ArmSMMUDriver {
         #expect(throws: Never.self) { try r.get() }
     }
 
+    func w32(_ name: RegisterName, _ value: UInt32) { w32(name, 0, value) }
+
     func w64(_ name: RegisterName, _ index: Int, _ value: UInt64) {
         let r = smmu.write(offset: offset(name, index), value: value, width: .doubleword)
         #expect(throws: Never.self) { try r.get() }
     }
 
     func w64(_ name: RegisterName, _ value: UInt64) { w64(name, 0, value) }
-
-    func require(_ condition: Bool, _ what: String) { #expect(condition, "\(what)") }
 }
 
 /// The error of a write, if any (Result<Void, _> is not Equatable).

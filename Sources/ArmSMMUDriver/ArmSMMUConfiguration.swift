@@ -1,7 +1,7 @@
 /// What Linux's `arm_smmu_device_cfg_probe()` derives from IDR0, IDR1 and IDR2, and what it prints.
 ///
 /// The derivation is Linux's own (drivers/iommu/arm/arm-smmu/arm-smmu.c), re-done here from the
-/// register values a client reads, independently of the daemon's model, so the two check each other.
+/// register values the driver reads, independently of the emulator's model, so the two check each other.
 public struct ArmSMMUConfiguration: Hashable, Sendable {
     public var idr0: UInt32, idr1: UInt32, idr2: UInt32
 
@@ -54,8 +54,9 @@ public struct ArmSMMUConfiguration: Hashable, Sendable {
     }
 
     /// Derives the configuration as Linux does for an SMMUv2 (MMU-500).
-    /// - Parameter mappedSize: the register window's size (Linux's `resource_size`), for the size warning.
-    public init(idr0: UInt32, idr1: UInt32, idr2: UInt32, mappedSize: UInt64) throws(ProbeFailure) {
+    /// - Parameter mappedSize: the register window's size (Linux's `resource_size`), for the size warning;
+    ///   nil when the caller has no mapping to compare with.
+    public init(idr0: UInt32, idr1: UInt32, idr2: UInt32, mappedSize: UInt64?) throws(ProbeFailure) {
         self.idr0 = idr0
         self.idr1 = idr1
         self.idr2 = idr2
@@ -93,7 +94,7 @@ public struct ArmSMMUConfiguration: Hashable, Sendable {
         pageShift = bit(idr1, 31) ? 16 : 12
         let pages = 1 << (Int(field(idr1, 28, 3)) + 1)
         let space = UInt64(2 * pages) << UInt64(pageShift)
-        if space != mappedSize {
+        if let mappedSize, space != mappedSize {
             lines.append(
                 "SMMU address space size (0x\(String(space, radix: 16))) differs from mapped region size (0x\(String(mappedSize, radix: 16)))!"
             )
@@ -126,5 +127,57 @@ public struct ArmSMMUConfiguration: Hashable, Sendable {
         if stage1 { lines.append("\tStage-1: \(vaSize)-bit VA -> \(ipaSize)-bit IPA") }
         if stage2 { lines.append("\tStage-2: \(ipaSize)-bit IPA -> \(paSize)-bit PA") }
         self.lines = lines
+    }
+}
+
+extension ArmSMMUConfiguration {
+    /// `arm_smmu_page()`: the offset of page `n` from the instance's base.
+    public func offset(page n: Int) -> UInt64 { UInt64(n) << UInt64(pageShift) }
+    /// `ARM_SMMU_GR1`: the offset of global register space 1.
+    public var gr1: UInt64 { offset(page: 1) }
+    /// `ARM_SMMU_CB(smmu, n)`: the offset of context bank `n`'s page.
+    public func cb(_ n: Int) -> UInt64 { offset(page: numPage + n) }
+
+    /// Linux's name for the register at `offset` (e.g. `GR0_S2CR(2)`, `CB5_FSR`), or the page and offset.
+    public func registerName(at offset: UInt64) -> String {
+        let page = Int(offset >> UInt64(pageShift)), within = offset & (UInt64(1) << UInt64(pageShift) - 1)
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        switch page {
+        case 0:
+            let named: [UInt64: String] = [
+                ARM_SMMU.GR0.sCR0: "sCR0", ARM_SMMU.GR0.sACR: "sACR", ARM_SMMU.GR0.ID0: "ID0", ARM_SMMU.GR0.ID1: "ID1",
+                ARM_SMMU.GR0.ID2: "ID2", ARM_SMMU.GR0.ID7: "ID7", ARM_SMMU.GR0.sGFSR: "sGFSR",
+                ARM_SMMU.GR0.sGFSYNR0: "sGFSYNR0", ARM_SMMU.GR0.sGFSYNR1: "sGFSYNR1", ARM_SMMU.GR0.sGFSYNR2: "sGFSYNR2",
+                ARM_SMMU.GR0.TLBIVMID: "TLBIVMID", ARM_SMMU.GR0.TLBIALLNSNH: "TLBIALLNSNH",
+                ARM_SMMU.GR0.TLBIALLH: "TLBIALLH", ARM_SMMU.GR0.sTLBGSYNC: "sTLBGSYNC",
+                ARM_SMMU.GR0.sTLBGSTATUS: "sTLBGSTATUS",
+            ]
+            if let name = named[within] { return "GR0_" + name }
+            if (0x800..<0xC00).contains(within) { return "GR0_SMR(\((within - 0x800) / 4))" }
+            if (0xC00..<0x1000).contains(within) { return "GR0_S2CR(\((within - 0xC00) / 4))" }
+            return "GR0+" + hex(within)
+        case 1:
+            let n = Int(within & 0x3FF) / 4
+            switch within >> 10 {
+            case 0: return "GR1_CBAR(\(n))"
+            case 1: return "GR1_CBFRSYNRA(\(n))"
+            case 2: return "GR1_CBA2R(\(n))"
+            default: return "GR1+" + hex(within)
+            }
+        case numPage...:
+            let named: [UInt64: String] = [
+                ARM_SMMU.CB.SCTLR: "SCTLR", ARM_SMMU.CB.ACTLR: "ACTLR", ARM_SMMU.CB.RESUME: "RESUME",
+                ARM_SMMU.CB.TCR2: "TCR2", ARM_SMMU.CB.TTBR0: "TTBR0", ARM_SMMU.CB.TTBR1: "TTBR1",
+                ARM_SMMU.CB.TCR: "TCR", ARM_SMMU.CB.CONTEXTIDR: "CONTEXTIDR", ARM_SMMU.CB.S1_MAIR0: "S1_MAIR0",
+                ARM_SMMU.CB.S1_MAIR1: "S1_MAIR1", ARM_SMMU.CB.PAR: "PAR", ARM_SMMU.CB.FSR: "FSR",
+                ARM_SMMU.CB.FAR: "FAR", ARM_SMMU.CB.FSYNR0: "FSYNR0", ARM_SMMU.CB.S1_TLBIVA: "S1_TLBIVA",
+                ARM_SMMU.CB.S1_TLBIASID: "S1_TLBIASID", ARM_SMMU.CB.S1_TLBIVAL: "S1_TLBIVAL",
+                ARM_SMMU.CB.S2_TLBIIPAS2: "S2_TLBIIPAS2", ARM_SMMU.CB.S2_TLBIIPAS2L: "S2_TLBIIPAS2L",
+                ARM_SMMU.CB.TLBSYNC: "TLBSYNC", ARM_SMMU.CB.TLBSTATUS: "TLBSTATUS",
+            ]
+            return "CB\(page - numPage)_" + (named[within] ?? hex(within))
+        default:
+            return "page \(page)+" + hex(within)
+        }
     }
 }

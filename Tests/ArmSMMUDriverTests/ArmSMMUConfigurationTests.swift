@@ -1,6 +1,6 @@
 import Testing
 
-@testable import SMMUClient
+import ArmSMMUDriver
 
 @Suite struct ArmSMMUConfigurationTests {
     @Test("Tegra234's ID registers give exactly the lines the Jetson Orin boot log shows")
