@@ -68,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "smmuctl",
             dependencies: [
-                "SMMUClient", "WireProtocol", "ArmSMMUDriver",
+                "SMMUClient", "WireProtocol", "ArmSMMUDriver", "SMMUModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ArmSMMUDriver
 import SMMUClient
+import SMMUModel
 import WireProtocol
 
 #if canImport(Glibc)
@@ -14,6 +15,9 @@ struct Probe: ParsableCommand {
     @OptionGroup var connection: Connection
     @Option(help: "Seconds to keep retrying a deferred probe (0: do not retry).") var wait: Int = 10
     @Flag(help: "Boot as with arm-smmu.disable_bypass=0 (S2CR bypass, sCR0.USFCFG clear).") var allowBypass = false
+    @Flag(help: "Then program the Tegra234 memory controller's stream-ID overrides of every client, as Linux's tegra186_mc_resume() does.")
+    var mc = false
+    @Option(help: "Only these memory-controller clients (by Linux's name, e.g. sdmmcrab); implies --mc.") var mcClient: [String] = []
 
     func run() throws {
         let (client, hello) = try connection.open(defaultRole: .host)
@@ -31,7 +35,7 @@ struct Probe: ParsableCommand {
                         print("arm-smmu \(r.deviceName): note: HELLO lists \(r.window.numContextBanks) context banks and \(r.window.numStreamMatchGroups) SMRs")
                     }
                 }
-                return
+                break
             } catch .deferred {
                 let name = hello.windows.first.map { String($0.base, radix: 16) + ".iommu" } ?? "smmu"
                 guard monotonicSeconds() < deadline else {
@@ -45,6 +49,40 @@ struct Probe: ParsableCommand {
                 throw ExitCode(ExitCodes.failure)
             }
         }
+        if mc || !mcClient.isEmpty { try programMemoryController(client) }
+    }
+
+    /// `tegra186_mc_client_sid_override()` for each client of Linux's `tegra234_mc_clients[]` with its own stream ID,
+    /// printing what Linux would (the WARN when an override was off) and what the hypervisor refused.
+    private func programMemoryController(_ client: SMMUClient) throws {
+        let table = MemoryControllerConfiguration.tegra234
+        var chosen = table.clients
+        if !mcClient.isEmpty {
+            let unknown = mcClient.filter { table.client(named: $0) == nil }
+            guard unknown.isEmpty else {
+                printError("smmuctl: no memory-controller client named \(unknown.joined(separator: ", "))")
+                throw ExitCode(ExitCodes.failure)
+            }
+            chosen = chosen.filter { mcClient.contains($0.name) }
+        }
+        var refused = 0
+        for c in chosen {
+            let linux = LinuxMemoryControllerProbe.Client(name: c.name, override: table.sidBase + UInt64(c.overrideOffset),
+                                                          security: table.sidBase + UInt64(c.securityOffset))
+            let outcome: LinuxMemoryControllerProbe.Outcome
+            do {
+                outcome = try LinuxMemoryControllerProbe.overrideStreamID(linux, sid: c.sid, via: client)
+            } catch {
+                guard case .status(.denied) = error else { throw error }
+                refused += 1
+                print("tegra-mc: \(c.name): stream ID \(hex(UInt64(c.sid))): DENIED by the hypervisor (the client is not the host's)")
+                continue
+            }
+            let what = outcome.locked ? "locked, left alone"
+                : outcome.writes.isEmpty ? "already set" : "wrote \(outcome.writes.joined(separator: " and "))"
+            print("tegra-mc: \(c.name): stream ID \(hex(UInt64(c.sid))): \(what)\(outcome.warned ? " (WARN: override was off)" : "")")
+        }
+        print("tegra-mc: \(chosen.count) clients, \(refused) refused")
     }
 
     private func monotonicSeconds() -> Double {

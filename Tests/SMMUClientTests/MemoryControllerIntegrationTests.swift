@@ -36,4 +36,26 @@ import WireProtocol
         #expect(r.window == 0 && r.stream == 0x02)   // niso1's first instance saw SDMMC4's stream
         #expect(throws: SMMUClientError.status(.invalid)) { _ = try device.mcDMA(client: 0xFFFF, iova: 0) }
     }
+
+    /// `smmuctl probe --mc` replays Linux's override programming for every client (as `tegra186_mc_resume()` does)
+    /// after the SMMU probe: none is refused on a fresh daemon, and a client the host re-pointed is put back.
+    @Test func smmuctlProbeProgramsEveryClient() throws {
+        guard let daemonBinary = ProcessInfo.processInfo.environment["SMMU_HYPD_BIN"] else { return }
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (client, _) = try daemon.connect()
+        try client.write(address: Self.sdmmc[0].override, value: 0x20)   // the host points SDMMC4's reads at its 0x20
+        let smmuctl = Process()
+        smmuctl.executableURL = URL(fileURLWithPath: daemonBinary).deletingLastPathComponent().appendingPathComponent("smmuctl")
+        smmuctl.arguments = ["probe", "--mc", "--socket", daemon.socketPath]
+        let pipe = Pipe()
+        smmuctl.standardOutput = pipe
+        try smmuctl.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        smmuctl.waitUntilExit()
+        #expect(smmuctl.terminationStatus == 0)
+        #expect(output.contains("tegra-mc: 82 clients, 0 refused"), "\(output.suffix(300))")
+        #expect(output.contains("tegra-mc: sdmmcrab: stream ID 0x2: wrote override"))
+        #expect(try client.read(address: Self.sdmmc[0].override) & 0xFF == 0x02)
+    }
 }
