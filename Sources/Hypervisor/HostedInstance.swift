@@ -4,7 +4,8 @@ import SMMUModel
 /// virtual register file the host reads and writes (the same register table, with synthesized IDs).
 ///
 /// Index mapping is the identity for what the host sees: host context bank n is physical bank n and
-/// host SMR n is physical SMR n. The hypervisor keeps the highest indices for itself.
+/// host SMR n is physical SMR n. The hypervisor keeps the highest indices for itself. The instance decides
+/// the host's accesses itself (`HostedInstance+Trap.swift`), against the hypervisor's `ownership`.
 final class HostedInstance {
     let index: Int
     let window: Window
@@ -12,6 +13,8 @@ final class HostedInstance {
     let smmu: Int
     let physical: MMU500
     let virtual: MMU500
+    /// Who owns each stream: what the host's SMRs may match (G2).
+    let ownership: Ownership
     /// Context banks [0, hostContextBanks) are the host's; the rest are the hypervisor's.
     let hostContextBanks: Int
     /// SMR/S2CR pairs [0, hostSMRs) are the host's; the rest are the hypervisor's.
@@ -26,14 +29,16 @@ final class HostedInstance {
         var owner: Owner
     }
 
-    init(index: Int, window: Window, policy: HypervisorPolicy, memory: PhysicalMemory, filter: DownstreamFilter) {
+    init(index: Int, window: Window, policy: HypervisorPolicy, memory: PhysicalMemory, ownership: Ownership) {
         self.index = index
+        self.ownership = ownership
         self.window = window
         self.smmu = window.logicalSMMU
         let c = window.configuration
         hostContextBanks = c.numContextBanks - policy.reservedContextBanks
         hostSMRs = c.numStreamMatchGroups - policy.reservedSMRs
-        physical = MMU500(configuration: c, memory: memory, filter: filter)
+        physical = MMU500(configuration: c, memory: memory,
+                          filter: OwnerStage2Filter(ownership: ownership, smmu: window.logicalSMMU))
         virtual = MMU500(configuration: Self.hostView(of: c, policy: policy), memory: memory, filter: nil)
     }
 

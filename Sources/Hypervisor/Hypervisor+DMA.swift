@@ -1,18 +1,11 @@
 import SMMUModel
 
-/// The result of one DMA translation request.
-public enum DMAResult: Sendable, Equatable {
-    case translated(physicalAddress: UInt64)
-    case fault(DMAFault)
-    /// No such window, or a stream ID wider than the instance implements.
-    case invalid(String)
-}
-
 extension Hypervisor {
     /// A bus master's transaction through one instance: translated by the physical SMMU under the
     /// owners' stage-2. Faults are recorded where the hardware records them and, for host streams,
-    /// mirrored into the host's view; a VM's faults are consumed by the hypervisor and never seen.
-    public func dma(window w: Int, stream raw: UInt32, iova: UInt64, access: DMAAccess) -> DMAResult {
+    /// mirrored into the host's view; a VM's faults are consumed by the hypervisor and never seen. `.ok` is the
+    /// physical address; `.invalid` is no such window, or a stream ID wider than the instance implements.
+    public func dma(window w: Int, stream raw: UInt32, iova: UInt64, access: DMAAccess) -> Outcome<UInt64> {
         guard instances.indices.contains(w) else { return .invalid("no window \(w)") }
         let instance = instances[w]
         guard raw <= UInt32(instance.idMask) else {
@@ -23,7 +16,7 @@ extension Hypervisor {
         switch t.outcome {
         case .translated(let pa):
             statistics.countDMA(owner: ownership.owner(ofStream: stream, smmu: instance.smmu), fault: nil)
-            return .translated(physicalAddress: pa)
+            return .ok(pa)
         case .fault(let fault):
             statistics.countDMA(owner: ownership.owner(ofStream: stream, smmu: instance.smmu), fault: fault)
             deliverFault(in: instance, contextBank: t.contextBank,
@@ -59,18 +52,5 @@ extension Hypervisor {
             }
         }
         instance.program(.sGFSR, UInt64(gfsr))
-    }
-}
-
-extension HostAccessResult {
-    /// The same non-OK outcome with another value type.
-    func map<T>(_ transform: (Value) -> T) -> HostAccessResult<T> {
-        switch self {
-        case .ok(let v): .ok(transform(v))
-        case .deferred: .deferred
-        case .denied(let e): .denied(e)
-        case .badAddress: .badAddress
-        case .badAccess: .badAccess
-        }
     }
 }

@@ -38,7 +38,7 @@ extension Hypervisor {
     // MARK: MEM_READ / MEM_WRITE
 
     /// A host CPU read: it passes the host stage-2, so only host pages (G3).
-    public func memRead(address: UInt64, length: Int, client: ClientIdentity) -> HostAccessResult<[UInt8]> {
+    public func memRead(address: UInt64, length: Int, client: ClientIdentity) -> Outcome<[UInt8]> {
         switch hostMemoryCheck(address: address, length: length, write: false, client: client) {
         case .ok:
             guard let bytes = memory.readBytes(at: address, count: length) else { return .badAddress }
@@ -48,7 +48,7 @@ extension Hypervisor {
     }
 
     /// A host CPU write: same stage-2 rule as `memRead`.
-    public func memWrite(address: UInt64, bytes: [UInt8], client: ClientIdentity) -> HostAccessResult<Void> {
+    public func memWrite(address: UInt64, bytes: [UInt8], client: ClientIdentity) -> Outcome<Void> {
         switch hostMemoryCheck(address: address, length: bytes.count, write: true, client: client) {
         case .ok: return memory.writeBytes(bytes, at: address) ? .ok(()) : .badAddress
         case let other: return other
@@ -56,7 +56,7 @@ extension Hypervisor {
     }
 
     private func hostMemoryCheck(address: UInt64, length: Int, write: Bool,
-                                 client: ClientIdentity) -> HostAccessResult<Void> {
+                                 client: ClientIdentity) -> Outcome<Void> {
         guard length > 0 else { return length == 0 ? .ok(()) : .badAddress }   // a negative length is no range
         let range = PhysicalRange(base: address, size: UInt64(length))
         guard ownership.isRAM(range) else { return .badAddress }
@@ -76,14 +76,14 @@ extension Hypervisor {
     /// keep a second address on a page whatever happens to the first). The caller has made sure the file
     /// cannot shrink under the mapping; the pages stay the host's until `unmapHostMemory`.
     public func mapHostMemory(_ range: PhysicalRange, file: SharedFileRange, pointer: UnsafeMutableRawPointer,
-                              release: @escaping () -> Void, client: ClientIdentity) -> HypercallResult<Void> {
+                              release: @escaping () -> Void, client: ClientIdentity) -> Outcome<Void> {
         guard range.size > 0, range.size == file.size, range.base % Ownership.pageSize == 0,
               range.size % Ownership.pageSize == 0, file.offset % Ownership.pageSize == 0,
               ownership.isHostRAM(range) else {
             return .invalid("MEM_MAP range must be page-aligned and inside one host RAM range")
         }
         let denial = { (rule: TrapRule) in
-            HypercallResult<Void>.denied(self.record(AuditEvent(
+            Outcome<Void>.denied(self.record(AuditEvent(
                 rule: rule, client: client, window: nil, register: "MEM_MAP", offset: range.base,
                 value: range.size, width: 0)))
         }

@@ -1,21 +1,5 @@
 import SMMUModel
 
-/// The outcome of a host hypercall (G4, G6).
-public enum HypercallResult<Value> {
-    case ok(Value)
-    /// pKVM is not finalized yet (G1): no hypercall is served.
-    case deferred
-    /// Refused by a rule and audited.
-    case denied(AuditEvent)
-    /// Arguments wrong: unknown VM or window, unaligned range, resources exhausted.
-    case invalid(String)
-
-    public var value: Value? {
-        if case .ok(let v) = self { return v }
-        return nil
-    }
-}
-
 /// One step of VM_DESTROY, in the order they happen (G6).
 public enum TeardownStep: Equatable, Sendable {
     /// The VM's streams now fault (their reserved S2CRs are FAULT); no new transaction reaches a page.
@@ -31,8 +15,8 @@ public enum TeardownStep: Equatable, Sendable {
 }
 
 extension Hypervisor {
-    public func vmCreate(client: ClientIdentity) -> HypercallResult<VMHandle> {
-        guard lifecycleMachine.trapsHostAccesses else { return .deferred }
+    public func vmCreate(client: ClientIdentity) -> Outcome<VMHandle> {
+        guard lifecycleMachine.servesHostAccesses else { return .deferred }
         guard let handle = freeVMHandle() else { return .invalid("every VM handle is in use") }
         guard let stage2 = VMStage2(pages: &pages, memory: memory) else {
             return .invalid("hypervisor RAM exhausted: no page for a stage-2 root")
@@ -61,8 +45,8 @@ extension Hypervisor {
     /// backs it (MEM_MAP: the host would keep its own mapping of the VM's memory), or when the host's
     /// live SMMU configuration walks it as a page table: the host's walks would fault in the middle of
     /// its DMA (they cannot read a VM's page).
-    public func vmDonate(_ vm: VMHandle, range: PhysicalRange, client: ClientIdentity) -> HypercallResult<Void> {
-        guard lifecycleMachine.trapsHostAccesses else { return .deferred }
+    public func vmDonate(_ vm: VMHandle, range: PhysicalRange, client: ClientIdentity) -> Outcome<Void> {
+        guard lifecycleMachine.servesHostAccesses else { return .deferred }
         guard vms[vm] != nil else { return .invalid("no VM \(vm.rawValue)") }
         guard range.size > 0, range.base % Ownership.pageSize == 0, range.size % Ownership.pageSize == 0,
               range.base <= UInt64.max - range.size else {
@@ -76,7 +60,7 @@ extension Hypervisor {
             return .invalid("a VM owns at most \(Self.maxDonationPages) pages")
         }
         let denial = { (rule: TrapRule) in
-            HypercallResult<Void>.denied(self.record(AuditEvent(
+            Outcome<Void>.denied(self.record(AuditEvent(
                 rule: rule, client: client, window: nil, register: "VM_DONATE(vm\(vm.rawValue))",
                 offset: range.base, value: range.size, width: 0)))
         }
@@ -108,8 +92,8 @@ extension Hypervisor {
     /// Routes a host stream to a VM through a reserved SMR, S2CR and context bank holding the VM's
     /// stage-2, on every instance of the logical SMMU.
     public func vmAssignStream(_ vm: VMHandle, window w: Int, stream raw: UInt32,
-                               client: ClientIdentity) -> HypercallResult<Void> {
-        guard lifecycleMachine.trapsHostAccesses else { return .deferred }
+                               client: ClientIdentity) -> Outcome<Void> {
+        guard lifecycleMachine.servesHostAccesses else { return .deferred }
         guard vms[vm] != nil else { return .invalid("no VM \(vm.rawValue)") }
         guard instances.indices.contains(w) else { return .invalid("no window \(w)") }
         guard raw <= UInt32(instances[w].idMask) else { return .invalid("stream 0x\(String(raw, radix: 16)) out of range") }
@@ -117,7 +101,7 @@ extension Hypervisor {
         let smmu = instances[w].smmu
         let members = policy.topology.smmus[smmu].windows.map { instances[$0] }
         let denial = { (rule: TrapRule) in
-            HypercallResult<Void>.denied(self.record(AuditEvent(
+            Outcome<Void>.denied(self.record(AuditEvent(
                 rule: rule, client: client, window: self.instances[w].window.name,
                 register: "VM_ASSIGN_STREAM(vm\(vm.rawValue))", offset: 0, value: UInt64(raw), width: 0,
                 streams: [stream.rawValue])))
@@ -178,8 +162,8 @@ extension Hypervisor {
     }
 
     /// Tears a VM down in the order G6 requires; returns the steps as they ran.
-    public func vmDestroy(_ vm: VMHandle, client: ClientIdentity) -> HypercallResult<[TeardownStep]> {
-        guard lifecycleMachine.trapsHostAccesses else { return .deferred }
+    public func vmDestroy(_ vm: VMHandle, client: ClientIdentity) -> Outcome<[TeardownStep]> {
+        guard lifecycleMachine.servesHostAccesses else { return .deferred }
         guard let machine = vms[vm] else { return .invalid("no VM \(vm.rawValue)") }
         var steps: [TeardownStep] = []
         let slots = { (instance: HostedInstance) in

@@ -10,7 +10,6 @@ public final class Hypervisor {
     public let ownership: Ownership
     let bus: Bus
     let instances: [HostedInstance]
-    let trap: TrapHandler
     let audit: AuditSink
     var lifecycleMachine = Lifecycle()
     var pages: HypervisorPages
@@ -28,12 +27,10 @@ public final class Hypervisor {
         self.audit = audit
         ownership = Ownership(policy: policy)
         bus = Bus(policy.topology)
-        trap = TrapHandler(ownership: ownership)
         pages = HypervisorPages(range: policy.hypervisorRAM)
         var built: [HostedInstance] = []
         for (i, window) in policy.topology.windows.enumerated() {
-            let filter = OwnerStage2Filter(ownership: ownership, smmu: window.logicalSMMU)
-            built.append(HostedInstance(index: i, window: window, policy: policy, memory: memory, filter: filter))
+            built.append(HostedInstance(index: i, window: window, policy: policy, memory: memory, ownership: ownership))
         }
         instances = built
         for (smmu, streams) in policy.hypervisorStreams {
@@ -114,14 +111,15 @@ public final class Hypervisor {
 
     // MARK: Host MMIO (READ / WRITE)
 
-    public func hostRead(address: UInt64, width: AccessWidth, client: ClientIdentity) -> HostAccessResult<UInt64> {
-        guard lifecycleMachine.trapsHostAccesses else {
+    /// The bus: resolves the address to an instance and an offset, and audits what the instance refuses.
+    public func hostRead(address: UInt64, width: AccessWidth, client: ClientIdentity) -> Outcome<UInt64> {
+        guard lifecycleMachine.servesHostAccesses else {
             statistics.deferred += 1
             return .deferred
         }
         guard let (w, offset) = bus.resolve(address: address, width: width) else { return .badAddress }
         statistics.hostReads += 1
-        switch trap.read(instances[w], offset: offset, width: width) {
+        switch instances[w].hostRead(offset: offset, width: width) {
         case .success(let v): return .ok(v)
         case .failure(.badAccess): return .badAccess
         case .failure(.refused(let refusal, let location)):
@@ -130,16 +128,18 @@ public final class Hypervisor {
         }
     }
 
+    /// As `hostRead`; an accepted write answers the window it reached, whose interrupt lines may have changed
+    /// (the caller need not resolve the address again).
     public func hostWrite(address: UInt64, value: UInt64, width: AccessWidth,
-                          client: ClientIdentity) -> HostAccessResult<Void> {
-        guard lifecycleMachine.trapsHostAccesses else {
+                          client: ClientIdentity) -> Outcome<Int> {
+        guard lifecycleMachine.servesHostAccesses else {
             statistics.deferred += 1
             return .deferred
         }
         guard let (w, offset) = bus.resolve(address: address, width: width) else { return .badAddress }
         statistics.hostWrites += 1
-        switch trap.write(instances[w], offset: offset, value: value, width: width) {
-        case .success: return .ok(())
+        switch instances[w].hostWrite(offset: offset, value: value, width: width) {
+        case .success: return .ok(w)
         case .failure(.badAccess): return .badAccess
         case .failure(.refused(let refusal, let location)):
             return .denied(deny(refusal, location: location, instance: instances[w], offset: offset,
@@ -147,7 +147,7 @@ public final class Hypervisor {
         }
     }
 
-    private func deny(_ refusal: TrapHandler.Refusal, location: RegisterLocation, instance: HostedInstance,
+    private func deny(_ refusal: HostedInstance.Refusal, location: RegisterLocation, instance: HostedInstance,
                       offset: UInt64, value: UInt64, width: AccessWidth, client: ClientIdentity) -> AuditEvent {
         record(AuditEvent(rule: refusal.rule, client: client, window: instance.window.name,
                           register: location.description, offset: offset, value: value,
@@ -161,9 +161,6 @@ public final class Hypervisor {
         audit.record(event)
         return event
     }
-
-    /// The window whose register space holds `address`, if any.
-    public func window(of address: UInt64) -> Int? { bus.resolve(address: address, width: .word)?.window }
 
     // MARK: Interrupt lines (EVENTS)
 

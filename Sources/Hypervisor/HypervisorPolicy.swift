@@ -16,8 +16,6 @@ public struct HypervisorPolicy: Sendable {
     public var reservedSMRs: Int
     /// Streams the hypervisor keeps, per logical SMMU index.
     public var hypervisorStreams: [Int: [StreamID]]
-    /// Whether finalization waits for an explicit FINALIZE (else the daemon finalizes after a delay).
-    public var manualFinalization: Bool
 
     public init(
         topology: Topology,
@@ -26,8 +24,7 @@ public struct HypervisorPolicy: Sendable {
         hostDMARanges: [PhysicalRange] = [],
         reservedContextBanks: Int = 8,
         reservedSMRs: Int = 8,
-        hypervisorStreams: [Int: [StreamID]] = [:],
-        manualFinalization: Bool = false
+        hypervisorStreams: [Int: [StreamID]] = [:]
     ) {
         self.topology = topology
         self.hostRAM = hostRAM
@@ -36,7 +33,6 @@ public struct HypervisorPolicy: Sendable {
         self.reservedContextBanks = reservedContextBanks
         self.reservedSMRs = reservedSMRs
         self.hypervisorStreams = hypervisorStreams
-        self.manualFinalization = manualFinalization
     }
 
     /// Why a policy cannot run on its topology.

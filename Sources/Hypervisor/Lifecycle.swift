@@ -39,5 +39,5 @@ struct Lifecycle {
     mutating func stop() { state = .stopping }
 
     /// G1: until finalization no host access may reach an SMMU.
-    var trapsHostAccesses: Bool { state != .notFinalized }
+    var servesHostAccesses: Bool { state != .notFinalized }
 }

@@ -63,7 +63,7 @@ extension Hypervisor {
             var registers: [HypervisorSnapshot.Register] = []
             for (location, physical) in instance.physical.registers() {
                 let d = RegisterMap.descriptor(location.name)
-                let hidden = trap.hidden(location, in: instance) != nil
+                let hidden = instance.hidden(location) != nil
                 // Not hidden: the virtual model implements this element too (it differs only in the counts).
                 let v = hidden ? nil : instance.virtual.peek(location.name, index: location.index)
                 // An ID register's value is the configuration's, and the host's differs: always shown.

@@ -1,7 +1,7 @@
 /// Every reason the hypervisor refuses something, each beside the guarantee it enforces.
 ///
-/// The raw value is the audit's SMMU_RULE field; `messageID` is the journal's MESSAGE_ID for the kind
-/// (the catalog in systemd/smmu-hypd.catalog explains each one).
+/// The raw value is the audit's SMMU_RULE field (the daemon gives each a journal MESSAGE_ID, and
+/// systemd/smmu-hypd.catalog explains each one). The guarantees are docs/hypervisor-model.md's.
 public enum TrapRule: String, CaseIterable, Sendable, Codable {
     /// G2: a valid SMR must match only host streams, counting ID, MASK and the implemented width.
     case smrForeignStream = "G2.smr-foreign-stream"
@@ -30,25 +30,15 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
     /// G4: MEM_MAP may not show file bytes another mapping already shows (one file page, one address).
     case mapAlias = "G4.map-alias"
 
-    /// The guarantee of the hypervisor model this rule enforces.
-    public var guarantee: String { String(rawValue.prefix { $0 != "." }) }
-
-    /// Fixed journal MESSAGE_ID per kind of denial (128-bit, lowercase hex).
-    public var messageID: String {
+    /// The guarantees of docs/hypervisor-model.md this rule enforces, the first being the one its name carries.
+    public var guarantees: [Guarantee] {
         switch self {
-        case .smrForeignStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a11"
-        case .s2crHiddenContextBank: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a12"
-        case .cbarHiddenContextBank: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a13"
-        case .hiddenContextBank: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a14"
-        case .hiddenStreamMatchGroup: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a15"
-        case .hostMemoryAccess: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a16"
-        case .donateNotHostOwned: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a17"
-        case .donateLivePageTable: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a18"
-        case .assignForeignStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a19"
-        case .assignMatchedStream: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1a"
-        case .donateSharedMemory: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1b"
-        case .mapNotHostOwned: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1c"
-        case .mapAlias: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a1d"
+        case .smrForeignStream, .s2crHiddenContextBank: [.g2]
+        case .cbarHiddenContextBank: [.g2, .g5]
+        case .hiddenContextBank, .hiddenStreamMatchGroup: [.g5]
+        case .hostMemoryAccess: [.g3]
+        case .donateNotHostOwned, .donateLivePageTable, .assignForeignStream, .assignMatchedStream,
+             .donateSharedMemory, .mapNotHostOwned, .mapAlias: [.g4]
         }
     }
 
@@ -70,6 +60,27 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .mapAlias: "MEM_MAP of file bytes another mapping already shows"
         }
     }
+}
+
+/// The guarantees of docs/hypervisor-model.md ("Guarantees"). G1 (DEFERRED before finalization) and G8 (bounded
+/// work) are kept by construction and refuse nothing by a rule; the others each have rules.
+public enum Guarantee: String, CaseIterable, Sendable {
+    /// No early access.
+    case g1 = "G1"
+    /// Streams stay with their owner.
+    case g2 = "G2"
+    /// Host DMA stays in host memory.
+    case g3 = "G3"
+    /// VM DMA stays in VM memory.
+    case g4 = "G4"
+    /// Hidden resources stay hidden.
+    case g5 = "G5"
+    /// Clean teardown.
+    case g6 = "G6"
+    /// Nothing refused goes unrecorded.
+    case g7 = "G7"
+    /// One bad client hurts nobody (bounded work and connections).
+    case g8 = "G8"
 }
 
 /// One refused access, as the audit records it (G7). Produced once per DENIED.

@@ -20,8 +20,7 @@ struct InProcessTranslation {
             memory = try MemoryMap(regions: [(Self.hostRAM.base, Self.hostRAM.size),
                                              (Self.hypervisorRAM.base, Self.hypervisorRAM.size)])
         } catch { throw .unexpected("memory map: \(error)") }
-        let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM,
-                                      manualFinalization: true)
+        let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM)
         do { hypervisor = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink()) } catch {
             throw .unexpected("hypervisor: \(error)")
         }
@@ -35,12 +34,12 @@ struct InProcessTranslation {
             let r = hypervisor.hostWrite(address: w.address, value: w.value, width: w.width, client: client)
             guard r.value != nil else { throw .unexpected("attach write at 0x\(String(w.address, radix: 16)): \(r)") }
         }
-        guard case .translated(let pa) = translate(Stage1Domain.hitIOVA), pa == domain.hitPhysical else {
+        guard case .ok(let pa) = translate(Stage1Domain.hitIOVA), pa == domain.hitPhysical else {
             throw .unexpected("the hit page does not translate: \(translate(Stage1Domain.hitIOVA))")
         }
     }
 
-    @inline(__always) func translate(_ iova: UInt64) -> DMAResult {
+    @inline(__always) func translate(_ iova: UInt64) -> Outcome<UInt64> {
         hypervisor.dma(window: 0, stream: UInt32(Stage1Domain.stream), iova: iova, access: .read)
     }
 

@@ -20,18 +20,18 @@ struct LinuxDriver: ArmSMMUDriver {
     // MARK: Raw accesses (results, for attacks)
 
     func read(_ name: RegisterName, _ index: Int = 0, width: AccessWidth = .word, window: Int? = nil)
-        -> HostAccessResult<UInt64>
+        -> Outcome<UInt64>
     {
         hv.hostRead(address: address(name, index, window: window), width: width, client: machine.client)
     }
 
     func write(_ name: RegisterName, _ index: Int, _ value: UInt64, width: AccessWidth = .word,
-               window: Int? = nil) -> HostAccessResult<Void> {
+               window: Int? = nil) -> Outcome<Int> {
         hv.hostWrite(address: address(name, index, window: window), value: value, width: width, client: machine.client)
     }
 
     func write(_ name: RegisterName, _ value: UInt64, width: AccessWidth = .word, window: Int? = nil)
-        -> HostAccessResult<Void>
+        -> Outcome<Int>
     {
         write(name, 0, value, width: width, window: window)
     }

@@ -14,7 +14,7 @@ struct RegisterPolicyTests {
         #expect(RegisterMap.descriptor(.S2CR).host == .checked(.s2crTranslatesToHostBank, then: .streamRouting))
         #expect(RegisterMap.descriptor(.CBAR).host == .checked(.cbarNestsOverHostBank, then: .contextVMID))
         #expect(RegisterMap.descriptor(.sCR0).host == .derived(.globalControl))
-        for check in HostCheck.allCases { #expect(TrapHandler.rule(of: check).guarantee == "G2") }
+        for check in HostCheck.allCases { #expect(HostedInstance.rule(of: check).guarantees.first == .g2) }
         for d in RegisterMap.all {
             switch d.effect {
             case .streamMatch, .streamRouting, .globalConfiguration:
@@ -94,7 +94,7 @@ struct RegisterPolicyTests {
                 let expected = Self.g2Refusal(name, v, hostBanks: instance.hostContextBanks, idMask: instance.idMask)
                 // The rule alone: `check` is what the handler consults after `hidden`.
                 let location = RegisterLocation(name: name)
-                #expect(m.hv.trap.check(location, value: v, in: instance)?.rule == expected, "\(name) = \(v)")
+                #expect(instance.check(location, value: v)?.rule == expected, "\(name) = \(v)")
                 // And end to end: a refusal changes nothing.
                 let before = m.state()
                 let r = d.write(name, 0, v, width: desc.width)

@@ -26,7 +26,7 @@ final class Machine {
     init(finalized: Bool = true, hypervisorStreams: [Int: [StreamID]] = [:], hostDMARanges: [PhysicalRange] = []) {
         memory = try! MemoryMap(regions: [(hostRAM.base, hostRAM.size), (hypervisorRAM.base, hypervisorRAM.size)])
         let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [hostRAM], hypervisorRAM: hypervisorRAM,
-                                      hostDMARanges: hostDMARanges, hypervisorStreams: hypervisorStreams, manualFinalization: true)
+                                      hostDMARanges: hostDMARanges, hypervisorStreams: hypervisorStreams)
         hv = try! Hypervisor(policy: policy, memory: memory, audit: audit)
         if finalized { #expect(hv.finalize()) }
     }
@@ -97,7 +97,7 @@ final class Machine {
     /// A client's shared memory as MEM_MAP gives it to the hypervisor: `size` bytes of a file (its identity
     /// `inode`, from `offset`), here ordinary memory the test can read and write as the client would.
     func mapShared(at base: UInt64, size: UInt64 = 4096, inode: UInt64 = 1, offset: UInt64 = 0)
-        -> (result: HypercallResult<Void>, client: UnsafeMutableRawBufferPointer) {
+        -> (result: Outcome<Void>, client: UnsafeMutableRawBufferPointer) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(size), alignment: 4096)
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
         let file = SharedFileRange(device: 1, inode: inode, offset: offset, size: size)
@@ -107,27 +107,15 @@ final class Machine {
     }
 }
 
-/// A host access result or a hypercall result: both may carry a denial.
+/// Any outcome may carry a denial.
 protocol Deniable {
     var deniedEvent: AuditEvent? { get }
     var summary: String { get }
 }
 
-extension HostAccessResult: Deniable {
+extension Outcome: Deniable {
     var deniedEvent: AuditEvent? { if case .denied(let e) = self { e } else { nil } }
     var summary: String { description }
-}
-
-extension HypercallResult: Deniable {
-    var deniedEvent: AuditEvent? { if case .denied(let e) = self { e } else { nil } }
-    var summary: String {
-        switch self {
-        case .ok: "ok"
-        case .deferred: "deferred"
-        case .denied(let e): "denied(\(e.rule.rawValue))"
-        case .invalid(let why): "invalid(\(why))"
-        }
-    }
 }
 
 /// Expects a denial by `rule` and returns its event.
@@ -142,11 +130,9 @@ func expectDenied(_ result: some Deniable, _ rule: TrapRule,
     return event
 }
 
-extension DMAResult {
-    var physicalAddress: UInt64? {
-        if case .translated(let pa) = self { return pa }
-        return nil
-    }
+extension Outcome where Value == UInt64 {
+    /// A DMA's physical address, when it translated.
+    var physicalAddress: UInt64? { value }
     var fault: DMAFault? {
         if case .fault(let f) = self { return f }
         return nil
