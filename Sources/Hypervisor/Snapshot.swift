@@ -1,63 +1,79 @@
 import SMMUModel
 
-/// The whole state as DUMP shows it: lifecycle, ownership, and per window the host's view beside
-/// what the hypervisor programmed. Registers still at their reset value on both sides are left out.
-public struct HypervisorSnapshot: Encodable, Sendable {
-    public struct Register: Encodable, Sendable {
-        public var register: String
-        public var index: Int
-        public var offset: String
-        /// What the host reads ("hidden" for the hypervisor's own banks and SMRs).
-        public var virtual: String
-        public var physical: String
+/// The whole state in the hypervisor's own terms: lifecycle, ownership, and per window the host's view beside
+/// what the hypervisor programmed. Registers still at their reset value on both sides are left out. The daemon
+/// formats it (DUMP's JSON); the fuzzers compare two of them.
+public struct HypervisorSnapshot: Sendable, Equatable {
+    public struct Register: Sendable, Equatable {
+        public var location: RegisterLocation
+        /// Offset in the window.
+        public var offset: UInt64
+        /// What the host reads; nil for the hypervisor's own banks and SMRs (hidden, G5).
+        public var virtual: UInt64?
+        public var physical: UInt64
     }
-    public struct WindowState: Encodable, Sendable {
+    public struct WindowState: Sendable, Equatable {
         public var index: Int
         public var name: String
         public var smmu: String
-        public var base: String
-        public var host_context_banks: Int
-        public var host_smrs: Int
-        public var tlb_hits: Int
-        public var tlb_misses: Int
+        public var base: UInt64
+        public var hostContextBanks: Int
+        public var hostSMRs: Int
+        public var tlb: TLBStatistics
         public var registers: [Register]
     }
-    public struct StreamState: Encodable, Sendable {
+    /// A stream of a logical SMMU (by name) and who owns it.
+    public struct StreamState: Sendable, Equatable {
         public var smmu: String
-        public var stream: String
-        public var owner: String
+        public var stream: StreamID
+        public var owner: Owner
     }
-    public struct MemoryState: Encodable, Sendable {
-        public var base: String
-        public var size: String
-        public var owner: String
+    /// Who a memory range is: RAM of an owner, or a range host streams may reach by DMA only.
+    public enum MemoryUse: Sendable, Equatable {
+        case owned(Owner)
+        case hostDMAOnly
     }
-    public struct VMState: Encodable, Sendable {
-        public var vm: UInt32
+    public struct MemoryState: Sendable, Equatable {
+        public var range: PhysicalRange
+        public var use: MemoryUse
+    }
+    public struct VMState: Sendable, Equatable {
+        public var vm: VMHandle
         public var pages: Int
-        public var streams: [String]
-        public var stage2_root: String
+        /// The VM's streams, each on a logical SMMU (by name).
+        public var streams: [StreamState]
+        public var stage2Root: UInt64
     }
-    public var state: String
+    public var state: LifecycleState
     public var windows: [WindowState]
     public var streams: [StreamState]
     public var memory: [MemoryState]
     public var vms: [VMState]
     /// VM ranges left out of `memory` past the snapshot's limit.
-    public var memory_ranges_omitted: Int
+    public var memoryRangesOmitted: Int
 }
 
-private func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
-
-/// ARM names by table position, made once: interpolating an enum case reflects on it at every use.
-private let registerNames = RegisterName.allCases.map { "\($0)" }
+/// IOTLB hits and misses (of one instance, or summed over all).
+public struct TLBStatistics: Sendable, Equatable {
+    public var hits: Int
+    public var misses: Int
+    public init(hits: Int = 0, misses: Int = 0) {
+        self.hits = hits
+        self.misses = misses
+    }
+}
 
 extension Hypervisor {
-    public var tlbStatistics: [String: Int] {
-        let all = instances.map { $0.physical.tlbStatistics }
-        return ["hits": all.reduce(0) { $0 + $1.hits }, "misses": all.reduce(0) { $0 + $1.misses }]
+    /// Every instance's IOTLB counters, summed.
+    public var tlbStatistics: TLBStatistics {
+        instances.reduce(into: TLBStatistics()) {
+            let s = $1.physical.tlbStatistics
+            $0.hits += s.hits
+            $0.misses += s.misses
+        }
     }
 
+    /// The state now. VM memory is listed as ranges of contiguous pages, at most `maxVMRanges` of them.
     public func snapshot(maxVMRanges: Int = 256) -> HypervisorSnapshot {
         let windows = instances.map { instance -> HypervisorSnapshot.WindowState in
             var registers: [HypervisorSnapshot.Register] = []
@@ -73,24 +89,25 @@ extension Hypervisor {
                 case .identification: reset = nil
                 }
                 if let reset, physical == reset, v == nil || v == reset { continue }
-                registers.append(.init(register: registerNames[location.name.rawValue], index: location.index,
-                                       offset: hex(instance.physical.configuration.offset(of: location.name, index: location.index)),
-                                       virtual: v.map(hex) ?? "hidden", physical: hex(physical)))
+                registers.append(.init(location: location,
+                                       offset: instance.physical.configuration.offset(of: location.name, index: location.index),
+                                       virtual: v, physical: physical))
             }
             let tlb = instance.physical.tlbStatistics
             return .init(index: instance.index, name: instance.window.name, smmu: policy.topology.smmus[instance.smmu].name,
-                         base: hex(instance.window.base), host_context_banks: instance.hostContextBanks,
-                         host_smrs: instance.hostSMRs, tlb_hits: tlb.hits, tlb_misses: tlb.misses, registers: registers)
+                         base: instance.window.base, hostContextBanks: instance.hostContextBanks,
+                         hostSMRs: instance.hostSMRs, tlb: TLBStatistics(hits: tlb.hits, misses: tlb.misses),
+                         registers: registers)
         }
         var streams: [HypervisorSnapshot.StreamState] = []
         for (i, smmu) in policy.topology.smmus.enumerated() {
             for (s, owner) in ownership.foreignStreams(smmu: i) {
-                streams.append(.init(smmu: smmu.name, stream: s.description, owner: owner.description))
+                streams.append(.init(smmu: smmu.name, stream: s, owner: owner))
             }
         }
-        var memory = policy.hostRAM.map { HypervisorSnapshot.MemoryState(base: hex($0.base), size: hex($0.size), owner: "host") }
-        memory.append(.init(base: hex(policy.hypervisorRAM.base), size: hex(policy.hypervisorRAM.size), owner: "hypervisor"))
-        for r in policy.hostDMARanges { memory.append(.init(base: hex(r.base), size: hex(r.size), owner: "host (DMA only)")) }
+        var memory = policy.hostRAM.map { HypervisorSnapshot.MemoryState(range: $0, use: .owned(.host)) }
+        memory.append(.init(range: policy.hypervisorRAM, use: .owned(.hypervisor)))
+        for r in policy.hostDMARanges { memory.append(.init(range: r, use: .hostDMAOnly)) }
         var listed = 0
         let vmStates = vms.values.sorted { $0.handle < $1.handle }.map { vm -> HypervisorSnapshot.VMState in
             let pages = ownership.pages(of: vm.handle)
@@ -99,13 +116,15 @@ extension Hypervisor {
             for run in Self.runs(of: pages) {
                 listed += 1
                 if listed > maxVMRanges { break }
-                memory.append(.init(base: hex(run.base), size: hex(run.size), owner: vm.handle.description))
+                memory.append(.init(range: run, use: .owned(.vm(vm.handle))))
             }
-            return .init(vm: vm.handle.rawValue, pages: pages.count,
-                         streams: vm.streams.map { "\(policy.topology.smmus[$0.smmu].name):\($0.stream)" },
-                         stage2_root: hex(vm.stage2.root))
+            return .init(vm: vm.handle, pages: pages.count,
+                         streams: vm.streams.map {
+                             .init(smmu: policy.topology.smmus[$0.smmu].name, stream: $0.stream, owner: .vm(vm.handle))
+                         },
+                         stage2Root: vm.stage2.root)
         }
-        return HypervisorSnapshot(state: "\(lifecycle)", windows: windows, streams: streams, memory: memory, vms: vmStates,
-                                  memory_ranges_omitted: max(0, listed - maxVMRanges))
+        return HypervisorSnapshot(state: lifecycle, windows: windows, streams: streams, memory: memory, vms: vmStates,
+                                  memoryRangesOmitted: max(0, listed - maxVMRanges))
     }
 }

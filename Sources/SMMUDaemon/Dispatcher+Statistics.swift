@@ -46,7 +46,7 @@ extension Dispatcher {
                                       "faults_by_kind": Self.named(h.foreignDMA.faultsByKind)],
             ],
             "framing": ["malformed": stats.malformed, "unsupported": stats.unsupported],
-            "tlb": hypervisor.tlbStatistics,
+            "tlb": ["hits": hypervisor.tlbStatistics.hits, "misses": hypervisor.tlbStatistics.misses],
         ]
     }
 

@@ -78,8 +78,8 @@ struct InProcessTranslation {
         let elapsed = Double(monotonicNanoseconds() - start) / 1e9
         let cpu = Double(threadCPUNanoseconds() - cpuStart) / 1e9
         let after = hypervisor.tlbStatistics
-        let hits = after["hits", default: 0] - before["hits", default: 0]
-        let misses = after["misses", default: 0] - before["misses", default: 0]
+        let hits = after.hits - before.hits
+        let misses = after.misses - before.misses
         guard faults == 0 else { throw .unexpected("\(faults) of \(count) translations faulted") }
         // Hits must all hit; the miss sweep may hit now and then (the IOTLB is hashed), but mostly walks.
         let wanted = expectHits ? hits : misses
