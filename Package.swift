@@ -4,10 +4,12 @@
 // The layers are modules; see docs/ARCHITECTURE.md for what each owns.
 import PackageDescription
 
-/// Release builds of the layers on the request path skip Swift's run-time exclusivity checks: a TLS lookup per
-/// class-property access, 17% of the daemon's instructions per request under pipelined load (issue 5). Debug
-/// builds (every test) keep them, and so do the fuzzers: fuzz/run.sh sets SMMU_CHECK_EXCLUSIVITY.
-let hotPath: [SwiftSetting] = Context.environment["SMMU_CHECK_EXCLUSIVITY"] != nil ? [] :
+/// Release builds of the layers on the request path may skip Swift's run-time exclusivity checks: a TLS lookup per
+/// class-property access, 17% of the daemon's instructions per request under pipelined load (README, "Performance").
+/// Only when SMMU_RELEASE_FLAGS is set (scripts/install.sh, scripts/load-test.sh and the benchmark commands set it):
+/// SwiftPM refuses `unsafeFlags` in a package used by version, so by default the libraries (SMMUClient among them)
+/// carry none and can be another package's dependency. Debug builds, the tests and the fuzzers keep the checks.
+let hotPath: [SwiftSetting] = Context.environment["SMMU_RELEASE_FLAGS"] == nil ? [] :
     [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -69,7 +71,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // The benchmark (issue 5): the socket floor, the daemon's round trips and throughput, DMA translation,
+        // The benchmark: the socket floor, the daemon's round trips and throughput, DMA translation,
         // the Linux probe and the daemon's memory, in one table.
         .executableTarget(
             name: "smmu-bench",
