@@ -44,7 +44,7 @@ public struct Topology: Sendable, Equatable {
         self.smmus = smmus
     }
 
-    /// Tegra234 (reference §4.2): niso1 (0x08000000, 0x07000000), iso (0x10000000),
+    /// Tegra234 (the `iommu@` nodes of Linux's arch/arm64/boot/dts/nvidia/tegra234.dtsi): niso1 (0x08000000, 0x07000000), iso (0x10000000),
     /// niso0 (0x12000000, 0x11000000), all with `stream-match-mask = <0x7f80>`.
     public static let tegra234: Topology = {
         let c = MMU500Configuration.tegra234

@@ -6,7 +6,7 @@ import Testing
 /// The Linux arm-smmu driver's MMIO, as the host kernel makes it: physical addresses through
 /// `hostRead`/`hostWrite`, offsets from the page layout, every access expected to succeed.
 /// With two windows it is the NVIDIA 2-instance impl: writes go to every instance in order,
-/// reads come from instance 0 (linux-arm-smmu.md §4.1).
+/// reads come from instance 0 (`nvidia_smmu_write_reg`/`nvidia_smmu_read_reg` in arm-smmu-nvidia.c).
 struct LinuxDriver: ArmSMMUDriver {
     let machine: Machine
     let windows: [Int]

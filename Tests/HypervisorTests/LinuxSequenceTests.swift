@@ -2,7 +2,7 @@ import Testing
 @testable import Hypervisor
 import SMMUModel
 
-/// The Linux arm-smmu driver's sequences (linux-arm-smmu.md §3) through the trap handler on the
+/// The Linux arm-smmu driver's sequences (drivers/iommu/arm/arm-smmu/arm-smmu.c: probe, reset, attach, TLB maintenance, fault handlers) through the trap handler on the
 /// Tegra234 niso1 pair (NVIDIA 2-instance impl: writes to both windows, reads from window 0).
 @Suite struct LinuxSequenceTests {
     @Test func probeSeesTheHostVisibleCounts() {

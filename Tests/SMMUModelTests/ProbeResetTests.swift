@@ -1,7 +1,7 @@
 import Testing
 @testable import SMMUModel
 
-@Suite("Linux probe and reset (reference §3a, §3b, §3b')")
+@Suite("Linux probe and reset (arm_smmu_device_cfg_probe, arm_smmu_device_reset, arm_smmu_test_smr_masks)")
 struct ProbeResetTests {
     @Test func tegraProbeDerivesLinuxNumbers() {
         let d = Driver(smmu: MMU500(configuration: .tegra234, memory: MemoryMap()))
