@@ -1,7 +1,7 @@
 import SMMUModel
 
 /// A broken isolation invariant, with what was seen.
-public struct InvariantViolation: Error, Sendable, Equatable, CustomStringConvertible {
+public struct InvariantViolation: Sendable, Equatable, CustomStringConvertible {
     public var window: String
     public var what: String
     public var description: String { "\(window): \(what)" }

@@ -59,8 +59,6 @@ public struct MMU500Configuration: Sendable, Equatable, Hashable {
     }
     public var supportsStreamMatching: Bool { idr0 & (1 << 27) != 0 }
     public var supportsStage1: Bool { idr0 & (1 << 30) != 0 }
-    public var supportsStage2: Bool { idr0 & (1 << 29) != 0 }
-    public var supportsNested: Bool { idr0 & (1 << 28) != 0 }
     /// IDR0.NUMSIDB (16 with EXIDS).
     public var streamIDBits: Int { idr0 & (1 << 8) != 0 ? 16 : Int((idr0 >> 9) & 0xF) }
     /// Stream ID bits an SMR compares: (1 << NUMSIDB) - 1.
@@ -72,9 +70,6 @@ public struct MMU500Configuration: Sendable, Equatable, Hashable {
     /// IDR2.UBS: the upstream bus (virtual address) size.
     public var upstreamBusBits: Int { Self.addressBits((idr2 >> 8) & 0xF) }
     public var supportsVMID16: Bool { idr2 & (1 << 15) != 0 }
-    public var supports4KGranule: Bool { idr2 & (1 << 12) != 0 }
-    public var supports16KGranule: Bool { idr2 & (1 << 13) != 0 }
-    public var supports64KGranule: Bool { idr2 & (1 << 14) != 0 }
 
     /// `arm_smmu_id_size_to_bits`: 0→32, 1→36, 2→40, 3→42, 4→44, anything else→48.
     static func addressBits(_ field: UInt32) -> Int {
