@@ -20,7 +20,7 @@ let package = Package(
         .executable(name: "smmuctl", targets: ["smmuctl"]),
         .library(name: "SMMUClient", targets: ["SMMUClient"]),
         .library(name: "SMMUModel", targets: ["SMMUModel"]),
-        .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        .library(name: "PKVM", targets: ["PKVM"]),
         .library(name: "WireProtocol", targets: ["WireProtocol"]),
         .library(name: "SMMUDaemon", targets: ["SMMUDaemon"]),
     ],
@@ -38,15 +38,16 @@ let package = Package(
         ),
         // Layer 1: the MMU-500 hardware, pure (no I/O, no clocks, no globals).
         .target(name: "SMMUModel", swiftSettings: hotPath),
-        // Layers 2 and 3: the EL2 hypervisor (ownership, lifecycle, hypercalls) and the trap handler.
-        .target(name: "Hypervisor", dependencies: ["SMMUModel"], swiftSettings: hotPath),
+        // Layers 2 and 3: pKVM's EL2 hypervisor (the class `Hypervisor`: ownership, lifecycle, hypercalls) and the
+        // host's view of each SMMU instance with its trap rules (`HostedInstance`).
+        .target(name: "PKVM", dependencies: ["SMMUModel"], swiftSettings: hotPath),
         // The wire contract (docs/protocol-v1.md), a pure codec.
         .target(name: "WireProtocol", swiftSettings: hotPath),
         // The daemon: Dispatch socket server, config, systemd, journald audit, request dispatch.
         .target(
             name: "SMMUDaemon",
             dependencies: [
-                "SMMUModel", "Hypervisor", "WireProtocol", "CSystemd",
+                "SMMUModel", "PKVM", "WireProtocol", "CSystemd",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -76,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "smmu-bench",
             dependencies: [
-                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient", "SMMUDaemon",
+                "SMMUModel", "PKVM", "WireProtocol", "SMMUClient", "SMMUDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -84,7 +85,7 @@ let package = Package(
         // hypervisor's tests (each says how an access reaches the registers).
         .target(name: "ArmSMMUDriverScript", dependencies: ["SMMUModel"], path: "Tests/ArmSMMUDriverScript"),
         .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriverScript"]),
-        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel", "ArmSMMUDriverScript"]),
+        .testTarget(name: "PKVMTests", dependencies: ["PKVM", "SMMUModel", "ArmSMMUDriverScript"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims"]),
         .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),

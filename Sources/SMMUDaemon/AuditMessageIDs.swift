@@ -1,4 +1,4 @@
-import Hypervisor
+import PKVM
 
 /// Every journal MESSAGE_ID the daemon writes, with the catalog subject for each. systemd/smmu-hypd.catalog must
 /// have one entry per ID here (a test checks it), so `journalctl -x` explains every record.

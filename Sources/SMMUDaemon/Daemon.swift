@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import Hypervisor
+import PKVM
 import Logging
 
 /// The daemon's lifecycle: `booting -> not finalized -> finalized -> stopping`. Opens or adopts the socket, builds

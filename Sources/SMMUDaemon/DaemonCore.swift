@@ -1,4 +1,4 @@
-import Hypervisor
+import PKVM
 import SMMUModel
 import WireProtocol
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Hypervisor
+import PKVM
 import SMMUModel
 import WireProtocol
 

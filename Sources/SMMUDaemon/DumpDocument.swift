@@ -1,5 +1,5 @@
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// DUMP's JSON (docs/protocol-v1.md, DUMP): the hypervisor's snapshot in the document's words (snake_case keys,

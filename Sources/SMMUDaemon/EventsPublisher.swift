@@ -1,4 +1,4 @@
-import Hypervisor
+import PKVM
 import WireProtocol
 
 /// EVENTS: which connections listen, and the interrupt-line levels they last heard, per window.

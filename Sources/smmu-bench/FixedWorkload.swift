@@ -1,4 +1,4 @@
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// A fixed, deterministic in-process workload for counting instructions (`valgrind --tool=callgrind`, or

@@ -1,5 +1,5 @@
 import Glibc
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// DMA translation with no socket: the daemon's own path (`Hypervisor.dma`: the physical MMU-500's

@@ -1,5 +1,5 @@
 import Glibc
-import Hypervisor
+import PKVM
 import SMMUDaemon
 import SMMUModel
 import WireProtocol

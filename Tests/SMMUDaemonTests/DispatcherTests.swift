@@ -1,5 +1,5 @@
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 import Testing
 import WireProtocol

@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G4 (VM DMA stays in VM memory), VM_DONATE's rules, host TLB maintenance, and G6 (clean teardown).

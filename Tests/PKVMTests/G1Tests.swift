@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G1: before finalization no host access reaches an SMMU.

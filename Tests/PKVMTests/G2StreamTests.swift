@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G2: no SMR, S2CR, context bank or bypass the host programs can route a stream that is not the host's.

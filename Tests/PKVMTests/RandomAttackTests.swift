@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// A deterministic generator (SplitMix64) so a failing sequence replays.

@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G7: every DENIED yields exactly one audit event with the right fields, counts in the statistics,

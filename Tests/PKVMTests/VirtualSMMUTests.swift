@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// The host's virtual SMMU: read-back, W1C, VMIDs the hypervisor's, the host's TLB maintenance by VMID.

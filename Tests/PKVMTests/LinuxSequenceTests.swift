@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// The Linux arm-smmu driver's sequences (drivers/iommu/arm/arm-smmu/arm-smmu.c: probe, reset, attach, TLB maintenance, fault handlers) through the trap handler on the

@@ -1,5 +1,5 @@
 import ArmSMMUDriverScript
-import Hypervisor
+import PKVM
 import SMMUModel
 import Testing
 

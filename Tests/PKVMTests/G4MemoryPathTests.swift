@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G3/G4 on every memory path: one page-ownership table under MEM_MAP, donation, table walks and the live

@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 // The machine every test attacks: Tegra234 (niso1 pair at windows 0 and 1, iso, niso0 pair), host RAM

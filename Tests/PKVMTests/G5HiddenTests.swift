@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G5: the context banks and SMRs the hypervisor keeps are not in the host's IDs, not readable

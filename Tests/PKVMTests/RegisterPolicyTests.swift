@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// Each row's `host` column against G2 and G5, and the trap handler and `reconcile` against the row: nothing is

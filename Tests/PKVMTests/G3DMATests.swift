@@ -1,5 +1,5 @@
 import Testing
-@testable import Hypervisor
+@testable import PKVM
 import SMMUModel
 
 /// G3: whatever the host programs, a host stream's DMA and every table walk for it reach host pages only.
