@@ -20,7 +20,7 @@ import Glibc
 #endif
 import CFuzzShims
 import FuzzSupport
-import Hypervisor
+import PKVM
 import SMMUDaemon
 import SMMUModel
 import WireProtocol

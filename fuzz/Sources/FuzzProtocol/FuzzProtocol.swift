@@ -2,7 +2,7 @@
 // hypervisor). Oracle: nothing crashes, every response is a well-formed frame answering a request,
 // and there are exactly as many responses as the spec says the bytes ask for.
 import FuzzSupport
-import Hypervisor
+import PKVM
 import SMMUDaemon
 import SMMUModel
 import WireProtocol

@@ -5,7 +5,7 @@
 import Glibc
 #endif
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// Reads the fuzzer's bytes as numbers; past the end every read is 0.

@@ -3,7 +3,7 @@
 // assignment that succeeded and at the end, every DMA's answer must land in its stream owner's memory, and every denial
 // must have produced exactly one audit event. A violation is a crash (a finding).
 import FuzzSupport
-import Hypervisor
+import PKVM
 import SMMUModel
 
 let hostRAM = PhysicalRange(base: 0x8000_0000, size: 256 << 10)
