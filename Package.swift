@@ -4,10 +4,12 @@
 // The layers are modules; see docs/ARCHITECTURE.md for what each owns.
 import PackageDescription
 
-/// Release builds of the layers on the request path skip Swift's run-time exclusivity checks: a TLS lookup per
-/// class-property access, 17% of the daemon's instructions per request under pipelined load (issue 5). Debug
-/// builds (every test) keep them, and so do the fuzzers: fuzz/run.sh sets SMMU_CHECK_EXCLUSIVITY.
-let hotPath: [SwiftSetting] = Context.environment["SMMU_CHECK_EXCLUSIVITY"] != nil ? [] :
+/// Release builds of the layers on the request path may skip Swift's run-time exclusivity checks: a TLS lookup per
+/// class-property access, 17% of the daemon's instructions per request under pipelined load (README, "Performance").
+/// Only when SMMU_RELEASE_FLAGS is set (scripts/install.sh, scripts/load-test.sh and the benchmark commands set it):
+/// SwiftPM refuses `unsafeFlags` in a package used by version, so by default the libraries (SMMUClient among them)
+/// carry none and can be another package's dependency. Debug builds, the tests and the fuzzers keep the checks.
+let hotPath: [SwiftSetting] = Context.environment["SMMU_RELEASE_FLAGS"] == nil ? [] :
     [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -19,7 +21,7 @@ let package = Package(
         .library(name: "SMMUClient", targets: ["SMMUClient"]),
         .library(name: "ArmSMMUDriver", targets: ["ArmSMMUDriver"]),
         .library(name: "SMMUModel", targets: ["SMMUModel"]),
-        .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        .library(name: "PKVM", targets: ["PKVM"]),
         .library(name: "WireProtocol", targets: ["WireProtocol"]),
         .library(name: "SMMUDaemon", targets: ["SMMUDaemon"]),
     ],
@@ -37,15 +39,16 @@ let package = Package(
         ),
         // Layer 1: the MMU-500 hardware, pure (no I/O, no clocks, no globals).
         .target(name: "SMMUModel", swiftSettings: hotPath),
-        // Layers 2 and 3: the EL2 hypervisor (ownership, lifecycle, hypercalls) and the trap handler.
-        .target(name: "Hypervisor", dependencies: ["SMMUModel"], swiftSettings: hotPath),
+        // Layers 2 and 3: pKVM's EL2 hypervisor (the class `Hypervisor`: ownership, lifecycle, hypercalls) and the
+        // host's view of each SMMU instance with its trap rules (`HostedInstance`).
+        .target(name: "PKVM", dependencies: ["SMMUModel"], swiftSettings: hotPath),
         // The wire contract (docs/protocol-v1.md), a pure codec.
         .target(name: "WireProtocol", swiftSettings: hotPath),
         // The daemon: Dispatch socket server, config, systemd, journald audit, request dispatch.
         .target(
             name: "SMMUDaemon",
             dependencies: [
-                "SMMUModel", "Hypervisor", "WireProtocol", "CSystemd",
+                "SMMUModel", "PKVM", "WireProtocol", "CSystemd",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -72,12 +75,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // The benchmark (issue 5): the socket floor, the daemon's round trips and throughput, DMA translation,
+        // The benchmark: the socket floor, the daemon's round trips and throughput, DMA translation,
         // the Linux probe and the daemon's memory, in one table.
         .executableTarget(
             name: "smmu-bench",
             dependencies: [
-                "SMMUModel", "Hypervisor", "WireProtocol", "SMMUClient", "SMMUDaemon", "ArmSMMUDriver",
+                "SMMUModel", "PKVM", "WireProtocol", "SMMUClient", "SMMUDaemon", "ArmSMMUDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -85,7 +88,7 @@ let package = Package(
         .target(name: "ArmSMMUTestPorts", dependencies: ["SMMUModel", "ArmSMMUDriver"], path: "Tests/ArmSMMUTestPorts"),
         .testTarget(name: "ArmSMMUDriverTests", dependencies: ["ArmSMMUDriver"]),
         .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
-        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
+        .testTarget(name: "PKVMTests", dependencies: ["PKVM", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims", "ArmSMMUDriver"]),
         .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),

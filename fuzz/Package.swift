@@ -10,7 +10,7 @@ let package = Package(
         .target(
             name: "FuzzSupport",
             dependencies: [
-                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
             ]
         ),
@@ -19,7 +19,7 @@ let package = Package(
             dependencies: [
                 "FuzzSupport",
                 .product(name: "SMMUDaemon", package: "smmu-hypd"),
-                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
                 .product(name: "WireProtocol", package: "smmu-hypd"),
             ]
@@ -31,7 +31,7 @@ let package = Package(
                 "FuzzSupport",
                 "CFuzzShims",
                 .product(name: "SMMUDaemon", package: "smmu-hypd"),
-                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
                 .product(name: "WireProtocol", package: "smmu-hypd"),
             ]
@@ -40,7 +40,7 @@ let package = Package(
             name: "FuzzTrap",
             dependencies: [
                 "FuzzSupport",
-                .product(name: "Hypervisor", package: "smmu-hypd"),
+                .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
             ]
         ),

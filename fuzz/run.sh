@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-30}"
 export SWIFT_BACKTRACE=enable=no
-# Keep Swift's exclusivity checks in the fuzzed modules (Package.swift drops them from release builds).
-export SMMU_CHECK_EXCLUSIVITY=1
+# Swift's exclusivity checks stay in the fuzzed modules: Package.swift drops them only under SMMU_RELEASE_FLAGS.
+unset SMMU_RELEASE_FLAGS
 # --sanitize=fuzzer instruments only this package's targets; the coverage flag instruments the
 # project's modules too, so libFuzzer sees their edges. Only the fuzz products are built.
 flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz)

@@ -3,6 +3,8 @@
 # configuration and the journal catalog. Run as root from the repository. Then:
 #   systemctl enable --now smmu-hypd.socket && systemctl start smmu-hypd
 set -euo pipefail
+# Release builds drop Swift's exclusivity checks on the request path (Package.swift, hotPath).
+export SMMU_RELEASE_FLAGS=1
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 SCRATCH=${SCRATCH:-.build-release}

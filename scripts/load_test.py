@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load and fault tests for smmu-hypd (issue 5), run by scripts/load-test.sh.
+"""Load and fault tests for smmu-hypd (README, "Performance"), run by scripts/load-test.sh.
 
 Starts the daemon on a private socket with immediate finalization and a NOTIFY_SOCKET of its own,
 then checks, printing one line per check:

@@ -67,16 +67,6 @@ ssize_t csock_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_f
     return n;
 }
 
-int csock_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
-    struct ucred cred;
-    socklen_t size = sizeof cred;
-    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &size) != 0) return -1;
-    *pid = cred.pid;
-    *uid = cred.uid;
-    *gid = cred.gid;
-    return 0;
-}
-
 int csock_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
 
 int csock_add_seals(int fd, int seals) { return fcntl(fd, F_ADD_SEALS, seals); }

@@ -77,10 +77,10 @@ public final class SMMUClient {
 
     /// DMA: translate one access of `stream` through window `window`'s SMMU.
     /// A translation fault is a result, not an error: the returned `fault` is non-zero.
-    public func dma(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = []) throws(SMMUClientError) -> DMAResult {
+    public func dma(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = []) throws(SMMUClientError) -> DMAResponse {
         let frame = try call(.dma(DMARequest(window: window, streamID: stream, iova: iova, flags: flags)))
         guard frame.status == .ok || frame.status == .fault else { throw .status(frame.status ?? .malformed) }
-        return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try DMAResult.decode(p) } }
+        return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try DMAResponse.decode(p) } }
     }
 
     /// MEM_READ: `length` bytes of physical memory, through the host's stage-2.

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import PKVM
 import Logging
 
 /// The daemon's lifecycle: `booting -> not finalized -> finalized -> stopping`. Opens or adopts the socket, builds
@@ -7,8 +8,6 @@ import Logging
 /// keeps STATUS= current, pings the watchdog, and on SIGTERM/SIGINT sends STOPPING=1, answers what was read,
 /// closes every connection and exits 0.
 public final class Daemon: @unchecked Sendable {  // invariant: mutable state only on `queue`
-    public typealias CoreFactory = (DaemonServices) throws -> DaemonCore
-
     /// Why the daemon could not start; `exitCode` follows sysexits.h.
     public enum StartError: Error, CustomStringConvertible {
         case configuration(String)
@@ -29,7 +28,6 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
     public let configuration: DaemonConfiguration
     public let queue = DispatchQueue(label: "smmu-hypd")
     private let logger: Logger
-    private let makeCore: CoreFactory
     private var core: DaemonCore?
     private var server: UnixServer?
     private var audit: JournalAuditSink?
@@ -39,10 +37,9 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
     private var stopping = false
     private var lastStatus = ""
 
-    public init(configuration: DaemonConfiguration, logger: Logger, makeCore: @escaping CoreFactory) {
+    public init(configuration: DaemonConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        self.makeCore = makeCore
     }
 
     /// Sets everything up, then serves until a signal stops it (exit 0). Throws only if it cannot start.
@@ -68,7 +65,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
                                      maxRecordsPerSecond: configuration.audit.maxRecordsPerSecond, queue: queue)
         let core: DaemonCore
         do {
-            core = try makeCore(DaemonServices(configuration: configuration, queue: queue, audit: audit))
+            core = try DaemonCore.make(configuration, audit: audit)
         } catch {
             throw .configuration("config error: \(error)")
         }
@@ -80,7 +77,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         limits.maxTotalPendingOutput = configuration.limits.maxBufferedOutput
         let server: UnixServer
         do {
-            server = try UnixServer(listener: listener, sessionFactory: core.sessionFactory, queue: queue, limits: limits,
+            server = try UnixServer(listener: listener, sessionFactory: core.dispatcher, queue: queue, limits: limits,
                                     logger: logger)
         } catch {
             throw .socket("cannot poll connections: \(error)")
@@ -88,7 +85,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         self.core = core
         self.server = server
         self.audit = audit
-        core.onFinalized = { [unowned self] in self.finalized() }
+        core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         audit.start()
         server.start()
         scheduleFinalization()
@@ -145,7 +142,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         guard configuration.finalization.mode == .delay else { return }
         queue.asyncAfter(deadline: .now() + .milliseconds(configuration.finalization.delayMilliseconds)) { [self] in
             guard !stopping, let core else { return }
-            if core.finalize() { finalized() } else { logger.error("finalization failed; still not finalized") }
+            // READY=1 follows from `onFinalized`, the one path for the timer and an admin FINALIZE alike.
+            if !core.dispatcher.finalize() { logger.error("finalization failed; still not finalized") }
         }
     }
 
@@ -177,8 +175,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
 
     private func statusLine() -> String {
         guard let core, let server else { return "booting" }
-        let s = core.status()
-        return "\(s.state); clients \(server.clientCount); operations \(s.operations); denials \(s.denials)"
+        return "\(core.hypervisor.lifecycle); clients \(server.clientCount); operations \(core.dispatcher.operationCount); denials \(core.hypervisor.statistics.denials)"
     }
 
     private func publishStatus() {
@@ -203,7 +200,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         stopping = true
         logger.info("signal \(signal): stopping")
         Systemd.notify(.stopping, .status("stopping"))
-        core.beginStopping()
+        core.hypervisor.beginStopping()
         server.beginShutdown { [self] in
             audit?.stop()
             for timer in timers { timer.cancel() }

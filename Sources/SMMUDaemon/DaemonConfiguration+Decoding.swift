@@ -9,16 +9,16 @@ extension DaemonConfiguration: Decodable {
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
-        topology = try c.decode(Topology.self, forKey: .topology)
+        topology = try c.decode(TopologyPreset.self, forKey: .topology)
         memory = try c.decode(Memory.self, forKey: .memory)
-        hypervisor = try c.decodeIfPresent(Hypervisor.self, forKey: .hypervisor)
-            ?? Hypervisor(reservedContextBanks: 8, reservedSMRs: 8, hypervisorStreams: [])
+        hypervisor = try c.decodeIfPresent(HypervisorSection.self, forKey: .hypervisor)
+            ?? HypervisorSection(reservedContextBanks: 8, reservedSMRs: 8, hypervisorStreams: [])
         finalization = try c.decodeIfPresent(Finalization.self, forKey: .finalization)
             ?? Finalization(mode: .delay, delayMilliseconds: 200)
         socket = try c.decodeIfPresent(Socket.self, forKey: .socket)
             ?? Socket(path: "/run/smmu-hypd/smmu-hypd.sock", mode: 0o660)
         roles = try c.decodeIfPresent(Roles.self, forKey: .roles)
-            ?? Roles(host: RoleAllowList(), device: RoleAllowList(), admin: RoleAllowList())
+            ?? Roles()
         audit = try c.decodeIfPresent(Audit.self, forKey: .audit)
             ?? Audit(burst: 64, summaryIntervalMilliseconds: 1000, maxRecordsPerSecond: 200)
         limits = try c.decodeIfPresent(Limits.self, forKey: .limits)
@@ -51,7 +51,7 @@ extension DaemonConfiguration.MemoryRange {
     }
 }
 
-extension DaemonConfiguration.Hypervisor: Decodable {
+extension DaemonConfiguration.HypervisorSection: Decodable {
     enum Keys: String, CodingKey, CaseIterable { case reserved_context_banks, reserved_smrs, hypervisor_streams }
 
     public init(from decoder: any Decoder) throws {

@@ -23,7 +23,7 @@ extension DaemonConfiguration {
         try validateRange(limits.maxConnections, 1...1_000_000, "limits.max_connections")
         try validateRange(limits.helloTimeoutMilliseconds, 10...3_600_000, "limits.hello_timeout_ms")
         try validateRange(limits.maxBufferedOutput, 1 << 20...1 << 40, "limits.max_buffered_output")
-        try validateMemoryController(topology: HypervisorFactory.topology(topology))
+        try validateMemoryController(topology: topology.topology)
     }
 
     private func validateMemory() throws(ConfigurationError) {

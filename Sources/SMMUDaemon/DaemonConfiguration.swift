@@ -1,11 +1,12 @@
 import Foundation
+import WireProtocol
 import Yams
 
 /// The daemon's configuration file (YAML, snake_case keys; see Config/tegra234.yaml for a commented example).
 /// Decoding rejects unknown keys; `validate()` checks ranges and layout and names the key that is wrong.
 public struct DaemonConfiguration: Sendable, Equatable {
-    /// Which SMMU topology preset the daemon builds (SMMUModel's `Topology`).
-    public enum Topology: String, Sendable, Equatable, CaseIterable, Decodable {
+    /// Which SMMU topology preset the daemon builds (`TopologyPreset.topology` is SMMUModel's `Topology`).
+    public enum TopologyPreset: String, Sendable, Equatable, CaseIterable, Decodable {
         case tegra234
         case generic4k
         case qemuVirt = "qemu-virt"
@@ -35,7 +36,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var streams: [UInt16]
     }
 
-    public struct Hypervisor: Sendable, Equatable {
+    /// The `hypervisor:` section: what EL2 keeps for itself.
+    public struct HypervisorSection: Sendable, Equatable {
         /// Context banks per instance hidden from the host (the top of the range).
         public var reservedContextBanks: Int
         /// Stream match register groups per instance hidden from the host.
@@ -72,10 +74,23 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
     }
 
+    /// Who may take each HELLO role (SO_PEERCRED against these lists).
     public struct Roles: Sendable, Equatable {
         public var host: RoleAllowList
         public var device: RoleAllowList
         public var admin: RoleAllowList
+        public init(host: RoleAllowList = .init(), device: RoleAllowList = .init(), admin: RoleAllowList = .init()) {
+            self.host = host
+            self.device = device
+            self.admin = admin
+        }
+        public func permits(_ role: Role, _ peer: PeerCredentials) -> Bool {
+            switch role {
+            case .host: host.permits(peer)
+            case .device: device.permits(peer)
+            case .admin: admin.permits(peer)
+            }
+        }
     }
 
     public struct Audit: Sendable, Equatable {
@@ -99,9 +114,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var maxBufferedOutput: Int
     }
 
-    public var topology: Topology
+    public var topology: TopologyPreset
     public var memory: Memory
-    public var hypervisor: Hypervisor
+    public var hypervisor: HypervisorSection
     public var finalization: Finalization
     public var socket: Socket
     public var roles: Roles

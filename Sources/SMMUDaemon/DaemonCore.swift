@@ -1,42 +1,100 @@
-import Dispatch
+import PKVM
+import SMMUModel
+import WireProtocol
 
-/// The numbers systemd's STATUS= line shows.
-public struct DaemonStatus: Sendable, Equatable {
-    /// "not finalized", "finalized" or "stopping".
-    public var state: String
-    public var operations: UInt64
-    public var denials: UInt64
-    public init(state: String, operations: UInt64, denials: UInt64) {
-        self.state = state
-        self.operations = operations
-        self.denials = denials
+/// What the daemon serves: the hypervisor a configuration describes, over its memory, and the dispatcher that
+/// answers requests for it, with denials going to the journal. Lives on the server queue. Built by `make`, the
+/// one place a configuration becomes a running hypervisor.
+public struct DaemonCore {
+    public let hypervisor: Hypervisor
+    public let dispatcher: Dispatcher
+
+    /// Why a configuration that decoded and validated still cannot be built.
+    public enum BuildError: Error, CustomStringConvertible {
+        case unknownSMMU(name: String, topology: DaemonConfiguration.TopologyPreset, have: [String])
+        case memory(MemoryMap.MemoryMapError)
+        case policy(HypervisorPolicy.Problem)
+
+        public var description: String {
+            switch self {
+            case .unknownSMMU(let name, let topology, let have):
+                "hypervisor.hypervisor_streams: no SMMU named \"\(name)\" in topology \(topology.rawValue) (have \(have.joined(separator: ", ")))"
+            case .memory(let e): "memory: \(e)"
+            case .policy(let p): "hypervisor: \(p)"
+            }
+        }
+    }
+
+    /// The hypervisor at reset, its memory (host RAM and hypervisor RAM, zeroed and lazily allocated) and the
+    /// dispatcher that serves it. STATS reads the sink's counters through the dispatcher.
+    public static func make(_ c: DaemonConfiguration, audit: JournalAuditSink) throws(BuildError) -> DaemonCore {
+        let policy = try policy(c)
+        let memory = MemoryMap()
+        do {
+            for r in policy.hostRAM + [policy.hypervisorRAM] { try memory.addRegion(base: r.base, size: r.size) }
+        } catch {
+            throw .memory(error)
+        }
+        let hypervisor: Hypervisor
+        do {
+            hypervisor = try Hypervisor(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit))
+        } catch {
+            throw .policy(error)
+        }
+        let dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
+        dispatcher.auditCounters = { [audit] in
+            let c = audit.counters
+            return ["denials": Int(c.denials), "written": Int(c.written), "coalesced": Int(c.coalesced),
+                    "summaries": Int(c.summaries), "stderr_fallback": Int(c.stderrFallback), "lost": Int(c.lost),
+                    "awaiting_summary": Int(c.awaitingSummary)]
+        }
+        return DaemonCore(hypervisor: hypervisor, dispatcher: dispatcher)
+    }
+
+    /// What the configuration tells the hypervisor.
+    public static func policy(_ c: DaemonConfiguration) throws(BuildError) -> HypervisorPolicy {
+        var topology = c.topology.topology
+        topology.memoryController = c.memoryControllerConfiguration(default: topology.memoryController)
+        var streams: [Int: [StreamID]] = [:]
+        for entry in c.hypervisor.hypervisorStreams {
+            guard let i = topology.smmus.firstIndex(where: { $0.name == entry.smmu }) else {
+                throw .unknownSMMU(name: entry.smmu, topology: c.topology, have: topology.smmus.map(\.name))
+            }
+            streams[i, default: []] += entry.streams.map { StreamID($0) }
+        }
+        let range = { (r: DaemonConfiguration.MemoryRange) in PhysicalRange(base: r.base, size: r.size) }
+        return HypervisorPolicy(
+            topology: topology,
+            hostRAM: c.memory.hostRAM.map(range),
+            hypervisorRAM: range(c.memory.hypervisorRAM),
+            hostDMARanges: c.memory.hostDMARanges.map(range),
+            reservedContextBanks: c.hypervisor.reservedContextBanks,
+            reservedSMRs: c.hypervisor.reservedSMRs,
+            hypervisorStreams: streams)
     }
 }
 
-/// Where the daemon gets its STATUS= numbers.
-public protocol StatusSource: AnyObject {
-    func status() -> DaemonStatus
+extension DaemonConfiguration.TopologyPreset {
+    /// The machine each preset names.
+    public var topology: Topology {
+        switch self {
+        case .tegra234: .tegra234
+        case .generic4k: .generic4K(base: 0x2B40_0000)
+        case .qemuVirt: .qemuVirt
+        }
+    }
 }
 
-/// What the daemon's lifecycle glue needs from the hypervisor side (the request dispatcher implements it).
-/// Every call happens on the server queue.
-public protocol DaemonCore: StatusSource {
-    /// Makes the session of each accepted connection.
-    var sessionFactory: SessionFactory { get }
-    /// Runs pKVM finalization now (the configured delay has passed). Returns true once finalized, also when it
-    /// already was. READY=1 is sent only after this returns true, or after `onFinalized` is called.
-    func finalize() -> Bool
-    /// Set by the daemon: call it when finalization completes by another path (an admin FINALIZE).
-    var onFinalized: (() -> Void)? { get set }
-    /// SIGTERM or SIGINT: from now on answer new requests SHUTTING_DOWN; the server stops reading next.
-    func beginStopping()
-}
+/// Maps the hypervisor's audit events to journal records (one per denial, G7), with the daemon's MESSAGE_IDs.
+final class JournalAuditAdapter: AuditSink {
+    let sink: JournalAuditSink
+    init(sink: JournalAuditSink) { self.sink = sink }
 
-/// What the daemon hands the core when building it.
-public struct DaemonServices {
-    public let configuration: DaemonConfiguration
-    /// The serial queue that owns the server, the sessions, the core and the audit sink.
-    public let queue: DispatchQueue
-    /// Where denials go (journald, coalesced).
-    public let audit: JournalAuditSink
+    func record(_ event: AuditEvent) {
+        sink.record(AuditRecord(
+            rule: event.rule.rawValue, messageID: AuditMessageIDs.id(of: event.rule), message: event.rule.summary,
+            client: event.client.name, pid: event.client.pid, uid: event.client.uid,
+            window: event.window ?? "", register: event.register ?? "", offset: event.offset,
+            value: event.value, width: event.width, streams: event.streams))
+    }
 }

@@ -1,11 +1,11 @@
-import Hypervisor
+import PKVM
 import SMMUModel
 import WireProtocol
 
 extension Dispatcher {
     /// MC_DMA: a DMA by a memory-controller client, through the stream its override produces (docs/protocol-v1.md).
     func answerMemoryControllerDMA(_ d: MCDMARequest, answer: (Status, ResponsePayload) -> Void) {
-        switch hypervisor.memoryControllerDMA(client: d.client, iova: d.iova, access: DMAAccess(rawValue: d.flags.rawValue & 7)) {
+        switch hypervisor.memoryControllerDMA(client: d.client, iova: d.iova, access: DMAAccess(d.flags)) {
         case .failure:
             answer(.invalid, .none)
         case .success(let r):
@@ -15,11 +15,11 @@ extension Dispatcher {
             case .smmu(let w, let s): route = MCDMAResult.route(window: UInt32(w), stream: UInt32(s.rawValue))
             }
             switch r.result {
-            case .translated(let pa): answer(.ok, .mcDMA(MCDMAResult(physicalAddress: pa, fault: 0, route: route)))
+            case .ok(let pa): answer(.ok, .mcDMA(MCDMAResult(physicalAddress: pa, fault: 0, route: route)))
             case .fault(let f):
-                answer(.fault, .mcDMA(MCDMAResult(physicalAddress: 0, fault: f.rawValue, route: route)))
-                if !subscribersEmpty, case .smmu(let w, _) = r.route { publishLineChanges(window: w) }
-            case .invalid: answer(.invalid, .none)
+                answer(.fault, .mcDMA(MCDMAResult(physicalAddress: 0, fault: FaultCode(f).rawValue, route: route)))
+                if !events.isEmpty, case .smmu(let w, _) = r.route { events.publishChanges(window: w, to: server) }
+            case let other: answer(Status(other), .none)
             }
         }
     }

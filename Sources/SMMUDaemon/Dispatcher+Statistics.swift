@@ -1,5 +1,5 @@
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 import WireProtocol
 
@@ -47,7 +47,7 @@ extension Dispatcher {
                                       "faults_by_kind": Self.named(h.foreignDMA.faultsByKind)],
             ],
             "framing": ["malformed": stats.malformed, "unsupported": stats.unsupported],
-            "tlb": hypervisor.tlbStatistics,
+            "tlb": ["hits": hypervisor.tlbStatistics.hits, "misses": hypervisor.tlbStatistics.misses],
         ]
     }
 

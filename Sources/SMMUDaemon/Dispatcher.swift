@@ -1,61 +1,47 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Hypervisor
+import PKVM
 import SMMUModel
 import WireProtocol
 
-/// Who may take each HELLO role (SO_PEERCRED against the config's allow-lists). uid 0 always may.
-public struct RoleAllowList: Sendable, Equatable {
-    public var uids: [Role: Set<UInt32>]
-    public var gids: [Role: Set<UInt32>]
-    public init(uids: [Role: Set<UInt32>] = [:], gids: [Role: Set<UInt32>] = [:]) {
-        self.uids = uids
-        self.gids = gids
-    }
-    public func permits(_ role: Role, _ peer: PeerCredentials) -> Bool {
-        peer.uid == 0 || uids[role]?.contains(peer.uid) == true || gids[role]?.contains(peer.gid) == true
-    }
-}
-
-/// Turns protocol v1 requests into hypervisor calls and answers them (the spec, opcode by opcode).
+/// Turns protocol v1 requests into hypervisor calls and answers them (docs/protocol-v1.md, opcode by opcode).
 ///
+/// Control flows one way: a session hands in a request with its `SessionContext` and gets back the
+/// `SessionEffect` it must apply; the dispatcher never calls back into a session and keeps no table of them.
 /// Lives on the server's serial queue with the hypervisor: the single owner of all state (G8 relies
 /// on every request being answered there, in order, per connection).
 public final class Dispatcher: SessionFactory {
     public let hypervisor: Hypervisor
-    public let roles: RoleAllowList
+    public let roles: DaemonConfiguration.Roles
     var stats = DispatcherStatistics()
-    private var sessions: [ConnectionID: DispatcherSession] = [:]
-    private var subscribers: [ConnectionID] = []
-    /// Last interrupt-line levels sent to subscribers, per window.
-    private var lines: [[Bool]]
+    /// EVENTS: who listens, and what they last heard.
+    var events: EventsPublisher
+    /// The server that asked for sessions: where events go, and whose connection counters STATS shows.
     private(set) weak var server: ServerHandle?
     /// Called once, on the queue, when finalization has completed (the daemon then sends READY=1).
     public var onFinalized: (() -> Void)?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.
     public var auditCounters: () -> [String: Int] = { [:] }
 
-    public init(hypervisor: Hypervisor, roles: RoleAllowList) {
+    public init(hypervisor: Hypervisor, roles: DaemonConfiguration.Roles = .init()) {
         self.hypervisor = hypervisor
         self.roles = roles
-        lines = hypervisor.windows.indices.map { hypervisor.interruptLines(window: $0) }
+        events = EventsPublisher(hypervisor: hypervisor)
     }
 
     public func makeSession(connection: ConnectionID, peer: PeerCredentials, server: ServerHandle) -> Session {
         self.server = server
-        let session = DispatcherSession(connection: connection, peer: peer, dispatcher: self)
-        sessions[connection] = session
         stats.connectionsOpened += 1
         stats.connectionsOpen += 1
-        return session
+        return DispatcherSession(connection: connection, peer: peer, dispatcher: self)
     }
 
-    func sessionClosed(_ session: DispatcherSession) {
-        sessions[session.connection] = nil
-        subscribers.removeAll { $0 == session.connection }
+    /// A connection is gone: it hears no more events, and the memory it mapped goes back to the daemon, zeroed.
+    func sessionClosed(_ connection: ConnectionID, mapped: [UInt64]) {
+        events.unsubscribe(connection)
         stats.connectionsOpen -= 1
-        for base in session.mappedRanges { unmapClientMemory(base: base) }
+        for base in mapped { hypervisor.unmapHostMemory(base: base) }
     }
 
     /// Runs pKVM finalization (the delay timer or FINALIZE) and tells the daemon once it is done.
@@ -65,26 +51,9 @@ public final class Dispatcher: SessionFactory {
         guard hypervisor.finalize() else { return false }
         if before == .notFinalized {
             onFinalized?()
-            publishLineChanges()
+            events.publishChanges(to: server)
         }
         return true
-    }
-
-    var subscribersEmpty: Bool { subscribers.isEmpty }
-
-    /// Sends every line change since the last call to every EVENTS connection (of `window` only,
-    /// when the change can only have come from there).
-    func publishLineChanges(window: Int? = nil) {
-        var bytes: [UInt8] = []
-        for w in window.map({ [$0] }) ?? Array(lines.indices) where lines.indices.contains(w) {
-            let now = hypervisor.interruptLines(window: w)
-            for (line, up) in now.enumerated() where up != lines[w][line] {
-                Event(window: UInt32(w), line: UInt32(line), level: up ? 1 : 0).encode(into: &bytes)
-            }
-            lines[w] = now
-        }
-        guard !bytes.isEmpty, let server else { return }
-        for c in subscribers { server.send(bytes, to: c) }
     }
 
     public var clientCount: Int { stats.connectionsOpen }
@@ -117,20 +86,21 @@ public final class Dispatcher: SessionFactory {
         }
     }
 
+    /// Answers one request into `output` and says what the session must do next.
     func handle(_ op: Opcode, header: FrameHeader, payload: UnsafeRawBufferPointer, fds: inout [Int32],
-                session: DispatcherSession, output: inout [UInt8]) {
+                context: SessionContext, output: inout [UInt8]) -> SessionEffect {
         let tag = header.tag
         func answer(_ status: Status, _ response: ResponsePayload = .none) {
-            stats.count(op.rawValue, status, role: session.role)
+            stats.count(op.rawValue, status, role: context.role)
             ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: tag, status: status, payload: response)
         }
+        func report<T>(_ outcome: Outcome<T>) { answer(Status(outcome)) }
         let request: Request
         do {
             request = try Request.decode(opcode: op, payload: payload)
         } catch {
             answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
-            session.closeAfterThisFrame()
-            return
+            return .closeAfterFrame
         }
         // MEM_MAP carries exactly one fd (those that came with it); none or several is malformed whoever sends it.
         // The caller closes every fd left in `fds`.
@@ -138,86 +108,99 @@ public final class Dispatcher: SessionFactory {
         if op == .memMap {
             guard fds.count == 1 else {
                 answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
-                session.closeAfterThisFrame()
-                return
+                return .closeAfterFrame
             }
             passedFD = fds.removeFirst()
         }
         defer { if let fd = passedFD { close(fd) } }
 
-        guard let role = session.role else {
-            if case .hello(let hello) = request {
-                let status = greet(session, hello)
-                return status == .ok ? answer(.ok, .hello(helloResponse())) : answer(status)
+        guard let role = context.role else {
+            guard case .hello(let hello) = request else {
+                answer(.forbidden)
+                return .none
             }
-            return answer(.forbidden)
+            guard let role = hello.role else {
+                answer(.invalid)
+                return .none
+            }
+            guard roles.permits(role, context.peer) else {
+                answer(.forbidden)
+                return .none
+            }
+            // Counted under the role it has just taken.
+            stats.count(op.rawValue, .ok, role: role)
+            ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: tag, status: .ok, payload: .hello(helloResponse()))
+            return .greeted(role, name: hello.name)
         }
-        guard op != .hello, Self.permits(op, for: role) else { return answer(.forbidden) }
-        guard hypervisor.lifecycle != .stopping else { return answer(.shuttingDown) }
+        guard op != .hello, Self.permits(op, for: role) else {
+            answer(.forbidden)
+            return .none
+        }
+        guard hypervisor.lifecycle != .stopping else {
+            answer(.shuttingDown)
+            return .none
+        }
 
-        let client = session.client
+        let client = context.client
         switch request {
         case .hello:
             answer(.forbidden)
         case .read(let r):
-            guard let width = AccessWidth(bytes: r.width) else { return answer(.badAccess) }
+            guard let width = AccessWidth(bytes: r.width) else { answer(.badAccess); break }
             switch hypervisor.hostRead(address: r.address, width: width, client: client) {
             case .ok(let v): answer(.ok, .read(v))
-            case let other: answer(Self.status(other))
+            case let other: report(other)
             }
         case .write(let w):
-            guard let width = AccessWidth(bytes: w.width) else { return answer(.badAccess) }
-            let result = hypervisor.hostWrite(address: w.address, value: w.value, width: width, client: client)
-            answer(Self.status(result))
-            if case .ok = result, !subscribersEmpty { publishLineChanges(window: hypervisor.window(of: w.address)) }
+            guard let width = AccessWidth(bytes: w.width) else { answer(.badAccess); break }
+            let outcome = hypervisor.hostWrite(address: w.address, value: w.value, width: width, client: client)
+            report(outcome)
+            if case .ok(let window) = outcome, !events.isEmpty { events.publishChanges(window: window, to: server) }
         case .dma(let d):
-            switch hypervisor.dma(window: Int(d.window), stream: d.streamID, iova: d.iova,
-                                  access: DMAAccess(rawValue: d.flags.rawValue & 7)) {
-            case .translated(let pa):
-                answer(.ok, .dma(WireProtocol.DMAResult(physicalAddress: pa, fault: 0)))
+            let outcome = hypervisor.dma(window: Int(d.window), stream: d.streamID, iova: d.iova,
+                                         access: DMAAccess(d.flags))
+            switch outcome {
+            case .ok(let pa):
+                answer(.ok, .dma(DMAResponse(physicalAddress: pa, fault: 0)))
             case .fault(let f):
-                answer(.fault, .dma(WireProtocol.DMAResult(physicalAddress: 0, fault: f.rawValue)))
-                if !subscribersEmpty { publishLineChanges(window: Int(d.window)) }
-            case .invalid:
-                answer(.invalid)
+                answer(.fault, .dma(DMAResponse(physicalAddress: 0, fault: FaultCode(f).rawValue)))
+                if !events.isEmpty { events.publishChanges(window: Int(d.window), to: server) }
+            case let other:
+                report(other)
             }
         case .mcDMA(let d):
             answerMemoryControllerDMA(d, answer: answer)
         case .memRead(let m):
             // The answer must fit one frame (65536 bytes of payload at most).
-            guard Int(m.length) <= MemReadRequest.maxLength else { return answer(.invalid) }
+            guard Int(m.length) <= MemReadRequest.maxLength else { answer(.invalid); break }
             switch hypervisor.memRead(address: m.address, length: Int(m.length), client: client) {
             case .ok(let bytes): answer(.ok, .bytes(bytes))
-            case let other: answer(Self.status(other))
+            case let other: report(other)
             }
         case .memWrite(let m):
-            answer(Self.status(hypervisor.memWrite(address: m.address, bytes: m.bytes, client: client)))
+            report(hypervisor.memWrite(address: m.address, bytes: m.bytes, client: client))
         case .memMap(let m):
-            answer(mapClientMemory(m, fd: passedFD!, session: session))
+            let outcome = mapClientMemory(m, fd: passedFD!, client: client)
+            report(outcome)
+            if case .ok = outcome { return .mapped(base: m.address) }
         case .events:
             answer(.ok)
-            publishLineChanges()   // bring `lines` up to date before this subscriber's first events
-            session.enterEventsMode()
-            subscribers.append(session.connection)
-            for (w, levels) in lines.enumerated() {
-                for (line, up) in levels.enumerated() where up {
-                    Event(window: UInt32(w), line: UInt32(line), level: 1).encode(into: &output)
-                }
-            }
+            events.subscribe(context.connection, server: server, output: &output)
+            return .subscribed
         case .vmCreate:
             switch hypervisor.vmCreate(client: client) {
             case .ok(let vm): answer(.ok, .vmCreate(vm.rawValue))
-            case let other: answer(Self.status(other))
+            case let other: report(other)
             }
         case .vmDonate(let d):
-            answer(Self.status(hypervisor.vmDonate(VMHandle(rawValue: d.vm),
-                                                   range: PhysicalRange(base: d.address, size: d.size), client: client)))
+            report(hypervisor.vmDonate(VMHandle(rawValue: d.vm), range: PhysicalRange(base: d.address, size: d.size),
+                                       client: client))
         case .vmAssignStream(let a):
-            answer(Self.status(hypervisor.vmAssignStream(VMHandle(rawValue: a.vm), window: Int(a.window),
-                                                         stream: a.streamID, client: client)))
+            report(hypervisor.vmAssignStream(VMHandle(rawValue: a.vm), window: Int(a.window), stream: a.streamID,
+                                             client: client))
         case .vmDestroy(let vm):
-            answer(Self.status(hypervisor.vmDestroy(VMHandle(rawValue: vm), client: client)))
-            linesMayHaveChanged()
+            report(hypervisor.vmDestroy(VMHandle(rawValue: vm), client: client))
+            if !events.isEmpty { events.publishChanges(to: server) }
         case .stats:
             answer(.ok, .text(statisticsJSON(for: role)))
         case .dump:
@@ -225,12 +208,13 @@ public final class Dispatcher: SessionFactory {
         case .finalize:
             answer(finalize() ? .ok : .shuttingDown)
         }
+        return .none
     }
 
-    private func greet(_ session: DispatcherSession, _ hello: HelloRequest) -> Status {
-        guard let role = hello.role else { return .invalid }
-        guard roles.permits(role, session.peer) else { return .forbidden }
-        session.greet(role: role, name: hello.name)
-        return .ok
+    func helloResponse() -> HelloResponse {
+        HelloResponse(state: HelloState(hypervisor.lifecycle), windows: hypervisor.windows.map {
+            WindowRecord(base: $0.base, size: $0.size, pageSize: $0.pageSize, numContextBanks: $0.contextBanks,
+                         numStreamMatchGroups: $0.streamMatchGroups, name: $0.name)
+        })
     }
 }

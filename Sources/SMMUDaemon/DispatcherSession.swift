@@ -1,39 +1,61 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Hypervisor
+import PKVM
 import SMMUModel
 import WireProtocol
+
+/// What the dispatcher knows of the connection a request came on. Passed in with each request, never reached
+/// back into: the session alone changes it, by applying the `SessionEffect` the dispatcher returns.
+struct SessionContext {
+    let connection: ConnectionID
+    let peer: PeerCredentials
+    /// Nil until a HELLO is accepted.
+    var role: Role?
+    /// Who the audit names: the HELLO name (informative), and the SO_PEERCRED pid and uid (what it attributes by).
+    var client: ClientIdentity
+}
+
+/// What a request asks of its session, applied by the session once the answer is in the output.
+enum SessionEffect: Equatable {
+    case none
+    /// Framing was fine but the request was not (undecodable, or MEM_MAP without exactly one fd): answer, then close.
+    case closeAfterFrame
+    /// HELLO was accepted: the connection now has this role, and the audit this name.
+    case greeted(Role, name: String)
+    /// EVENTS: the connection now only receives events; no more requests are read from it.
+    case subscribed
+    /// MEM_MAP: client memory now backs the range from `base`, until the connection closes.
+    case mapped(base: UInt64)
+}
 
 /// One connection's protocol state: framing, HELLO and role, and the requests it sends.
 ///
 /// Frame-level back-pressure: it answers requests only while its output stays under `outputLimit`;
 /// the rest wait in the decoder (`hasPendingInput`) until the server has drained the output.
 final class DispatcherSession: Session {
-    let connection: ConnectionID
-    let peer: PeerCredentials
-    /// Strong: an unowned reference paid a checked retain and a release on every request. The dispatcher's
-    /// `sessions` table holds the session until `closed()`, which breaks the cycle.
+    /// Strong: an unowned reference paid a checked retain and a release on every request. The dispatcher holds
+    /// no session, so there is no cycle.
     let dispatcher: Dispatcher
+    private var context: SessionContext
     /// Starts small and grows to the largest frame the client sends: an idle or one-shot connection costs 4 KiB, not 64.
     private var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
-    private(set) var role: Role?
-    private(set) var client = ClientIdentity(name: "", pid: 0, uid: 0)
     private(set) var eventsMode = false
     private var closing = false
     /// Memory this connection mapped with MEM_MAP: (base) of each range, restored when it closes.
-    var mappedRanges: [UInt64] = []
+    private(set) var mappedRanges: [UInt64] = []
     static let outputLimit = 1 << 20
 
     init(connection: ConnectionID, peer: PeerCredentials, dispatcher: Dispatcher) {
-        self.connection = connection
-        self.peer = peer
         self.dispatcher = dispatcher
-        client = ClientIdentity(name: "pid\(peer.pid)", pid: peer.pid, uid: peer.uid)
+        context = SessionContext(connection: connection, peer: peer, role: nil,
+                                 client: ClientIdentity(name: "pid\(peer.pid)", pid: peer.pid, uid: peer.uid))
     }
 
+    var connection: ConnectionID { context.connection }
+    var role: Role? { context.role }
     var wantsInput: Bool { !eventsMode && !closing }
-    var isGreeted: Bool { role != nil }
+    var isGreeted: Bool { context.role != nil }
     /// Only what `drain` held back for the output bound counts: a partial frame (a header whose payload has
     /// not all arrived, or the tail a peer left when it hung up) is waiting for bytes, not for the output.
     var hasPendingInput: Bool { !closing && !eventsMode && heldBack }
@@ -55,7 +77,8 @@ final class DispatcherSession: Session {
             let handled: Bool? = decoder.next { verdict, payload in
                 switch verdict {
                 case .request(let opcode, let header):
-                    dispatcher.handle(opcode, header: header, payload: payload, fds: &fds, session: self, output: &output)
+                    apply(dispatcher.handle(opcode, header: header, payload: payload, fds: &fds, context: context,
+                                            output: &output))
                 case .unsupported(let header):
                     dispatcher.answerUnsupported(header, output: &output)
                 case .malformed(let opcode, let tag, _):
@@ -72,15 +95,17 @@ final class DispatcherSession: Session {
         return closing ? .closeAfterFlush : .keepOpen
     }
 
-    /// A request whose framing is fine but whose ancillary data is not (MEM_MAP without exactly one fd).
-    func closeAfterThisFrame() { closing = true }
-
-    func greet(role: Role, name: String) {
-        self.role = role
-        client.name = name.isEmpty ? "pid\(peer.pid)" : name
+    private func apply(_ effect: SessionEffect) {
+        switch effect {
+        case .none: break
+        case .closeAfterFrame: closing = true
+        case .greeted(let role, let name):
+            context.role = role
+            context.client.name = name.isEmpty ? "pid\(context.peer.pid)" : name
+        case .subscribed: eventsMode = true
+        case .mapped(let base): mappedRanges.append(base)
+        }
     }
 
-    func enterEventsMode() { eventsMode = true }
-
-    func closed() { dispatcher.sessionClosed(self) }
+    func closed() { dispatcher.sessionClosed(context.connection, mapped: mappedRanges) }
 }

@@ -7,7 +7,7 @@ import Glibc
 ///
 /// Why not a Dispatch read source per connection: libdispatch's event thread wakes a worker for each event and
 /// re-arms the fd through an eventfd, about 11 syscalls and 2.5 context switches per request against 3 and 1 here
-/// (reference/socket-floor.md); on this machine that was most of a round trip. The poller owns no state: it hands
+/// (measured with `perf`; README, "Performance"); on this machine that was most of a round trip. The poller owns no state: it hands
 /// each batch of ready events to its handler, which the server runs inside `queue.sync`, so the serial queue stays
 /// the single owner of everything and Dispatch keeps the listener, the timers and the signals.
 final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the loop's buffer is its own

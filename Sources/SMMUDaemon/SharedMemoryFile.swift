@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CSystemd
-import Hypervisor
+import PKVM
 
 /// A client's file descriptor for MEM_MAP, checked so that the daemon's accesses to it can never fault, and
 /// mapped shared (protocol v1, MEM_MAP; docs/hypervisor-model.md, "Memory").

@@ -1,5 +1,6 @@
 /// What an MMU-500 instance implements, as its ID registers say, and the numbers Linux's
-/// `arm_smmu_device_cfg_probe()` derives from them (reference §1.1, §2, §3a).
+/// `arm_smmu_device_cfg_probe()` derives from them (drivers/iommu/arm/arm-smmu/arm-smmu.c; the ID register
+/// fields are the SMMUv2 architecture's, "SMMU_IDR0" to "SMMU_IDR7").
 public struct MMU500Configuration: Sendable, Equatable, Hashable {
     public var idr0: UInt32
     public var idr1: UInt32
@@ -13,13 +14,13 @@ public struct MMU500Configuration: Sendable, Equatable, Hashable {
         self.idr7 = idr7
     }
 
-    /// Tegra234 (reference §4.3): S1/S2/nested, ATOSNS, 15-bit stream IDs, 128 SMRs; 64 KiB pages,
+    /// Tegra234 (the ID values a Jetson Orin's arm-smmu probe reports in its boot log): S1/S2/nested, ATOSNS, 15-bit stream IDs, 128 SMRs; 64 KiB pages,
     /// NUMPAGENDXB 6 (16 MiB window), 128 context banks; 48-bit IAS/OAS/UBS, 4K and 64K tables.
     /// IDR7 is not read on Tegra; r2p1 as in the Xilinx model.
     public static let tegra234 = MMU500Configuration(
         idr0: 0x7C00_1E80, idr1: 0xE000_0080, idr2: 0x0000_5555, idr7: 0x21)
 
-    /// The Xilinx QEMU MMU-500 (reference §6): 48 SMRs, 4 KiB pages, 16 pages, 16 context banks.
+    /// The Xilinx QEMU MMU-500 (`smmu500_regs_info[]` in Xilinx/qemu hw/misc/arm-smmu.c): 48 SMRs, 4 KiB pages, 16 pages, 16 context banks.
     public static let generic4K = MMU500Configuration(
         idr0: 0xFC01_3E30, idr1: 0x3000_0F10, idr2: 0x0000_5555, idr7: 0x21)
 
@@ -58,8 +59,6 @@ public struct MMU500Configuration: Sendable, Equatable, Hashable {
     }
     public var supportsStreamMatching: Bool { idr0 & (1 << 27) != 0 }
     public var supportsStage1: Bool { idr0 & (1 << 30) != 0 }
-    public var supportsStage2: Bool { idr0 & (1 << 29) != 0 }
-    public var supportsNested: Bool { idr0 & (1 << 28) != 0 }
     /// IDR0.NUMSIDB (16 with EXIDS).
     public var streamIDBits: Int { idr0 & (1 << 8) != 0 ? 16 : Int((idr0 >> 9) & 0xF) }
     /// Stream ID bits an SMR compares: (1 << NUMSIDB) - 1.
@@ -71,9 +70,6 @@ public struct MMU500Configuration: Sendable, Equatable, Hashable {
     /// IDR2.UBS: the upstream bus (virtual address) size.
     public var upstreamBusBits: Int { Self.addressBits((idr2 >> 8) & 0xF) }
     public var supportsVMID16: Bool { idr2 & (1 << 15) != 0 }
-    public var supports4KGranule: Bool { idr2 & (1 << 12) != 0 }
-    public var supports16KGranule: Bool { idr2 & (1 << 13) != 0 }
-    public var supports64KGranule: Bool { idr2 & (1 << 14) != 0 }
 
     /// `arm_smmu_id_size_to_bits`: 0→32, 1→36, 2→40, 3→42, 4→44, anything else→48.
     static func addressBits(_ field: UInt32) -> Int {

@@ -47,9 +47,9 @@ public struct Topology: Sendable, Equatable {
         self.memoryController = memoryController
     }
 
-    /// Tegra234 (reference §4.2): niso1 (0x08000000, 0x07000000), iso (0x10000000),
-    /// niso0 (0x12000000, 0x11000000), all with `stream-match-mask = <0x7f80>`; the memory controller's
-    /// stream-ID windows at 0x02c00000 and 0x02c10000.
+    /// Tegra234 (the `iommu@` nodes of Linux's arch/arm64/boot/dts/nvidia/tegra234.dtsi): niso1 (0x08000000, 0x07000000),
+    /// iso (0x10000000), niso0 (0x12000000, 0x11000000), all with `stream-match-mask = <0x7f80>`; the memory
+    /// controller's stream-ID windows at 0x02c00000 and 0x02c10000 (`memory-controller@2c00000`).
     public static let tegra234: Topology = {
         let c = MMU500Configuration.tegra234
         let windows = [

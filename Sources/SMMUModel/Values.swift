@@ -19,7 +19,7 @@ public enum AccessWidth: Int, Sendable, CaseIterable {
     public var mask: UInt64 { self == .word ? 0xFFFF_FFFF : .max }
 }
 
-/// Attributes of one DMA transaction. Bit values are those of the protocol's DMA flags.
+/// Attributes of one DMA transaction (the AXI AxPROT bits an SMMU checks: write, instruction fetch, privileged).
 public struct DMAAccess: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
@@ -30,24 +30,24 @@ public struct DMAAccess: OptionSet, Hashable, Sendable {
     public var isWrite: Bool { contains(.write) }
 }
 
-/// Why a DMA translation failed. Raw values are the protocol's DMA fault codes.
-public enum DMAFault: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+/// Why a DMA translation failed.
+public enum DMAFault: Sendable, CaseIterable, CustomStringConvertible {
     /// No SMR matched and sCR0.USFCFG = 1 (recorded as sGFSR.USF).
-    case unidentifiedStream = 1
+    case unidentifiedStream
     /// The matching S2CR has TYPE = FAULT, or the context bank is of type S1_TRANS_S2_FAULT / disabled.
-    case streamFault = 2
+    case streamFault
     /// No valid descriptor (FSR.TF).
-    case translation = 3
+    case translation
     /// Descriptor with AF = 0 and no hardware update (FSR.AFF).
-    case accessFlag = 4
+    case accessFlag
     /// AP/S2AP/XN forbid the access (FSR.PF).
-    case permission = 5
+    case permission
     /// Input or output address beyond the configured size (FSR.ASF / TF).
-    case addressSize = 6
+    case addressSize
     /// The downstream filter (the owner's stage-2) refused a table walk or the output address.
-    case ownership = 7
+    case ownership
     /// Two valid SMRs match the stream (sGFSR.SMCF).
-    case multipleMatch = 8
+    case multipleMatch
 
     public var description: String {
         switch self {

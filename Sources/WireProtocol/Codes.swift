@@ -116,8 +116,8 @@ public enum Role: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
-/// pKVM's lifecycle as HELLO reports it.
-public enum LifecycleState: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+/// pKVM's lifecycle as HELLO reports it (the response's `u32 state`).
+public enum HelloState: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case notFinalized = 0
     case finalized = 1
     case stopping = 2
@@ -129,6 +129,21 @@ public enum LifecycleState: UInt32, Sendable, CaseIterable, CustomStringConverti
         case .stopping: "stopping"
         }
     }
+}
+
+/// Why a DMA translation faulted: the DMA response's `u32 fault` (0 when it did not).
+public enum FaultCode: UInt32, Sendable, CaseIterable {
+    /// No SMR matches and unmatched streams fault.
+    case unidentifiedStream = 1
+    case streamFault = 2
+    case translation = 3
+    case accessFlag = 4
+    case permission = 5
+    case addressSize = 6
+    /// The owner's stage-2 refused the output address or a table walk.
+    case ownership = 7
+    /// Several valid SMRs match the stream.
+    case multipleMatch = 8
 }
 
 /// DMA request flags (bit 0 write, bit 1 instruction fetch, bit 2 privileged).

@@ -55,9 +55,9 @@ public struct HelloResponse: Hashable, Sendable {
     /// The raw state; see ``state``.
     public var stateValue: UInt32
     public var windows: [WindowRecord]
-    public var state: LifecycleState? { LifecycleState(rawValue: stateValue) }
+    public var state: HelloState? { HelloState(rawValue: stateValue) }
 
-    public init(serverVersion: UInt32 = 1, state: LifecycleState, windows: [WindowRecord]) {
+    public init(serverVersion: UInt32 = 1, state: HelloState, windows: [WindowRecord]) {
         self.init(serverVersion: serverVersion, stateValue: state.rawValue, windows: windows)
     }
     public init(serverVersion: UInt32, stateValue: UInt32, windows: [WindowRecord]) {
@@ -89,7 +89,7 @@ public struct HelloResponse: Hashable, Sendable {
 }
 
 /// DMA response: `u64 physical_address`, `u32 fault`, `u32 reserved`.
-public struct DMAResult: Hashable, Sendable {
+public struct DMAResponse: Hashable, Sendable {
     public var physicalAddress: UInt64
     /// 0 when OK, else the spec's fault value (1 unidentified stream ... 8 multiple SMRs match).
     public var fault: UInt32
@@ -97,9 +97,9 @@ public struct DMAResult: Hashable, Sendable {
         self.physicalAddress = physicalAddress
         self.fault = fault
     }
-    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> DMAResult {
+    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> DMAResponse {
         guard p.count == 16 else { throw .wrongResponseLength(opcode: Opcode.dma.responseCode, length: p.count) }
-        return DMAResult(physicalAddress: p.loadLE(UInt64.self, at: 0), fault: p.loadLE(UInt32.self, at: 8))
+        return DMAResponse(physicalAddress: p.loadLE(UInt64.self, at: 0), fault: p.loadLE(UInt32.self, at: 8))
     }
 }
 
@@ -158,7 +158,7 @@ public enum ResponsePayload: Sendable {
     case hello(HelloResponse)
     /// READ: the value read.
     case read(UInt64)
-    case dma(DMAResult)
+    case dma(DMAResponse)
     case mcDMA(MCDMAResult)
     /// VM_CREATE: the new VM's number.
     case vmCreate(UInt32)

@@ -89,7 +89,7 @@ struct DaemonScenarios {
         let (device, _) = try connect(.device)
         defer { device.close() }
         let stream = UInt32(Stage1Domain.stream)
-        let first: WireProtocol.DMAResult
+        let first: DMAResponse
         do { first = try device.dma(window: 0, stream: stream, iova: Stage1Domain.hitIOVA) } catch { throw .client("DMA", error) }
         guard first.fault == 0, first.physicalAddress == domain.hitPhysical else {
             throw .unexpected("socket DMA: fault \(first.fault), PA 0x\(String(first.physicalAddress, radix: 16))")

@@ -1,5 +1,5 @@
 import ArmSMMUDriver
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// A fixed, deterministic in-process workload for counting instructions (`valgrind --tool=callgrind`, or

@@ -1,5 +1,5 @@
 import ArmSMMUDriver
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// The Linux driver's port onto one window of an in-process hypervisor: the host's MMIO through the trap

@@ -1,6 +1,6 @@
 import ArmSMMUDriver
 import Glibc
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// DMA translation with no socket: the daemon's own path (`Hypervisor.dma`: the physical MMU-500's
@@ -23,8 +23,7 @@ struct InProcessTranslation {
             memory = try MemoryMap(regions: [(Self.hostRAM.base, Self.hostRAM.size),
                                              (Self.hypervisorRAM.base, Self.hypervisorRAM.size)])
         } catch { throw .unexpected("memory map: \(error)") }
-        let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM,
-                                      manualFinalization: true)
+        let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM)
         do { hypervisor = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink()) } catch {
             throw .unexpected("hypervisor: \(error)")
         }
@@ -34,12 +33,12 @@ struct InProcessTranslation {
         }
         linux = try HypervisorPort(hypervisor: hypervisor, window: 0, client: ClientIdentity(name: "smmu-bench")).driver()
         try domain.attach(linux)
-        guard case .translated(let pa) = translate(Stage1Domain.hitIOVA), pa == domain.hitPhysical else {
+        guard case .ok(let pa) = translate(Stage1Domain.hitIOVA), pa == domain.hitPhysical else {
             throw .unexpected("the hit page does not translate: \(translate(Stage1Domain.hitIOVA))")
         }
     }
 
-    @inline(__always) func translate(_ iova: UInt64) -> DMAResult {
+    @inline(__always) func translate(_ iova: UInt64) -> Outcome<UInt64> {
         hypervisor.dma(window: 0, stream: UInt32(Stage1Domain.stream), iova: iova, access: .read)
     }
 
@@ -78,8 +77,8 @@ struct InProcessTranslation {
         let elapsed = Double(monotonicNanoseconds() - start) / 1e9
         let cpu = Double(threadCPUNanoseconds() - cpuStart) / 1e9
         let after = hypervisor.tlbStatistics
-        let hits = after["hits", default: 0] - before["hits", default: 0]
-        let misses = after["misses", default: 0] - before["misses", default: 0]
+        let hits = after.hits - before.hits
+        let misses = after.misses - before.misses
         guard faults == 0 else { throw .unexpected("\(faults) of \(count) translations faulted") }
         // Hits must all hit; the miss sweep may hit now and then (the IOTLB is hashed), but mostly walks.
         let wanted = expectHits ? hits : misses

@@ -4,7 +4,7 @@ import Glibc
 import SMMUClient
 import SMMUModel
 
-/// smmu-bench: measures smmu-hypd against the socket floor and prints one table.
+/// smmu-bench: measures smmu-hypd against the socket floor and prints one table (README, "Performance").
 /// Medians over `--rounds` interleaved rounds (floor, then daemon), so machine noise hits both alike.
 @main
 struct SMMUBench: ParsableCommand {

@@ -1,5 +1,5 @@
 import Glibc
-import Hypervisor
+import PKVM
 import SMMUDaemon
 import SMMUModel
 import WireProtocol
@@ -27,12 +27,11 @@ struct WorstCaseRequests {
         do {
             memory = try MemoryMap(regions: [(Self.hostRAM.base, Self.hostRAM.size),
                                              (Self.hypervisorRAM.base, Self.hypervisorRAM.size)])
-            let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM,
-                                          manualFinalization: true)
+            let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [Self.hostRAM], hypervisorRAM: Self.hypervisorRAM)
             hypervisor = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink())
         } catch { throw .unexpected("hypervisor: \(error)") }
         guard hypervisor.finalize() else { throw .unexpected("finalization refused") }
-        dispatcher = Dispatcher(hypervisor: hypervisor, roles: RoleAllowList())
+        dispatcher = Dispatcher(hypervisor: hypervisor)
         session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
                                          server: Sink())
         var output: [UInt8] = []
@@ -158,7 +157,7 @@ struct WorstCaseRequests {
         var translated = 0
         for i in 0..<UInt64(8192) {
             let iova = Stage1Domain.missIOVA + (i % UInt64(Stage1Domain.missPages)) << 12
-            if case .translated = hypervisor.dma(window: 0, stream: UInt32(Stage1Domain.stream), iova: iova, access: .read) {
+            if case .ok = hypervisor.dma(window: 0, stream: UInt32(Stage1Domain.stream), iova: iova, access: .read) {
                 translated += 1
             }
         }

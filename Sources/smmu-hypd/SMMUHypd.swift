@@ -44,9 +44,7 @@ struct SMMUHypd: ParsableCommand {
         } catch {
             fail(error.description, code: 78)  // EX_CONFIG
         }
-        let daemon = Daemon(configuration: configuration, logger: logger) { services in
-            try HypervisorCore(services: services)
-        }
+        let daemon = Daemon(configuration: configuration, logger: logger)
         do {
             try daemon.run()
         } catch {

@@ -100,14 +100,14 @@ import WireProtocol
             switch request {
             case .write: (.denied, .none)
             case .read: (.deferred, .read(99))
-            case .dma: (.fault, .dma(DMAResult(physicalAddress: 0, fault: 7)))
+            case .dma: (.fault, .dma(DMAResponse(physicalAddress: 0, fault: 7)))
             default: (.ok, .none)
             }
         }
         let client = SMMUClient(connectedFD: c, timeout: .seconds(10))
         #expect(throws: SMMUClientError.status(.denied)) { try client.write(address: 0x10, value: 1) }
         #expect(throws: SMMUClientError.status(.deferred)) { _ = try client.read(address: 0x10) }
-        #expect(try client.dma(window: 0, stream: 3, iova: 0x1000) == DMAResult(physicalAddress: 0, fault: 7))
+        #expect(try client.dma(window: 0, stream: 3, iova: 0x1000) == DMAResponse(physicalAddress: 0, fault: 7))
 
         try client.sendRaw(FrameHeader(opcode: 0x66, tag: 500, length: 3).encoded + [1, 2, 3])
         let unsupported = try client.receiveFrame()

@@ -1,5 +1,5 @@
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 import Testing
 import WireProtocol
@@ -23,7 +23,7 @@ import WireProtocol
                                       hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 1 << 20))
         let memory = try MemoryMap(regions: [(0x8000_0000, 1 << 20), (0x7F00_0000, 1 << 20)])
         dispatcher = Dispatcher(hypervisor: try Hypervisor(policy: policy, memory: memory, audit: audit),
-                                roles: RoleAllowList(uids: [.device: [1000]]))
+                                roles: DaemonConfiguration.Roles(device: .init(uids: [1000])))
         session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1),
                                          peer: PeerCredentials(pid: 42, uid: 1000, gid: 1000), server: Server())
     }

@@ -1,5 +1,5 @@
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 import Testing
 import WireProtocol
@@ -34,7 +34,7 @@ import WireProtocol
                 #expect(hv.vmDonate(vm, range: PhysicalRange(base: base, size: 0x1000), client: client).value != nil)
             }
         }
-        let dispatcher = Dispatcher(hypervisor: hv, roles: RoleAllowList())
+        let dispatcher = Dispatcher(hypervisor: hv)
         final class Sink: ServerHandle { func send(_ bytes: [UInt8], to connection: ConnectionID) {} }
         let session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
                                              server: Sink())

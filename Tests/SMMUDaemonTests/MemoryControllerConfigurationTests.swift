@@ -12,7 +12,7 @@ struct MemoryControllerConfigurationTests {
         """
 
     func policyMC(_ yaml: String) throws -> MemoryControllerConfiguration? {
-        try HypervisorFactory.policy(DaemonConfiguration.parse(yaml: yaml)).topology.memoryController
+        try DaemonCore.policy(DaemonConfiguration.parse(yaml: yaml)).topology.memoryController
     }
 
     @Test func tegra234HasLinuxsTableByDefault() throws {

@@ -23,7 +23,7 @@ struct RegisterMapTests {
         }
     }
 
-    /// Offsets Linux uses (reference §1.2-1.4), computed by the table for Tegra234.
+    /// Offsets Linux uses (the ARM_SMMU_GR0_*, ARM_SMMU_GR1_* and ARM_SMMU_CB_* macros of arm-smmu.h), computed by the table for Tegra234.
     @Test func offsetsMatchLinuxForTegra() {
         let c = MMU500Configuration.tegra234
         #expect(c.offset(of: .sGFSR) == 0x48)

@@ -6,7 +6,8 @@ struct Stage1Tests {
     static let sid: UInt16 = 0x0E          // XUSB_HOST on niso1
     static let bank = 3
 
-    /// Reset, SMR mask probe, attach a Linux stage-1 domain, install the SME (reference §3c).
+    /// Reset, SMR mask probe, attach a Linux stage-1 domain, install the SME (`arm_smmu_attach_dev`,
+    /// `arm_smmu_write_context_bank`, `arm_smmu_write_sme`).
     static func attached(_ granule: PageTableBuilder.Granule = .size4K, tcr: UInt32? = nil)
         throws -> (Machine, PageTableBuilder) {
         var m = Machine()
@@ -49,7 +50,7 @@ struct Stage1Tests {
         d.contextSync(Self.bank)
         let t = m.smmu.translate(stream: StreamID(Self.sid), iova: iova + 0x40, access: .write)
         #expect(t.fault == .translation && t.contextBank == Self.bank)
-        // The generic context fault handler's reads (§3e).
+        // The generic context fault handler's reads (`arm_smmu_context_fault`).
         let far = d.r64(.FAR, Self.bank)
         let fsr = d.r32(.FSR, Self.bank)
         let fsynr0 = d.r32(.FSYNR0, Self.bank)
@@ -226,7 +227,7 @@ struct Stage1Tests {
         #expect(m.smmu.translate(stream: StreamID(5), iova: 0xFFFF_0000_0000_1010, access: .read).fault == .translation)
     }
 
-    /// Identity domain, blocked domain, then release_device (reference §3c).
+    /// Identity domain, blocked domain, then release_device (`arm_smmu_attach_dev_type`, `arm_smmu_release_device`).
     @Test func identityBlockedAndRelease() throws {
         let (m, pt) = try Self.attached()
         let d = m.driver

@@ -45,7 +45,7 @@ struct StreamMatchingTests {
         let d = m.driver
         let t = m.smmu.translate(stream: StreamID(0x42), iova: 0x1234, access: [.write, .privileged])
         #expect(t == Translation(outcome: .fault(.unidentifiedStream)))
-        // The generic global fault handler's reads (§3e).
+        // The generic global fault handler's reads (`arm_smmu_global_fault`).
         let gfsr = d.r32(.sGFSR), s0 = d.r32(.sGFSYNR0), s1 = d.r32(.sGFSYNR1)
         #expect(gfsr == 0x2)
         #expect(s0 & 0x6 == 0x6)                              // WNR, PNU

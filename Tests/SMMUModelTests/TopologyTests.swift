@@ -16,7 +16,7 @@ struct TopologyTests {
 
     @Test func busRoutesToWindowAndOffset() throws {
         let bus = Bus(.tegra234)
-        // smmu_niso1 instance 0: CB0 at 0x08800000, CB127 FSR at 0x08FF0058 (reference §1.1).
+        // smmu_niso1 instance 0: CB0 at 0x08800000, CB127 FSR at 0x08FF0058 (arm-smmu.h's ARM_SMMU_CB(): numpage + n pages in).
         let cb0 = try #require(bus.resolve(address: 0x0880_0000, width: .word))
         #expect(cb0.window == 0 && cb0.offset == MMU500Configuration.tegra234.offset(of: .SCTLR, index: 0))
         let fsr = try #require(bus.resolve(address: 0x08FF_0058, width: .word))
@@ -45,7 +45,8 @@ struct TopologyTests {
         #expect(Bus(v).resolve(address: 0x0BFF_FFFC, width: .word)?.window == 0)
     }
 
-    /// The NVIDIA impl writes every register to both instances, in order (reference §4.1):
+    /// The NVIDIA impl writes every register to both instances, in order (`nvidia_smmu_write_reg` in
+    /// drivers/iommu/arm/arm-smmu/arm-smmu-nvidia.c):
     /// programmed alike, they translate alike and fault alike.
     @Test func tegraPairProgrammedAliketranslatesAlike() throws {
         let memory = try MemoryMap(regions: [(Machine.ramBase, Machine.ramSize)])

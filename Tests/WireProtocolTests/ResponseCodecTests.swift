@@ -30,11 +30,11 @@ func response(_ op: UInt8, _ status: Status, _ payload: ResponsePayload, tag: UI
             #expect(read == (status == .ok ? [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11] : Array(repeating: 0, count: 8)))
             let (_, vm) = response(0x10, status, .vmCreate(9))
             #expect(vm == (status == .ok ? [9, 0, 0, 0] : [0, 0, 0, 0]))
-            let (_, dma) = response(0x04, status, .dma(DMAResult(physicalAddress: 0xABCD_0000, fault: 5)))
+            let (_, dma) = response(0x04, status, .dma(DMAResponse(physicalAddress: 0xABCD_0000, fault: 5)))
             #expect(dma.count == 16)
-            let decoded = dma.withUnsafeBytes { try? DMAResult.decode($0) }
+            let decoded = dma.withUnsafeBytes { try? DMAResponse.decode($0) }
             let filled = status == .ok || status == .fault
-            #expect(decoded == (filled ? DMAResult(physicalAddress: 0xABCD_0000, fault: 5) : DMAResult(physicalAddress: 0, fault: 0)))
+            #expect(decoded == (filled ? DMAResponse(physicalAddress: 0xABCD_0000, fault: 5) : DMAResponse(physicalAddress: 0, fault: 0)))
         }
         // Given no payload at all, an OK READ still carries 8 zero bytes.
         #expect(response(0x02, .ok, .none).1 == Array(repeating: 0, count: 8))
@@ -51,7 +51,7 @@ func response(_ op: UInt8, _ status: Status, _ payload: ResponsePayload, tag: UI
         #expect(response(0x05, .ok, .bytes([1, 2, 3])).1 == [1, 2, 3])
         #expect(response(0x05, .denied, .bytes([1, 2, 3])).1.isEmpty)
         #expect(response(0x02, .malformed, .read(5)).1.isEmpty)
-        #expect(response(0x04, .unsupported, .dma(DMAResult(physicalAddress: 1, fault: 1))).1.isEmpty)
+        #expect(response(0x04, .unsupported, .dma(DMAResponse(physicalAddress: 1, fault: 1))).1.isEmpty)
         let (h, p) = response(0x7E, .unsupported, .none)
         #expect(h.opcode == 0xFE && p.isEmpty)
         let hello = HelloResponse(state: .finalized, windows: [])

@@ -1,5 +1,5 @@
 /* Socket helpers Swift cannot write itself: the CMSG_* macros for SCM_RIGHTS fd passing,
- * and SO_PEERCRED. Used by SMMUClient (MEM_MAP sends a file descriptor) and the daemon (recvmsg). */
+ * and sealed memfds. Used by SMMUClient (MEM_MAP sends a file descriptor), and its tests. */
 #ifndef CSOCKETSHIMS_H
 #define CSOCKETSHIMS_H
 
@@ -18,9 +18,6 @@ ssize_t csock_send_with_fds(int sock, const void *buf, size_t len, const int *fd
  * Returns bytes received (0 at EOF) or -1 with errno set. */
 ssize_t csock_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *num_fds,
                             int *truncated, int flags);
-
-/* The connected peer's credentials (SO_PEERCRED). Returns 0 or -1 with errno set. */
-int csock_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
 /* Memory to share with the daemon (MEM_MAP): a close-on-exec memfd of `size` bytes, sealed against
  * shrinking and growing and then against further sealing, as QEMU's memory-backend-memfd does.

@@ -20,7 +20,7 @@ import Glibc
 #endif
 import CFuzzShims
 import FuzzSupport
-import Hypervisor
+import PKVM
 import SMMUDaemon
 import SMMUModel
 import WireProtocol
@@ -67,7 +67,7 @@ struct Run {
     init(_ b: Bytes, _ h: Hypervisor) {
         self.b = b
         self.h = h
-        dispatcher = Dispatcher(hypervisor: h, roles: RoleAllowList())
+        dispatcher = Dispatcher(hypervisor: h)
         host = dispatcher.makeSession(connection: ConnectionID(rawValue: 1), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
                                       server: DiscardingServer())
         device = dispatcher.makeSession(connection: ConnectionID(rawValue: 2), peer: PeerCredentials(pid: 2, uid: 0, gid: 0),

@@ -2,7 +2,7 @@
 // hypervisor). Oracle: nothing crashes, every response is a well-formed frame answering a request,
 // and there are exactly as many responses as the spec says the bytes ask for.
 import FuzzSupport
-import Hypervisor
+import PKVM
 import SMMUDaemon
 import SMMUModel
 import WireProtocol
@@ -51,7 +51,7 @@ nonisolated(unsafe) var responseDecoder = FrameDecoder(mode: .responses)
 public func fuzzProtocol(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: data, count: size))
     let hypervisor = machine.begin(finalized: size > 0 && data[0] & 1 == 0)
-    let dispatcher = Dispatcher(hypervisor: hypervisor, roles: RoleAllowList())
+    let dispatcher = Dispatcher(hypervisor: hypervisor)
     let session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1), peer: PeerCredentials(pid: 1, uid: 0, gid: 0),
                                          server: DiscardingServer())
     var output: [UInt8] = []

@@ -5,7 +5,7 @@
 import Glibc
 #endif
 import Foundation
-import Hypervisor
+import PKVM
 import SMMUModel
 
 /// Reads the fuzzer's bytes as numbers; past the end every read is 0.
@@ -75,12 +75,10 @@ public final class ReusedHypervisor {
 
     private func verifyAgainstFresh() {
         let fresh = try! Hypervisor(policy: policy, memory: Self.memory(policy), audit: CountingAuditSink())
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let a = try! encoder.encode(hypervisor.snapshot())
-        let b = try! encoder.encode(fresh.snapshot())
+        let a = hypervisor.snapshot()
+        let b = fresh.snapshot()
         if a != b {
-            fatalError("reset state differs from a fresh hypervisor:\n\(String(decoding: a, as: UTF8.self))\n\(String(decoding: b, as: UTF8.self))")
+            fatalError("reset state differs from a fresh hypervisor:\n\(a)\n\(b)")
         }
         if hypervisor.tlbStatistics != fresh.tlbStatistics || hypervisor.statistics != fresh.statistics {
             fatalError("reset counters differ from a fresh hypervisor")

@@ -3,7 +3,7 @@
 // assignment that succeeded and at the end, every DMA's answer must land in its stream owner's memory, and every denial
 // must have produced exactly one audit event. A violation is a crash (a finding).
 import FuzzSupport
-import Hypervisor
+import PKVM
 import SMMUModel
 
 let hostRAM = PhysicalRange(base: 0x8000_0000, size: 256 << 10)
@@ -72,7 +72,7 @@ public func fuzzTrap(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             let iova = b.u8() & 1 == 0 ? pageIn(hostRAM) + UInt64(b.u16() & 0xFF8) : b.u64()
             let stream = UInt32(b.u16())
             let access = DMAAccess(rawValue: UInt32(b.u8() & 7))
-            if case .translated(let pa) = h.dma(window: 0, stream: stream, iova: iova, access: access) {
+            if case .ok(let pa) = h.dma(window: 0, stream: stream, iova: iova, access: access) {
                 // The answer itself: G3 (host streams: host pages or a host DMA range) and G4 (a VM's: its pages).
                 let owner = h.ownership.owner(ofStream: StreamID(UInt16(truncatingIfNeeded: stream) & window.configuration.streamIDMask), smmu: 0)
                 let reached = h.ownership.owner(ofAddress: pa)

@@ -1,0 +1,48 @@
+import PKVM
+import WireProtocol
+
+/// EVENTS: which connections listen, and the interrupt-line levels they last heard, per window.
+///
+/// Lines are recomputed only after what can raise or lower one (a WRITE, a faulting DMA, VM_DESTROY,
+/// finalization), and not at all while nobody listens, so READ and WRITE stay cheap.
+struct EventsPublisher {
+    let hypervisor: Hypervisor
+    private var subscribers: [ConnectionID] = []
+    /// Last interrupt-line levels sent to subscribers, per window.
+    private var lines: [[Bool]]
+
+    init(hypervisor: Hypervisor) {
+        self.hypervisor = hypervisor
+        lines = hypervisor.windows.indices.map { hypervisor.interruptLines(window: $0) }
+    }
+
+    var isEmpty: Bool { subscribers.isEmpty }
+
+    /// Sends every line change since the last call to every subscriber (of `window` only, when the change can
+    /// only have come from there).
+    mutating func publishChanges(window: Int? = nil, to server: ServerHandle?) {
+        var bytes: [UInt8] = []
+        for w in window.map({ [$0] }) ?? Array(lines.indices) where lines.indices.contains(w) {
+            let now = hypervisor.interruptLines(window: w)
+            for (line, up) in now.enumerated() where up != lines[w][line] {
+                Event(window: UInt32(w), line: UInt32(line), level: up ? 1 : 0).encode(into: &bytes)
+            }
+            lines[w] = now
+        }
+        guard !bytes.isEmpty, let server else { return }
+        for c in subscribers { server.send(bytes, to: c) }
+    }
+
+    /// Adds a subscriber: the others hear what changed so far, then it hears every line that is up now.
+    mutating func subscribe(_ connection: ConnectionID, server: ServerHandle?, output: inout [UInt8]) {
+        publishChanges(to: server)
+        subscribers.append(connection)
+        for (w, levels) in lines.enumerated() {
+            for (line, up) in levels.enumerated() where up {
+                Event(window: UInt32(w), line: UInt32(line), level: 1).encode(into: &output)
+            }
+        }
+    }
+
+    mutating func unsubscribe(_ connection: ConnectionID) { subscribers.removeAll { $0 == connection } }
+}
