@@ -111,7 +111,7 @@ public func fuzzTrap(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             case 3: _ = h.hostWrite(address: topology.memoryController!.broadcastBase + 0x1820, value: value, width: width, client: client)
             default:
                 if case .success(let r) = h.memoryControllerDMA(client: UInt32(c.id), iova: pageIn(hostRAM), access: .write),
-                   case .translated(let pa) = r.result, case .smmu(_, let s) = r.route {
+                   case .ok(let pa) = r.result, case .smmu(_, let s) = r.route {
                     let owner = h.ownership.owner(ofStream: s, smmu: 0)
                     if h.ownership.owner(ofAddress: pa) != owner {
                         fatalError("MC DMA by client \(c.name) (stream \(s), \(owner)) reached 0x\(String(pa, radix: 16))")
