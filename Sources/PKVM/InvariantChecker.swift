@@ -23,7 +23,10 @@ public struct InvariantChecker {
 
     /// - Parameter iovas: addresses to probe with DMAs, in addition to a default set spanning
     ///   host RAM, hypervisor RAM, every VM page and the host DMA ranges.
-    public func check(streams extraStreams: [StreamID] = [], iovas extraIOVAs: [UInt64] = []) -> [InvariantViolation] {
+    /// - Parameter sampleDMA: false skips part 3 (most of the cost): fuzzers check routing after every step and
+    ///   sample DMAs once per input.
+    public func check(streams extraStreams: [StreamID] = [], iovas extraIOVAs: [UInt64] = [],
+                      sampleDMA: Bool = true) -> [InvariantViolation] {
         var violations: [InvariantViolation] = []
         let h = hypervisor
         guard h.lifecycle != .notFinalized else { return [] }
@@ -90,6 +93,7 @@ public struct InvariantChecker {
                 }
             }
             // 3. Sampled DMAs.
+            guard sampleDMA else { continue }
             var streams = Set(extraStreams)
             for n in 0..<instance.hostSMRs {
                 let smr = SMR(raw: UInt32(truncatingIfNeeded: instance.virtual.peek(.SMR, index: n)))

@@ -21,6 +21,9 @@ public final class MMU500 {
     let slotBase: [Int]
     /// Implemented elements of each register, by ordinal.
     let slotCount: [Int]
+    /// The register file at reset, slot by slot (the table's resets and the configuration's ID values): `reset()`
+    /// copies it, so finalization and a fuzzer's per-input reset cost one copy.
+    let resetImage: [UInt64]
 
     // Slots read on every translation, looked up once.
     let sCR0Slot, smrSlot, s2crSlot, cbarSlot, cba2rSlot: Int
@@ -56,6 +59,16 @@ public final class MMU500 {
         slotBase = bases
         slotCount = counts
         values = FixedArray(repeating: 0, count: total)
+        var image = [UInt64](repeating: 0, count: total)
+        for (ordinal, d) in RegisterMap.all.enumerated() {
+            let value: UInt64
+            switch d.reset {
+            case .value(let v): value = v
+            case .identification(let id): value = UInt64(configuration.value(of: id))
+            }
+            for i in 0..<counts[ordinal] { image[bases[ordinal] + i] = value }
+        }
+        resetImage = image
         func base(_ name: RegisterName) -> Int { bases[RegisterMap.ordinal(name)] }
         sCR0Slot = base(.sCR0)
         smrSlot = base(.SMR)
@@ -83,14 +96,7 @@ public final class MMU500 {
 
     /// Puts every register at its reset value and empties the TLB.
     public func reset() {
-        for (ordinal, d) in RegisterMap.all.enumerated() {
-            let value: UInt64
-            switch d.reset {
-            case .value(let v): value = v
-            case .identification(let id): value = UInt64(configuration.value(of: id))
-            }
-            for i in 0..<slotCount[ordinal] { values[slotBase[ordinal] + i] = value }
-        }
+        resetImage.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: $0.count) }
         tlb.invalidateAll()
         tlb.resetStatistics()
         invalidateStreamCache()

@@ -364,8 +364,10 @@ struct Run {
         }
     }
 
-    mutating func checkInvariants(_ when: @autoclosure () -> String) {
-        let violations = InvariantChecker(h).check(iovas: [hostRAM.base + page, hostRAM.base + 2 * page])
+    /// After a hypercall: routing, hidden resources and memory ownership; at the end, sampled DMAs too (most of the
+    /// checker's cost; each DMA the input makes is checked on its own as it happens).
+    mutating func checkInvariants(_ when: @autoclosure () -> String, sampleDMA: Bool = false) {
+        let violations = InvariantChecker(h).check(iovas: [hostRAM.base + page, hostRAM.base + 2 * page], sampleDMA: sampleDMA)
         if !violations.isEmpty { fail("invariant broken \(when()): \(violations)") }
     }
 
@@ -380,7 +382,7 @@ struct Run {
         device.closed()
         if !h.memory.replacedRanges.isEmpty { fail("client memory still mapped after its session closed: \(h.memory.replacedRanges)") }
         checkCanaries("after the sessions closed")
-        checkInvariants("at the end")
+        checkInvariants("at the end", sampleDMA: true)
         for fd in memfds { close(fd) }
         memfds = []
     }
