@@ -86,11 +86,11 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         self.server = server
         self.audit = audit
         core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
+        installSignalHandlers()   // before anything a client can observe: a stop request is never lost
         audit.start()
         server.start()
         scheduleFinalization()
         startTimers()
-        installSignalHandlers()
         logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(configuration.finalization.mode == .manual ? "on admin FINALIZE" : "in \(configuration.finalization.delayMilliseconds) ms")")
         publishStatus()
     }
