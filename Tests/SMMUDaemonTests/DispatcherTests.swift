@@ -34,16 +34,7 @@ import WireProtocol
         var output: [UInt8] = []
         var fds = fds
         let verdict = requests.withUnsafeBytes { (other ?? session).receive($0, fds: &fds, output: &output) }
-        var decoder = FrameDecoder(mode: .responses)
-        decoder.append(output)
-        var frames: [(FrameHeader, [UInt8])] = []
-        while let f = decoder.next({ v, p -> (FrameHeader, [UInt8])? in
-            guard case .message(let h) = v else { return nil }
-            return (h, Array(p))
-        }) {
-            if let f { frames.append(f) }
-        }
-        return (verdict, frames)
+        return (verdict, responseFrames(output))
     }
 
     func request(_ r: Request, tag: UInt32 = 7) -> [UInt8] { r.encoded(tag: tag) }

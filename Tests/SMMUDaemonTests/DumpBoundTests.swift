@@ -42,14 +42,7 @@ import WireProtocol
         var fds: [Int32] = []
         let bytes = Request.hello(HelloRequest(role: .admin, name: "adm")).encoded(tag: 1) + Request.dump.encoded(tag: 2)
         _ = bytes.withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
-        var decoder = FrameDecoder(mode: .responses)
-        decoder.append(output)
-        var frames: [(FrameHeader, [UInt8])] = []
-        while let f = decoder.next({ v, p -> (FrameHeader, [UInt8])? in
-            guard case .message(let h) = v else { return nil }
-            return (h, Array(p))
-        }) { if let f { frames.append(f) } }
-        let dump = try #require(frames.last)
+        let dump = try #require(responseFrames(output).last)
         #expect(dump.0.statusCode == .ok && dump.0.tag == 2)
         #expect(dump.1.count <= Int(FrameHeader.maxPayloadLength))
         let object = try #require(try JSONSerialization.jsonObject(with: Data(dump.1)) as? [String: Any])

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import WireProtocol
 import Glibc
 @testable import SMMUDaemon
 
@@ -123,4 +124,18 @@ func raiseDescriptorLimit() -> Int {
         _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
     }
     return Int(limit.rlim_cur)
+}
+
+/// The response frames in a session's output, each with its payload.
+func responseFrames(_ output: [UInt8]) -> [(FrameHeader, [UInt8])] {
+    var decoder = FrameDecoder(mode: .responses)
+    decoder.append(output)
+    var frames: [(FrameHeader, [UInt8])] = []
+    while let f = decoder.next({ v, p -> (FrameHeader, [UInt8])? in
+        guard case .message(let h) = v else { return nil }
+        return (h, Array(p))
+    }) {
+        if let f { frames.append(f) }
+    }
+    return frames
 }
