@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // C interop: libsystemd (sd_notify, sd_listen_fds, sd_journal_sendv) and socket helpers.
@@ -37,6 +38,9 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // The one errno type (swift-system's `Errno`) and the one helper turning a call's -1/errno into an error;
+        // daemon, client and benchmark.
+        .target(name: "POSIXCalls", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         // Layer 1: the MMU-500 hardware, pure (no I/O, no clocks, no globals).
         .target(name: "SMMUModel", swiftSettings: hotPath),
         // Layers 2 and 3: pKVM's EL2 hypervisor (the class `Hypervisor`: ownership, lifecycle, hypercalls) and the
@@ -48,7 +52,8 @@ let package = Package(
         .target(
             name: "SMMUDaemon",
             dependencies: [
-                "SMMUModel", "PKVM", "WireProtocol", "CSystemd",
+                "SMMUModel", "PKVM", "WireProtocol", "CSystemd", "POSIXCalls",
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -59,7 +64,13 @@ let package = Package(
         // The Linux arm-smmu driver's register sequences in Linux's offsets, over register ports.
         .target(name: "ArmSMMUDriver"),
         // A blocking client library for protocol v1; smmuctl and the tests use it.
-        .target(name: "SMMUClient", dependencies: ["WireProtocol", "CSocketShims", "ArmSMMUDriver"]),
+        .target(
+            name: "SMMUClient",
+            dependencies: [
+                "WireProtocol", "CSocketShims", "ArmSMMUDriver", "POSIXCalls",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .executableTarget(
             name: "smmu-hypd",
             dependencies: [
@@ -80,7 +91,8 @@ let package = Package(
         .executableTarget(
             name: "smmu-bench",
             dependencies: [
-                "SMMUModel", "PKVM", "WireProtocol", "SMMUClient", "SMMUDaemon", "ArmSMMUDriver",
+                "SMMUModel", "PKVM", "WireProtocol", "SMMUClient", "SMMUDaemon", "ArmSMMUDriver", "POSIXCalls",
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -2,6 +2,8 @@
 import Glibc
 #endif
 import CSocketShims
+import POSIXCalls
+import SystemPackage
 import WireProtocol
 
 /// A blocking client of smmu-hypd's protocol v1 on one connection.
@@ -108,7 +110,7 @@ public final class SMMUClient {
     /// QEMU's `memory-backend-memfd` seals guest RAM. The caller owns (and closes) the descriptor.
     public static func makeSharedMemory(size: Int, name: String = "smmu-hypd-ram") throws(SMMUClientError) -> Int32 {
         let fd = csock_sealed_memfd(name, size)
-        guard fd >= 0 else { throw .invalidArgument("memfd of \(size) bytes: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw .invalidArgument("memfd of \(size) bytes: \(Errno.last)") }
         return fd
     }
 

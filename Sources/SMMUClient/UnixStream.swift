@@ -4,17 +4,22 @@
     import Darwin
 #endif
 import CSocketShims
+import POSIXCalls
+import SystemPackage
 
 /// A failed socket call: which call, and errno.
 public struct SocketError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Call: String, Sendable { case socket, connect, send, recv, poll, close }
     public let call: Call
-    public let errno: Int32
-    public init(_ call: Call, errno: Int32) {
+    public let errno: Errno
+    public init(_ call: Call, errno: Errno) {
         self.call = call
         self.errno = errno
     }
-    public var description: String { "\(call.rawValue): \(String(cString: strerror(errno))) (errno \(errno))" }
+    init(_ failure: SyscallFailure) {
+        self.init(Call(rawValue: failure.call) ?? .close, errno: failure.errno)
+    }
+    public var description: String { "\(call.rawValue): \(errno) (errno \(errno.rawValue))" }
 }
 
 /// A connected AF_UNIX stream socket: the only place SMMUClient makes syscalls.
@@ -35,17 +40,21 @@ final class UnixStream {
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .socket(SocketError(.socket, errno: errno)) }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        let fd: Int32
+        do { fd = try syscall("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) } }
+        catch { throw .socket(SocketError(error)) }
+        do {
+            // Not retried on EINTR: the connection goes on in the background, and a second connect() would fail.
+            _ = try syscall("connect", retryOnInterrupt: false) {
+                withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
             }
-        }
-        guard rc == 0 else {
-            let e = errno
+        } catch {
             Glibc.close(fd)
-            throw .socket(SocketError(.connect, errno: e))
+            throw .socket(SocketError(error))
         }
         return UnixStream(fd: fd)
     }
@@ -73,27 +82,26 @@ final class UnixStream {
         if writable { events |= Int16(POLLOUT) }
         var pfd = pollfd(fd: fd, events: events, revents: 0)
         let ms: Int32 = timeout.map { Int32(clamping: $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? -1
-        while true {
-            let n = poll(&pfd, 1, ms)
-            if n >= 0 {
-                let r = pfd.revents
-                return Readiness(
-                    readable: r & Int16(POLLIN | POLLHUP | POLLERR) != 0, writable: r & Int16(POLLOUT) != 0)
-            }
-            if errno != EINTR { throw .socket(SocketError(.poll, errno: errno)) }
-        }
+        do { _ = try syscall("poll") { poll(&pfd, 1, ms) } } catch { throw .socket(SocketError(error)) }
+        let r = pfd.revents
+        return Readiness(readable: r & Int16(POLLIN | POLLHUP | POLLERR) != 0, writable: r & Int16(POLLOUT) != 0)
     }
 
     /// Sends what it can without blocking; returns the count (0 when the socket buffer is full).
     func sendSome(_ bytes: UnsafeRawBufferPointer, fds: [Int32] = []) throws(SMMUClientError) -> Int {
         guard fd >= 0 else { throw .closed }
-        let n = fds.withUnsafeBufferPointer { fdp in
-            csock_send_with_fds(fd, bytes.baseAddress, bytes.count, fdp.baseAddress, Int32(fdp.count),
-                Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+        do {
+            return try syscall("send") {
+                fds.withUnsafeBufferPointer { fdp in
+                    csock_send_with_fds(fd, bytes.baseAddress, bytes.count, fdp.baseAddress, Int32(fdp.count),
+                        Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                }
+            }
+        } catch where error.errno == .resourceTemporarilyUnavailable || error.errno == .wouldBlock {
+            return 0
+        } catch {
+            throw .socket(SocketError(error))
         }
-        if n >= 0 { return n }
-        if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
-        throw .socket(SocketError(.send, errno: errno))
     }
 
     /// Sends every byte, blocking as needed (fds go with the first byte).
@@ -114,11 +122,15 @@ final class UnixStream {
     /// Receives what is available without blocking: the count, 0 if nothing yet, nil at end of stream.
     func receiveSome(into space: UnsafeMutableRawBufferPointer) throws(SMMUClientError) -> Int? {
         guard fd >= 0 else { throw .closed }
-        let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
-        if n > 0 { return n }
-        if n == 0 { return nil }
-        if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return 0 }
-        if errno == ECONNRESET { return nil }
-        throw .socket(SocketError(.recv, errno: errno))
+        do {
+            let n = try syscall("recv", retryOnInterrupt: false) { recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT)) }
+            return n > 0 ? n : nil
+        } catch {
+            switch error.errno {
+            case .resourceTemporarilyUnavailable, .wouldBlock, .interrupted: return 0
+            case .connectionReset: return nil
+            default: throw .socket(SocketError(error))
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 import CSystemd
 import Dispatch
 import Glibc
+import POSIXCalls
 
 /// The server's I/O thread: one epoll set holding every connection, waited on by a long-running work item on a
 /// private Dispatch queue (so it has a thread of its own).
@@ -27,33 +28,27 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
         var hungUp: Bool { bits & (CSYSTEMD_EPOLLHUP | CSYSTEMD_EPOLLERR) != 0 }
     }
 
-    enum SetupError: Error, CustomStringConvertible {
-        case call(String, Int32)
-        var description: String {
-            switch self { case .call(let name, let e): "\(name): \(String(cString: strerror(e)))" }
-        }
-    }
-
     /// Registered with the wake-up eventfd; never a connection's token.
     private static let stopToken = UInt64.max
     private let epollFD: Int32
     private let stopFD: Int32
     private let ioQueue = DispatchQueue(label: "smmu-hypd.io")
 
-    init() throws(SetupError) {
-        let ep = csystemd_epoll_create()
-        guard ep >= 0 else { throw .call("epoll_create1", errno) }
-        let ev = csystemd_eventfd()
-        guard ev >= 0 else {
-            let e = errno
+    init() throws(SyscallFailure) {
+        let ep = try syscall("epoll_create1") { csystemd_epoll_create() }
+        let ev: Int32
+        do {
+            ev = try syscall("eventfd") { csystemd_eventfd() }
+        } catch {
             close(ep)
-            throw .call("eventfd", e)
+            throw error
         }
-        guard csystemd_epoll_ctl(ep, CSYSTEMD_EPOLL_ADD, ev, CSYSTEMD_EPOLLIN, Self.stopToken) == 0 else {
-            let e = errno
+        do {
+            _ = try syscall("epoll_ctl") { csystemd_epoll_ctl(ep, CSYSTEMD_EPOLL_ADD, ev, CSYSTEMD_EPOLLIN, Self.stopToken) }
+        } catch {
             close(ep)
             close(ev)
-            throw .call("epoll_ctl", e)
+            throw error
         }
         epollFD = ep
         stopFD = ev
@@ -98,11 +93,9 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
             events.deallocate()
         }
         while true {
-            let n = Int(csystemd_epoll_wait(epollFD, raw, Int32(capacity), -1))
-            if n < 0 {
-                if errno == EINTR { continue }
-                return  // EBADF/EINVAL: the set itself is broken; nothing more can be served
-            }
+            // EINTR is retried; EBADF/EINVAL: the set itself is broken, nothing more can be served.
+            guard let n = try? Int(syscall("epoll_wait") { csystemd_epoll_wait(epollFD, raw, Int32(capacity), -1) })
+            else { return }
             var count = 0
             var stopping = false
             for i in 0..<n {

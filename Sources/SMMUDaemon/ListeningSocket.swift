@@ -1,19 +1,21 @@
-import CSystemd
 import Glibc
+import POSIXCalls
+import SystemPackage
 
 /// Why the daemon could not get its listening socket.
 public enum SocketError: Error, Equatable, CustomStringConvertible {
     case pathTooLong(String)
     case inUse(String)
     case notASocket(String)
-    case system(call: String, path: String, errno: Int32)
+    /// A call on `path` failed.
+    case system(SyscallFailure, path: String)
 
     public var description: String {
         switch self {
         case .pathTooLong(let p): "socket path too long for sockaddr_un (max 107 bytes): \(p)"
         case .inUse(let p): "socket \(p) is in use by a running server (connect succeeded); refusing to start"
         case .notASocket(let p): "\(p) exists and is not a socket; refusing to replace it"
-        case .system(let call, let p, let e): "\(call)(\(p)): \(String(cString: strerror(e)))"
+        case .system(let failure, let p): "\(failure.call)(\(p)): \(failure.errno)"
         }
     }
 }
@@ -38,12 +40,13 @@ public struct ListeningSocket: Sendable {
     public static func bind(path: String, mode: UInt32, backlog: Int32 = 128) throws(SocketError) -> ListeningSocket {
         guard path.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path) else { throw .pathTooLong(path) }
         makeParentDirectory(of: path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw .system(call: "socket", path: path, errno: errno) }
+        let fd = try call("socket", on: path) {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        }
         do throws(SocketError) {
             try bindReplacingStale(fd: fd, path: path)
-            guard chmod(path, mode_t(mode)) == 0 else { throw SocketError.system(call: "chmod", path: path, errno: errno) }
-            guard listen(fd, backlog) == 0 else { throw SocketError.system(call: "listen", path: path, errno: errno) }
+            _ = try call("chmod", on: path) { chmod(path, mode_t(mode)) }
+            _ = try call("listen", on: path) { listen(fd, backlog) }
         } catch {
             close(fd)
             throw error
@@ -53,9 +56,12 @@ public struct ListeningSocket: Sendable {
 
     private static func bindReplacingStale(fd: Int32, path: String) throws(SocketError) {
         for _ in 0..<3 {
-            if withAddress(path, { Glibc.bind(fd, $0, $1) }) == 0 { return }
-            let bindErrno = errno
-            guard bindErrno == EADDRINUSE else { throw .system(call: "bind", path: path, errno: bindErrno) }
+            do throws(SyscallFailure) {
+                _ = try syscall("bind") { withAddress(path, { Glibc.bind(fd, $0, $1) }) }
+                return
+            } catch where error.errno != .addressInUse {
+                throw .system(error, path: path)
+            } catch {}
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }  // vanished meanwhile: retry
             guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw .notASocket(path) }
@@ -63,10 +69,15 @@ public struct ListeningSocket: Sendable {
             case 0: throw .inUse(path)
             case ECONNREFUSED: unlink(path)
             case ENOENT: continue
-            case let e: throw .system(call: "connect", path: path, errno: e)
+            case let e: throw .system(SyscallFailure("connect", errno: Errno(rawValue: e)), path: path)
             }
         }
-        throw .system(call: "bind", path: path, errno: EADDRINUSE)
+        throw .system(SyscallFailure("bind", errno: .addressInUse), path: path)
+    }
+
+    /// `syscall` with the failure named by the socket path.
+    private static func call(_ name: String, on path: String, _ body: () -> Int32) throws(SocketError) -> Int32 {
+        do { return try syscall(name, body) } catch { throw .system(error, path: path) }
     }
 
     /// connect() to `path`: 0 when a server accepts there, else the errno.

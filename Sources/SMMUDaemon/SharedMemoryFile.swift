@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CSystemd
 import PKVM
+import POSIXCalls
+import SystemPackage
 
 /// A client's file descriptor for MEM_MAP, checked so that the daemon's accesses to it can never fault, and
 /// mapped shared (protocol v1, MEM_MAP; docs/hypervisor-model.md, "Memory").
@@ -18,7 +20,7 @@ struct SharedMemoryFile {
         case notSealedAgainstShrinking
         case tooShort(fileSize: UInt64, needed: UInt64)
         case hugeTLB
-        case mapFailed(errno: Int32)
+        case mapFailed(Errno)
 
         var description: String {
             switch self {
@@ -26,7 +28,7 @@ struct SharedMemoryFile {
             case .notSealedAgainstShrinking: "the file is not a memfd sealed with F_SEAL_SHRINK"
             case .tooShort(let size, let needed): "the file has \(size) bytes, the mapping needs \(needed)"
             case .hugeTLB: "hugetlbfs files are refused"
-            case .mapFailed(let e): "mmap failed: \(String(cString: strerror(e)))"
+            case .mapFailed(let e): "mmap failed: \(e)"
             }
         }
     }
@@ -51,7 +53,7 @@ struct SharedMemoryFile {
             return .failure(.tooShort(fileSize: UInt64(max(st.st_size, 0)), needed: overflow ? .max : end))
         }
         guard let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(truncatingIfNeeded: offset)),
-              p != MAP_FAILED else { return .failure(.mapFailed(errno: errno)) }
+              p != MAP_FAILED else { return .failure(.mapFailed(.last)) }
         return .success(SharedMemoryFile(pointer: p, size: Int(size), file: SharedFileRange(
             device: UInt64(st.st_dev), inode: UInt64(st.st_ino), offset: offset, size: size)))
     }

@@ -1,4 +1,5 @@
 import CSystemd
+import SystemPackage
 import Glibc
 
 /// The daemon's few calls into libsystemd: readiness notification, socket activation, the watchdog and the
@@ -39,11 +40,11 @@ public enum Systemd {
     }
 
     public enum ActivationError: Error, Equatable, CustomStringConvertible {
-        case listenFDs(errno: Int32)
+        case listenFDs(Errno)
         case notUnixStreamListener(fd: Int32, name: String)
         public var description: String {
             switch self {
-            case .listenFDs(let e): "sd_listen_fds_with_names failed: \(String(cString: strerror(e)))"
+            case .listenFDs(let e): "sd_listen_fds_with_names failed: \(e)"
             case .notUnixStreamListener(let fd, let name):
                 "socket-activated fd \(fd) (\(name)) is not a listening AF_UNIX SOCK_STREAM socket"
             }
@@ -63,7 +64,7 @@ public enum Systemd {
                 free(names)
             }
         }
-        guard count >= 0 else { throw .listenFDs(errno: -count) }
+        guard count >= 0 else { throw .listenFDs(Errno(rawValue: -count)) }
         var result: [ListenFD] = []
         for i in 0..<Int(count) {
             let fd = SD_LISTEN_FDS_START + Int32(i)
@@ -92,7 +93,7 @@ public enum Systemd {
         /// journald keeps only `[A-Z0-9_]` names without a leading `_`, at most 64 characters, and drops others silently.
         case invalidFieldName(String)
         /// sd_journal_sendv failed (no journald socket, for instance).
-        case sendFailed(errno: Int32)
+        case sendFailed(Errno)
     }
 
     /// True when journald would keep a field of this name.
@@ -128,6 +129,6 @@ public enum Systemd {
             var iov = ranges.map { iovec(iov_base: raw.baseAddress! + $0.lowerBound, iov_len: $0.count) }
             return sd_journal_sendv(&iov, Int32(iov.count))
         }
-        return rc < 0 ? .failure(.sendFailed(errno: -rc)) : .success(())
+        return rc < 0 ? .failure(.sendFailed(Errno(rawValue: -rc))) : .success(())
     }
 }

@@ -1,4 +1,6 @@
 import CSystemd
+import POSIXCalls
+import SystemPackage
 import Dispatch
 import Glibc
 import Logging
@@ -207,11 +209,11 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
                     // Linux reserves the descriptor before it looks for a client: EMFILE also means "nobody waiting".
                     guard listenerHasPending() else { return }
                     if evictOldestUngreeted(reason: "no descriptor left") || refuseWithReserveDescriptor() { continue }
-                    logger.error("accept: \(String(cString: strerror(e))); pausing the listener for 100 ms")
+                    logger.error("accept: \(Errno(rawValue: e)); pausing the listener for 100 ms")
                     pauseListener()
                     return
                 default:
-                    logger.error("accept: \(String(cString: strerror(e))); pausing the listener for 100 ms")
+                    logger.error("accept: \(Errno(rawValue: e)); pausing the listener for 100 ms")
                     pauseListener()
                     return
                 }
@@ -233,7 +235,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
             let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self)
             connections[id] = connection
             guard connection.start() else {
-                logger.error("epoll_ctl: \(String(cString: strerror(errno))); closing \(id)")
+                logger.error("epoll_ctl: \(Errno.last); closing \(id)")
                 connection.teardown()
                 continue
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import POSIXCalls
 
 /// The socket floor: the least a protocol v1 server on AF_UNIX SOCK_STREAM can cost on this machine.
 ///
@@ -14,17 +15,18 @@ final class EchoFloor: Sendable {
     private let listenFD: Int32
 
     enum SetupError: Error, CustomStringConvertible {
-        case socket(String, Int32)
+        case socket(SyscallFailure)
         var description: String {
-            switch self { case .socket(let call, let e): "echo floor: \(call): \(String(cString: strerror(e)))" }
+            switch self { case .socket(let failure): "echo floor: \(failure)" }
         }
     }
 
     init(path: String) throws(SetupError) {
         self.path = path
         unlink(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .socket("socket", errno) }
+        let fd: Int32
+        do { fd = try syscall("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) } }
+        catch { throw .socket(error) }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -32,13 +34,16 @@ final class EchoFloor: Sendable {
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0, listen(fd, 16) == 0 else {
-            let e = errno
+        do {
+            _ = try syscall("bind") {
+                withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            _ = try syscall("listen") { listen(fd, 16) }
+        } catch {
             close(fd)
-            throw .socket("bind/listen", e)
+            throw .socket(error)
         }
         listenFD = fd
     }
