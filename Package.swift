@@ -32,7 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
-        // C interop: libsystemd (sd_notify, sd_listen_fds, sd_journal_sendv) and socket helpers.
+        // C interop: libsystemd (sd_notify, sd_listen_fds, sd_journal_sendv).
         .systemLibrary(
             name: "CSystemd",
             pkgConfig: "libsystemd",
@@ -52,14 +52,15 @@ let package = Package(
         .target(
             name: "SMMUDaemon",
             dependencies: [
-                "SMMUModel", "PKVM", "WireProtocol", "CSystemd", "POSIXCalls",
+                "SMMUModel", "PKVM", "WireProtocol", "CSystemd", "CSocketShims", "POSIXCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath
         ),
-        // C helpers for SCM_RIGHTS fd passing (CMSG macros) and SO_PEERCRED; client and daemon.
+        // C helpers for sockets: SCM_RIGHTS fd passing (CMSG macros), SO_PEERCRED, accept4, epoll, eventfd, fstatfs,
+        // memfds; client and daemon.
         .target(name: "CSocketShims", cSettings: [.define("_GNU_SOURCE")]),
         // The Linux arm-smmu driver's register sequences in Linux's offsets, over register ports.
         .target(name: "ArmSMMUDriver"),
@@ -103,6 +104,6 @@ let package = Package(
         .testTarget(name: "PKVMTests", dependencies: ["PKVM", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims", "ArmSMMUDriver"]),
-        .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol"]),
+        .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol", "CSocketShims"]),
     ]
 )

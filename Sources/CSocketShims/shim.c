@@ -8,11 +8,10 @@
 #include <sys/mman.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
-
-/* Room for up to 16 descriptors in one message; more than the protocol ever sends. */
-#define CSOCK_MAX_FDS 16
 
 ssize_t csock_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags) {
     if (nfds < 0 || nfds > CSOCK_MAX_FDS) { errno = EINVAL; return -1; }
@@ -85,3 +84,35 @@ int csock_sealed_memfd(const char *name, size_t size) {
     }
     return fd;
 }
+
+long csock_fs_type(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 ? (long)fs.f_type : -1;
+}
+
+int csock_peer_credentials(int fd, struct csock_peer *out) {
+    socklen_t len = sizeof(*out);
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len);
+}
+
+int csock_accept(int listener) { return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int csock_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int csock_epoll_ctl(int ep, int op, int fd, unsigned int events, unsigned long long token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = token;
+    return epoll_ctl(ep, op, fd, &ev);
+}
+
+int csock_epoll_wait(int ep, struct csock_event *out, int max, int timeout_ms) {
+    struct epoll_event ev[CSOCK_MAX_EVENTS];
+    if (max > CSOCK_MAX_EVENTS) max = CSOCK_MAX_EVENTS;
+    int n = epoll_wait(ep, ev, max, timeout_ms);
+    for (int i = 0; i < n; i++) { out[i].events = ev[i].events; out[i].token = ev[i].data.u64; }
+    return n;
+}
+
+int csock_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }

@@ -1,4 +1,4 @@
-import CSystemd
+import CSocketShims
 import Dispatch
 import Glibc
 
@@ -85,8 +85,11 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         var budget = limits.readBudgetPerEvent
         let buffer = server.readBuffer
         while budget > 0, state == .open, !readSuspended {
-            var count: Int32 = 0
-            let n = csystemd_recv(fd, buffer.baseAddress, buffer.count, server.receivedFDs, &count)
+            var received: Int32 = 0
+            var truncated: Int32 = 0  // the kernel closed what did not fit; the descriptors kept are still handled
+            let n = csock_recv_with_fds(fd, buffer.baseAddress, buffer.count, server.receivedFDs, CSOCK_MAX_FDS, &received,
+                &truncated, Int32(MSG_DONTWAIT))
+            let count = min(received, CSOCK_MAX_FDS)  // the rest were closed
             var fds: [Int32] = count > 0 ? Array(UnsafeBufferPointer(start: server.receivedFDs, count: Int(count))) : []
             if n < 0 {
                 let e = errno

@@ -1,4 +1,4 @@
-import CSystemd
+import CSocketShims
 import Dispatch
 import Glibc
 import POSIXCalls
@@ -15,17 +15,17 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
     /// What a connection wants to hear about. Hang-ups and errors are always reported.
     struct Interest: OptionSet, Sendable {
         let rawValue: UInt32
-        static let read = Interest(rawValue: CSYSTEMD_EPOLLIN)
-        static let write = Interest(rawValue: CSYSTEMD_EPOLLOUT)
+        static let read = Interest(rawValue: CSOCK_EPOLLIN)
+        static let write = Interest(rawValue: CSOCK_EPOLLOUT)
     }
 
     /// One ready descriptor, named by the token it was registered with.
     struct Event {
         let token: UInt64
         let bits: UInt32
-        var readable: Bool { bits & CSYSTEMD_EPOLLIN != 0 }
-        var writable: Bool { bits & CSYSTEMD_EPOLLOUT != 0 }
-        var hungUp: Bool { bits & (CSYSTEMD_EPOLLHUP | CSYSTEMD_EPOLLERR) != 0 }
+        var readable: Bool { bits & CSOCK_EPOLLIN != 0 }
+        var writable: Bool { bits & CSOCK_EPOLLOUT != 0 }
+        var hungUp: Bool { bits & (CSOCK_EPOLLHUP | CSOCK_EPOLLERR) != 0 }
     }
 
     /// Registered with the wake-up eventfd; never a connection's token.
@@ -35,16 +35,16 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
     private let ioQueue = DispatchQueue(label: "smmu-hypd.io")
 
     init() throws(SyscallFailure) {
-        let ep = try syscall("epoll_create1") { csystemd_epoll_create() }
+        let ep = try syscall("epoll_create1") { csock_epoll_create() }
         let ev: Int32
         do {
-            ev = try syscall("eventfd") { csystemd_eventfd() }
+            ev = try syscall("eventfd") { csock_eventfd() }
         } catch {
             close(ep)
             throw error
         }
         do {
-            _ = try syscall("epoll_ctl") { csystemd_epoll_ctl(ep, CSYSTEMD_EPOLL_ADD, ev, CSYSTEMD_EPOLLIN, Self.stopToken) }
+            _ = try syscall("epoll_ctl") { csock_epoll_ctl(ep, CSOCK_EPOLL_ADD, ev, CSOCK_EPOLLIN, Self.stopToken) }
         } catch {
             close(ep)
             close(ev)
@@ -72,21 +72,21 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
     }
 
     func add(_ fd: Int32, token: UInt64, interest: Interest) -> Bool {
-        csystemd_epoll_ctl(epollFD, CSYSTEMD_EPOLL_ADD, fd, interest.rawValue, token) == 0
+        csock_epoll_ctl(epollFD, CSOCK_EPOLL_ADD, fd, interest.rawValue, token) == 0
     }
 
     func modify(_ fd: Int32, token: UInt64, interest: Interest) {
-        _ = csystemd_epoll_ctl(epollFD, CSYSTEMD_EPOLL_MOD, fd, interest.rawValue, token)
+        _ = csock_epoll_ctl(epollFD, CSOCK_EPOLL_MOD, fd, interest.rawValue, token)
     }
 
     /// Call before closing `fd`: a descriptor another process shares would otherwise stay in the set.
     func remove(_ fd: Int32) {
-        _ = csystemd_epoll_ctl(epollFD, CSYSTEMD_EPOLL_DEL, fd, 0, 0)
+        _ = csock_epoll_ctl(epollFD, CSOCK_EPOLL_DEL, fd, 0, 0)
     }
 
     private func loop(_ handler: (UnsafeBufferPointer<Event>) -> Void) {
-        let capacity = Int(CSYSTEMD_MAX_EVENTS)
-        let raw = UnsafeMutablePointer<csystemd_event>.allocate(capacity: capacity)
+        let capacity = Int(CSOCK_MAX_EVENTS)
+        let raw = UnsafeMutablePointer<csock_event>.allocate(capacity: capacity)
         let events = UnsafeMutablePointer<Event>.allocate(capacity: capacity)
         defer {
             raw.deallocate()
@@ -94,7 +94,7 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
         }
         while true {
             // EINTR is retried; EBADF/EINVAL: the set itself is broken, nothing more can be served.
-            guard let n = try? Int(syscall("epoll_wait") { csystemd_epoll_wait(epollFD, raw, Int32(capacity), -1) })
+            guard let n = try? Int(syscall("epoll_wait") { csock_epoll_wait(epollFD, raw, Int32(capacity), -1) })
             else { return }
             var count = 0
             var stopping = false

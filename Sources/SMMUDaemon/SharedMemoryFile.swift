@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystemd
+import CSocketShims
 import PKVM
 import POSIXCalls
 import SystemPackage
@@ -45,7 +45,7 @@ struct SharedMemoryFile {
     static func map(fd: Int32, offset: UInt64, size: UInt64) -> Result<SharedMemoryFile, Refusal> {
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return .failure(.notAFile) }
-        if csystemd_fs_type(fd) == hugetlbfsMagic { return .failure(.hugeTLB) }
+        if csock_fs_type(fd) == hugetlbfsMagic { return .failure(.hugeTLB) }
         let seals = fcntl(fd, getSeals)
         guard seals >= 0, seals & sealShrink != 0 else { return .failure(.notSealedAgainstShrinking) }
         let (end, overflow) = offset.addingReportingOverflow(size)

@@ -1,4 +1,4 @@
-import CSystemd
+import CSocketShims
 import POSIXCalls
 import SystemPackage
 import Dispatch
@@ -97,7 +97,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         self.limits = limits
         self.logger = logger
         readBuffer = .allocate(byteCount: limits.readChunk, alignment: 16)
-        receivedFDs = .allocate(capacity: Int(CSYSTEMD_MAX_FDS))
+        receivedFDs = .allocate(capacity: Int(CSOCK_MAX_FDS))
         reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
     }
 
@@ -218,8 +218,8 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
                     return
                 }
             }
-            var credentials = csystemd_peer()
-            guard csystemd_peer_credentials(fd, &credentials) == 0 else {
+            var credentials = csock_peer()
+            guard csock_peer_credentials(fd, &credentials) == 0 else {
                 close(fd)
                 continue
             }
@@ -243,7 +243,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         }
     }
 
-    func acceptOne() -> Int32 { csystemd_accept(listener.fd) }
+    func acceptOne() -> Int32 { csock_accept(listener.fd) }
 
     /// True when a client waits to be accepted.
     private func listenerHasPending() -> Bool {

@@ -1,4 +1,4 @@
-import CSystemd
+import CSocketShims
 import Dispatch
 import Foundation
 import Glibc
@@ -151,7 +151,7 @@ struct UnixServerTests {
             #expect(pipe(&pipeFDs) == 0)
             let frame = echoFrames(1, kind: keep ? 0xFD : 0x01)
             let n = frame.withUnsafeBytes { raw in
-                [pipeFDs[1]].withUnsafeBufferPointer { csystemd_send_with_fds(client.fd, raw.baseAddress, raw.count, $0.baseAddress, 1) }
+                [pipeFDs[1]].withUnsafeBufferPointer { csock_send_with_fds(client.fd, raw.baseAddress, raw.count, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
             }
             #expect(n == 16)
             close(pipeFDs[1])

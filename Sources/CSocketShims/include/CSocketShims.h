@@ -1,10 +1,15 @@
-/* Socket helpers Swift cannot write itself: the CMSG_* macros for SCM_RIGHTS fd passing,
- * and sealed memfds. Used by SMMUClient (MEM_MAP sends a file descriptor), and its tests. */
+/* Socket helpers Swift cannot write itself, for the daemon, the client and their tests: the CMSG_* macros for
+ * SCM_RIGHTS fd passing, SO_PEERCRED, accept4, epoll (its event struct is packed on x86-64), eventfd, the
+ * filesystem type of a file, and sealed memfds. libsystemd is CSystemd's alone. */
 #ifndef CSOCKETSHIMS_H
 #define CSOCKETSHIMS_H
 
 #include <stddef.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
+
+/* The most descriptors one message carries (send) or one receive keeps (more are closed). */
+#define CSOCK_MAX_FDS 16
 
 /* Sends len bytes of buf with nfds descriptors attached as one SCM_RIGHTS message.
  * nfds may be 0 (plain sendmsg). flags are sendmsg flags (pass MSG_NOSIGNAL).
@@ -29,6 +34,36 @@ int csock_sealed_memfd(const char *name, size_t size);
 int csock_memfd(const char *name);
 int csock_add_seals(int fd, int seals);
 int csock_get_seals(int fd);
+/* The filesystem type (statfs f_type) of an open file, or -1: MEM_MAP refuses hugetlbfs. */
+long csock_fs_type(int fd);
+
+/* The peer's credentials as the kernel recorded them at connect() (struct ucred, SO_PEERCRED). */
+struct csock_peer { int pid; unsigned int uid; unsigned int gid; };
+int csock_peer_credentials(int fd, struct csock_peer *out);
+
+/* accept4(SOCK_NONBLOCK | SOCK_CLOEXEC); returns the fd or -1 with errno set. */
+int csock_accept(int listener);
+
+/* epoll for the daemon's I/O thread. struct epoll_event is packed on x86-64 and its data is a union,
+ * so events cross into Swift as this plain struct carrying a 64-bit token. */
+struct csock_event { unsigned int events; unsigned long long token; };
+static const unsigned int CSOCK_EPOLLIN = EPOLLIN;
+static const unsigned int CSOCK_EPOLLOUT = EPOLLOUT;
+static const unsigned int CSOCK_EPOLLHUP = EPOLLHUP;
+static const unsigned int CSOCK_EPOLLERR = EPOLLERR;
+static const int CSOCK_EPOLL_ADD = EPOLL_CTL_ADD;
+static const int CSOCK_EPOLL_MOD = EPOLL_CTL_MOD;
+static const int CSOCK_EPOLL_DEL = EPOLL_CTL_DEL;
+/* The most events one csock_epoll_wait call returns. */
+#define CSOCK_MAX_EVENTS 64
+/* epoll_create1(EPOLL_CLOEXEC). */
+int csock_epoll_create(void);
+int csock_epoll_ctl(int ep, int op, int fd, unsigned int events, unsigned long long token);
+/* epoll_wait into out (at most CSOCK_MAX_EVENTS); returns epoll_wait's result. */
+int csock_epoll_wait(int ep, struct csock_event *out, int max, int timeout_ms);
+/* A non-blocking close-on-exec eventfd (wakes the I/O thread). */
+int csock_eventfd(void);
+
 #define CSOCK_SEAL_SHRINK 0x0002
 #define CSOCK_SEAL_GROW 0x0004
 #define CSOCK_SEAL_WRITE 0x0008
