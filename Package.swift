@@ -99,11 +99,14 @@ let package = Package(
         ),
         // Test support: the driver's port onto a bare MMU-500 by offset, for the model's and the hypervisor's tests.
         .target(name: "ArmSMMUTestPorts", dependencies: ["SMMUModel", "ArmSMMUDriver"], path: "Tests/ArmSMMUTestPorts"),
+        // Test support for every test target: SplitMix64, the repository root, temporary directories, polling, and
+        // the real-daemon spawner (`DaemonChild`).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ArmSMMUDriverTests", dependencies: ["ArmSMMUDriver"]),
-        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
-        .testTarget(name: "PKVMTests", dependencies: ["PKVM", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts"]),
+        .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts", "TestSupport"]),
+        .testTarget(name: "PKVMTests", dependencies: ["PKVM", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts", "TestSupport"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
-        .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims", "ArmSMMUDriver"]),
-        .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol", "CSocketShims"]),
+        .testTarget(name: "SMMUClientTests", dependencies: ["SMMUClient", "WireProtocol", "CSocketShims", "ArmSMMUDriver", "TestSupport"]),
+        .testTarget(name: "SMMUDaemonTests", dependencies: ["SMMUDaemon", "SMMUClient", "WireProtocol", "CSocketShims", "TestSupport"]),
     ]
 )

@@ -1,18 +1,7 @@
 import Testing
 @testable import PKVM
 import SMMUModel
-
-/// A deterministic generator (SplitMix64) so a failing sequence replays.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TestSupport
 
 /// Thousands of hostile host accesses (routing registers with values aimed at the VMs' streams,
 /// hidden indices, TLB maintenance, sCR0, table memory): after each, a denial is audited exactly once;
@@ -25,7 +14,7 @@ struct SplitMix64: RandomNumberGenerator {
 
     @Test(arguments: [UInt64(1), 2, 3])
     func randomHostAccessesNeverBreakOwnership(seed: UInt64) throws {
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         let m = Machine(hypervisorStreams: [2: [StreamID(0x7F0)]])
         let d0 = m.driver(0, 1)
         d0.reset()

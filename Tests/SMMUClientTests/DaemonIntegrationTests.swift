@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import WireProtocol
 import CSocketShims
+import TestSupport
 
 @testable import SMMUClient
 
@@ -11,25 +12,11 @@ import CSocketShims
 
 /// The real daemon, started from $SMMU_HYPD_BIN on a private socket with the Tegra234 config.
 /// These tests run only when SMMU_HYPD_BIN is set (e.g. SMMU_HYPD_BIN=.build/debug/smmu-hypd).
-final class RunningDaemon {
-    let process = Process()
-    let directory: String
-    let socketPath: String
-
+final class RunningDaemon: DaemonChild {
     init() throws {
-        let env = ProcessInfo.processInfo.environment
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        var binary = env["SMMU_HYPD_BIN"] ?? ""
-        if !binary.hasPrefix("/") { binary = repo.appendingPathComponent(binary).path }
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("smmu-swift-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        socketPath = directory + "/smmu-hypd.sock"
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
-            "--socket", socketPath, "--finalize-delay", "0", "--config", repo.appendingPathComponent("Config/tegra234.yaml").path,
-        ]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        try super.init(
+            binary: DaemonBinary.fromEnvironment, directory: TemporaryDirectory(), arguments: ["--finalize-delay", "0"],
+            captureStandardError: false)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if let client = try? SMMUClient(path: socketPath, timeout: .seconds(5)),
@@ -47,16 +34,6 @@ final class RunningDaemon {
         let client = try SMMUClient(path: socketPath, timeout: .seconds(30))
         return (client, try client.hello(role: role, name: "swift-integration"))
     }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    deinit { stop() }
 }
 
 @Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["SMMU_HYPD_BIN"] != nil, "set SMMU_HYPD_BIN to run against the daemon"))

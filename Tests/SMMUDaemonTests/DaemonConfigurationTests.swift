@@ -1,13 +1,7 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import SMMUDaemon
-
-/// The repository root, found from this source file.
-let repositoryRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
 
 struct DaemonConfigurationTests {
     static let minimal = """

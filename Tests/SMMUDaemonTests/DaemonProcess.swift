@@ -1,18 +1,7 @@
 import Foundation
+import TestSupport
 import Glibc
 @testable import SMMUDaemon
-
-/// The built smmu-hypd binary (beside the test bundle in the build directory).
-let daemonBinary: String = {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-    for _ in 0..<4 {
-        let candidate = dir.appendingPathComponent("smmu-hypd").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir.deleteLastPathComponent()
-    }
-    return "smmu-hypd"
-}()
 
 /// A datagram socket standing in for systemd's NOTIFY_SOCKET, so a test sees READY=1, STATUS= and STOPPING=1.
 final class NotifyReceiver {
@@ -48,14 +37,9 @@ final class NotifyReceiver {
     var sawReady: Bool { received.contains { $0.split(separator: "\n").contains("READY=1") } }
 }
 
-/// smmu-hypd running as a child with a temporary socket and its own NOTIFY_SOCKET.
-final class DaemonProcess {
-    let directory: TemporaryDirectory
-    let socketPath: String
+/// smmu-hypd (this build's) running as a child with a temporary socket and its own NOTIFY_SOCKET.
+final class DaemonProcess: DaemonChild {
     let notify: NotifyReceiver
-    let process = Process()
-    private let stderrPipe = Pipe()
-    let started = Date()
 
     /// - Parameters:
     ///   - arguments: extra command-line arguments (after `--config` and `--socket`).
@@ -63,45 +47,11 @@ final class DaemonProcess {
     ///     (e.g. systemd-socket-activate, which passes on only the variables named with -E).
     init(arguments: [String] = [], config: String = repositoryRoot + "/Config/tegra234.yaml",
          launcher: (_ notifySocket: String) -> [String] = { _ in [] }, socketPath: String? = nil, environment: [String: String] = [:]) throws {
-        directory = try TemporaryDirectory()
-        self.socketPath = socketPath ?? directory.path + "/smmu-hypd.sock"
+        let directory = try TemporaryDirectory()
         notify = try NotifyReceiver(path: directory.path + "/notify.sock")
-        let daemonArguments = [daemonBinary, "--config", config, "--socket", self.socketPath] + arguments
-        let command = launcher(notify.path) + daemonArguments
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        var env = ProcessInfo.processInfo.environment
-        env["NOTIFY_SOCKET"] = notify.path
-        for (k, v) in environment { env[k] = v }
-        for key in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"] where environment[key] == nil {
-            env[key] = nil
-        }
-        process.environment = env
-        process.standardError = stderrPipe
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        directory.remove()
-    }
-
-    /// Sends a signal and waits for the exit; returns the exit status (nil on timeout).
-    func stop(signal: Int32 = SIGTERM, seconds: Double = 10) -> Int32? {
-        kill(process.processIdentifier, signal)
-        return waitForExit(seconds: seconds)
-    }
-
-    func waitForExit(seconds: Double = 10) -> Int32? {
-        guard eventually(seconds: seconds, { !process.isRunning }) else { return nil }
-        return process.terminationStatus
-    }
-
-    /// Everything the daemon wrote to stderr (after it exited).
-    func standardError() -> String {
-        String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        try super.init(
+            binary: DaemonBinary.besideTests, directory: directory, config: config, socketPath: socketPath, arguments: arguments,
+            launcher: launcher(notify.path), environment: ["NOTIFY_SOCKET": notify.path].merging(environment) { $1 })
     }
 
     /// Connects once the socket accepts.

@@ -2,26 +2,8 @@ import Dispatch
 import Foundation
 import WireProtocol
 import Glibc
+import TestSupport
 @testable import SMMUDaemon
-
-/// Errors of the tests' own socket plumbing.
-struct TestIOError: Error, CustomStringConvertible {
-    let description: String
-    init(_ what: String, errno e: Int32 = errno) { description = "\(what): \(String(cString: strerror(e)))" }
-}
-
-/// A fresh directory under /tmp, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-    init() throws {
-        var template = Array("/tmp/smmu-hypd-test-XXXXXX".utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw TestIOError("mkdtemp")
-        }
-        path = String(cString: p)
-    }
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
 
 /// A blocking client socket with a receive timeout, for driving the server from tests.
 final class TestClient {
@@ -97,16 +79,6 @@ final class TestClient {
             result += chunk[0..<n]
         }
     }
-}
-
-/// Polls `condition` until it holds or `seconds` pass.
-func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(5_000)
-    }
-    return condition()
 }
 
 /// Number of open descriptors of this process.

@@ -1,4 +1,5 @@
 import CSocketShims
+import TestSupport
 import Dispatch
 import Foundation
 import Glibc

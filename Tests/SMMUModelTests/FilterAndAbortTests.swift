@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import SMMUModel
 
 @Suite("Downstream filter and missing memory")
@@ -95,7 +96,7 @@ struct RandomTrafficTests {
     /// faults, never a trap. Seeded, so a failure reproduces.
     @Test(arguments: [MMU500Configuration.tegra234, .generic4K])
     func randomWritesThenDMA(config: MMU500Configuration) throws {
-        var rng = SplitMix(seed: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         var m = Machine(config)
         let pt = try m.builder(.stage1)
         try pt.mapRange(0, to: Machine.ramBase, size: 0x10_000)
@@ -122,17 +123,5 @@ struct RandomTrafficTests {
                 if let bank = t.contextBank { #expect(bank < config.numContextBanks) }
             }
         }
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 
 @testable import SMMUModel
 
@@ -23,7 +24,7 @@ import Testing
 
     @Test("occupancy counts match a scan at every step, and TLBIVMID of every VMID used empties the TLB", arguments: [1, 2, 3] as [UInt64])
     func countsStayExact(seed: UInt64) {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let tlb = TLB()
         for _ in 0..<20_000 {
             let vmid = UInt16(rng.next() % 6) * 0x100 + UInt16(rng.next() % 3)  // shares low bytes across VMIDs
