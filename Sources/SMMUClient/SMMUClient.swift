@@ -83,6 +83,21 @@ public final class SMMUClient {
         return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try DMAResult.decode(p) } }
     }
 
+    /// DMA_CACHED (v1.1): DMA, answered with what the device may cache (size, directions, epoch).
+    public func dmaCached(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = []) throws(SMMUClientError) -> CachedDMAResult {
+        let frame = try call(.dmaCached(DMARequest(window: window, streamID: stream, iova: iova, flags: flags)))
+        guard frame.status == .ok || frame.status == .fault else { throw .status(frame.status ?? .malformed) }
+        return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try CachedDMAResult.decode(p) } }
+    }
+
+    /// DMA_EPOCH (v1.1): share the first 4 KiB of `fd` (a sealed memfd, see `makeSharedMemory`) as this
+    /// connection's epoch page; returns the epoch now. The daemon keeps the u64 at offset 0 current.
+    public func dmaEpoch(fd: Int32) throws(SMMUClientError) -> UInt64 {
+        let payload = try callOK(.dmaEpoch, fds: [fd])
+        guard payload.count == 8 else { throw .protocolViolation("DMA_EPOCH gave \(payload.count) bytes") }
+        return payload.withBytes { $0.loadLE(UInt64.self, at: 0) }
+    }
+
     /// MEM_READ: `length` bytes of physical memory, through the host's stage-2.
     public func memRead(address: UInt64, length: Int) throws(SMMUClientError) -> [UInt8] {
         guard length >= 0, length <= MemReadRequest.maxLength else { throw .invalidArgument("MEM_READ length \(length)") }

@@ -35,6 +35,8 @@ public final class Dispatcher: SessionFactory {
     public var onFinalized: (() -> Void)?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.
     public var auditCounters: () -> [String: Int] = { [:] }
+    /// Protocol v1.1: the device connections' shared epoch pages (Dispatcher+TranslationCache.swift).
+    private(set) lazy var epochPages = EpochPages(epoch: hypervisor.translationEpoch)
 
     public init(hypervisor: Hypervisor, roles: RoleAllowList) {
         self.hypervisor = hypervisor
@@ -56,6 +58,7 @@ public final class Dispatcher: SessionFactory {
         subscribers.removeAll { $0 == session.connection }
         stats.connectionsOpen -= 1
         for base in session.mappedRanges { unmapClientMemory(base: base) }
+        epochPages.detach(connection: session.connection)
     }
 
     /// Runs pKVM finalization (the delay timer or FINALIZE) and tells the daemon once it is done.
@@ -110,7 +113,7 @@ public final class Dispatcher: SessionFactory {
         case .hello: true
         case .read, .write, .memRead, .memWrite, .memMap, .events, .vmCreate, .vmDonate, .vmAssignStream, .vmDestroy:
             role == .host
-        case .dma: role == .device
+        case .dma, .dmaEpoch, .dmaCached: role == .device
         case .stats: role == .host || role == .admin
         case .dump, .finalize: role == .admin
         case .event: false
@@ -132,10 +135,10 @@ public final class Dispatcher: SessionFactory {
             session.closeAfterThisFrame()
             return
         }
-        // MEM_MAP carries exactly one fd (those that came with it); none or several is malformed whoever sends it.
-        // The caller closes every fd left in `fds`.
+        // MEM_MAP and DMA_EPOCH carry exactly one fd (those that came with it); none or several is malformed
+        // whoever sends it. The caller closes every fd left in `fds`.
         var passedFD: Int32?
-        if op == .memMap {
+        if op == .memMap || op == .dmaEpoch {
             guard fds.count == 1 else {
                 answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
                 session.closeAfterThisFrame()
@@ -181,6 +184,12 @@ public final class Dispatcher: SessionFactory {
             case .invalid:
                 answer(.invalid)
             }
+        case .dmaEpoch:
+            let (status, payload) = attachEpochPage(fd: passedFD!, session: session)
+            answer(status, payload)
+        case .dmaCached(let d):
+            let (status, payload) = cachedDMA(d)
+            answer(status, payload)
         case .memRead(let m):
             // The answer must fit one frame (65536 bytes of payload at most).
             guard Int(m.length) <= MemReadRequest.maxLength else { return answer(.invalid) }

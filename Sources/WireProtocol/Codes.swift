@@ -9,6 +9,10 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case memRead = 0x05
     case memWrite = 0x06
     case memMap = 0x07
+    /// v1.1: share a page holding the translation epoch (one fd); DMA_CACHED answers carry the epoch.
+    case dmaEpoch = 0x08
+    /// v1.1: DMA, answered with the mapping's size, permissions and epoch so the device may cache it.
+    case dmaCached = 0x09
     case vmCreate = 0x10
     case vmDonate = 0x11
     case vmAssignStream = 0x12
@@ -47,6 +51,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .memRead: "MEM_READ"
         case .memWrite: "MEM_WRITE"
         case .memMap: "MEM_MAP"
+        case .dmaEpoch: "DMA_EPOCH"
+        case .dmaCached: "DMA_CACHED"
         case .vmCreate: "VM_CREATE"
         case .vmDonate: "VM_DONATE"
         case .vmAssignStream: "VM_ASSIGN_STREAM"

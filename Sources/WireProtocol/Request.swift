@@ -116,6 +116,10 @@ public enum Request: Hashable, Sendable {
     case memRead(MemReadRequest)
     case memWrite(MemWriteRequest)
     case memMap(MemMapRequest)
+    /// DMA_EPOCH (v1.1): no payload; one fd travels beside it as SCM_RIGHTS.
+    case dmaEpoch
+    /// DMA_CACHED (v1.1): DMA's payload.
+    case dmaCached(DMARequest)
     case vmCreate
     case vmDonate(VMDonateRequest)
     case vmAssignStream(VMAssignStreamRequest)
@@ -135,6 +139,8 @@ public enum Request: Hashable, Sendable {
         case .memRead: .memRead
         case .memWrite: .memWrite
         case .memMap: .memMap
+        case .dmaEpoch: .dmaEpoch
+        case .dmaCached: .dmaCached
         case .vmCreate: .vmCreate
         case .vmDonate: .vmDonate
         case .vmAssignStream: .vmAssignStream
@@ -153,12 +159,12 @@ extension Opcode {
         switch self {
         case .hello: .between(8, 8 + HelloRequest.maxNameLength)
         case .read: .exactly(16)
-        case .write, .dma, .memMap, .vmDonate: .exactly(24)
+        case .write, .dma, .dmaCached, .memMap, .vmDonate: .exactly(24)
         case .memRead: .exactly(16)
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
         case .vmDestroy: .exactly(4)
-        case .vmCreate, .stats, .dump, .finalize, .events: .exactly(0)
+        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch: .exactly(0)
         case .event: nil
         }
     }
@@ -184,11 +190,12 @@ extension Request {
                 WriteRequest(
                     address: p.loadLE(UInt64.self, at: 0), value: p.loadLE(UInt64.self, at: 8),
                     width: p.loadLE(UInt32.self, at: 16)))
-        case .dma:
-            return .dma(
-                DMARequest(
-                    window: p.loadLE(UInt32.self, at: 0), streamID: p.loadLE(UInt32.self, at: 4),
-                    iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16))))
+        case .dma, .dmaCached:
+            let d = DMARequest(
+                window: p.loadLE(UInt32.self, at: 0), streamID: p.loadLE(UInt32.self, at: 4),
+                iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16)))
+            return opcode == .dma ? .dma(d) : .dmaCached(d)
+        case .dmaEpoch: return .dmaEpoch
         case .memRead:
             return .memRead(
                 MemReadRequest(address: p.loadLE(UInt64.self, at: 0), length: p.loadLE(UInt32.self, at: 8)))
@@ -245,7 +252,7 @@ extension Request {
             out.appendLE(w.value)
             out.appendLE(w.width)
             out.appendLE(UInt32(0))
-        case .dma(let d):
+        case .dma(let d), .dmaCached(let d):
             out.appendLE(d.window)
             out.appendLE(d.streamID)
             out.appendLE(d.iova)
@@ -275,7 +282,7 @@ extension Request {
             out.appendLE(a.streamID)
         case .vmDestroy(let vm):
             out.appendLE(vm)
-        case .vmCreate, .stats, .dump, .finalize, .events:
+        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch:
             break
         }
         let length = UInt32(truncatingIfNeeded: out.count - start - FrameHeader.size)
