@@ -49,7 +49,7 @@ run() {   # run CONFIG -> "write_cs read_cs" per measured round, on stdout
         -drive "file=$TMP/disk.img,if=none,format=raw,id=disk0" \
         -device virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on >"$TMP/qemu-$config.log" 2>&1
     if grep -aq "GUEST: blk round" "$TMP/console-$config.log"; then
-        grep -a "GUEST: blk round" "$TMP/console-$config.log" | while read -r _ _ _ r _ w _ rd _ wsum _ rsum; do
+        grep -a "GUEST: blk round" "$TMP/console-$config.log" | tr -d "\r" | while read -r _ _ _ r _ w _ rd _ wsum _ rsum; do
             [ "$wsum" = "$rsum" ] || say "$config round $r: data mismatch ($wsum vs $rsum)"
             [ "$r" -gt 1 ] && echo "$w $rd"   # round 1 warms up
         done

@@ -72,7 +72,7 @@ enum {
     SH_STATE_FINALIZED = 1,
     SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
     SH_MAX_IRQS = 1 + 128,
-    SH_MAX_POSTED = 64,
+    SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64,
     SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
 };
 
@@ -126,6 +126,7 @@ struct SmmuHypdState {
     uint32_t context_irqs;  /* 0: as many as the host sees context banks */
     uint64_t ram_base;      /* guest physical address of the machine's RAM */
     bool verify_cache;      /* ask the daemon on every cache hit too, and count disagreements */
+    uint32_t prefetch;      /* on a miss, translate this many ranges at once (DMA_PREFETCH); 0: off */
 
     /* learned from HELLO */
     uint64_t daemon_base;
@@ -619,6 +620,68 @@ static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool wr
     return true;
 }
 
+/*
+ * A miss with prefetching: DMA_PREFETCH answers the access and the ranges after it (stopping
+ * before one that would fault); every record goes into the cache, the first is returned in *e.
+ */
+static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool write,
+                               uint32_t *status, SmmuHypdCacheEntry *e)
+{
+    uint8_t req[24], resp[16 + 16 * SH_MAX_PREFETCH];
+    uint32_t len = 0, n;
+    uint64_t epoch, next = 0;
+
+    stl_le_p(req, s->window);
+    stl_le_p(req + 4, sid);
+    stq_le_p(req + 8, iova);
+    stl_le_p(req + 16, write ? 1 : 0);
+    stl_le_p(req + 20, MIN(s->prefetch, SH_MAX_PREFETCH));
+    if (!sh_call(&s->dma, SH_OP_DMA_PREFETCH, req, sizeof(req), -1, status, resp, sizeof(resp),
+                 &len)) {
+        return false;
+    }
+    if (*status == SH_UNSUPPORTED) {
+        /* A daemon with DMA_EPOCH but no DMA_PREFETCH: ask one access at a time from now on. */
+        uint32_t fault;
+        s->prefetch = 0;
+        return smmu_hypd_ask(s, sid, iova, write, status, e, &fault);
+    }
+    if (*status != SH_OK) {
+        return true;
+    }
+    epoch = ldq_le_p(resp);
+    n = ldl_le_p(resp + 8);
+    if (len < 16 || n == 0 || n > SH_MAX_PREFETCH || len != 16 + 16 * n) {
+        error_report("smmu-hypd: malformed DMA_PREFETCH answer (%u bytes, %u records)", len, n);
+        *status = SH_FAULT;
+        return true;
+    }
+    qemu_mutex_lock(&s->cache_lock);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *r = resp + 16 + 16 * i;
+        uint8_t shift = r[8];
+        uint64_t mask, at;
+        SmmuHypdCacheEntry rec;
+
+        if (shift < 12 || shift > SH_BLOCK_SHIFT) {
+            break;
+        }
+        mask = (1ULL << shift) - 1;
+        at = i == 0 ? iova : next;
+        rec = (SmmuHypdCacheEntry) {
+            .iova_base = at & ~mask, .pa_base = ldq_le_p(r) & ~mask, .epoch = epoch, .sid = sid,
+            .shift = shift, .access = r[9] & 3,
+        };
+        if (i == 0) {
+            *e = rec;
+        }
+        *smmu_hypd_cache_slot(s, sid, rec.iova_base, shift == SH_BLOCK_SHIFT) = rec;
+        next = rec.iova_base + mask + 1;
+    }
+    qemu_mutex_unlock(&s->cache_lock);
+    return true;
+}
+
 static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
                                          IOMMUAccessFlags flag, int iommu_idx)
 {
@@ -670,7 +733,19 @@ static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
             }
         }
     }
-    if (!hit) {
+    if (!hit && s->epoch_page && s->prefetch) {
+        if (!smmu_hypd_prefetch(s, sid, addr, write, &status, &e)) {
+            return entry;
+        }
+        if (status != SH_OK) {
+            qemu_mutex_lock(&s->cache_lock);
+            s->cache_faults++;
+            qemu_mutex_unlock(&s->cache_lock);
+            warn_report("smmu-hypd: DMA stream 0x%x iova 0x%" PRIx64 " %s: %s", sid,
+                        (uint64_t)addr, write ? "write" : "read", sh_status_name(status));
+            return entry;
+        }
+    } else if (!hit) {
         if (!smmu_hypd_ask(s, sid, addr, write, &status, &e, &fault)) {
             return entry;
         }
@@ -983,6 +1058,7 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT32("context-irqs", SmmuHypdState, context_irqs, 0),
     DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
     DEFINE_PROP_BOOL("verify-cache", SmmuHypdState, verify_cache, false),
+    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 32),
     DEFINE_PROP_END_OF_LIST(),
 };
 

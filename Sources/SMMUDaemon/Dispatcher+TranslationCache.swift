@@ -58,6 +58,44 @@ extension Dispatcher {
         return (status, status == .ok ? .epoch(hypervisor.translationEpoch.value) : .none)
     }
 
+    /// DMA_PREFETCH: the access as DMA_CACHED, then speculative translations of the ranges that follow it,
+    /// up to `pages` records, stopping before the first that would fault (which is recorded nowhere).
+    /// Payload: `u64 epoch`, `u32 n`, `u32 reserved`, n records of `u64 physical_address` (of the range's
+    /// first byte at or after the access), `u8 size_shift`, `u8 access`, `u16 reserved`, `u32 reserved`.
+    func prefetchDMA(_ p: DMAPrefetchRequest) -> (Status, ResponsePayload) {
+        guard p.pages >= 1, p.pages <= DMAPrefetchRequest.maxPages else { return (.invalid, .none) }
+        let d = p.access
+        let (first, firstPayload) = cachedDMA(d)
+        guard first == .ok, case .cachedDMA(let r) = firstPayload else { return (first, .none) }
+        var out: [UInt8] = []
+        out.reserveCapacity(16 + 16 * Int(p.pages))
+        out.appendLE(r.epoch)
+        out.appendLE(UInt32(0))   // n, patched below
+        out.appendLE(UInt32(0))
+        func record(_ pa: UInt64, _ shift: UInt8, _ access: UInt8) {
+            out.appendLE(pa)
+            out.append(shift)
+            out.append(access)
+            out.appendLE(UInt16(0))
+            out.appendLE(UInt32(0))
+        }
+        record(r.physicalAddress, r.sizeShift, r.access)
+        var n: UInt32 = 1
+        let flags = DMAAccess(rawValue: d.flags.rawValue & 7)
+        var next = (d.iova & ~((1 << UInt64(r.sizeShift)) - 1)) &+ (1 << UInt64(r.sizeShift))
+        while n < p.pages, next != 0,
+              let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: next, access: flags) {
+            var access: UInt8 = 0
+            if t.extent.read { access |= CachedDMAResult.readable }
+            if t.extent.write { access |= CachedDMAResult.writable }
+            record(t.physicalAddress, t.extent.sizeShift, access)
+            n += 1
+            next = (next & ~((1 << UInt64(t.extent.sizeShift)) - 1)) &+ (1 << UInt64(t.extent.sizeShift))
+        }
+        withUnsafeBytes(of: n.littleEndian) { for i in 0..<4 { out[8 + i] = $0[i] } }
+        return (.ok, .bytes(out))
+    }
+
     /// DMA_CACHED: DMA, plus what the device may cache of the answer and the epoch it is valid in.
     func cachedDMA(_ d: DMARequest) -> (Status, ResponsePayload) {
         let (result, extent) = hypervisor.dma(window: Int(d.window), stream: d.streamID, iova: d.iova,

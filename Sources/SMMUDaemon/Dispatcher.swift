@@ -113,7 +113,7 @@ public final class Dispatcher: SessionFactory {
         case .hello: true
         case .read, .write, .memRead, .memWrite, .memMap, .events, .vmCreate, .vmDonate, .vmAssignStream, .vmDestroy:
             role == .host
-        case .dma, .dmaEpoch, .dmaCached: role == .device
+        case .dma, .dmaEpoch, .dmaCached, .dmaPrefetch: role == .device
         case .stats: role == .host || role == .admin
         case .dump, .finalize: role == .admin
         case .event: false
@@ -189,6 +189,9 @@ public final class Dispatcher: SessionFactory {
             answer(status, payload)
         case .dmaCached(let d):
             let (status, payload) = cachedDMA(d)
+            answer(status, payload)
+        case .dmaPrefetch(let p):
+            let (status, payload) = prefetchDMA(p)
             answer(status, payload)
         case .memRead(let m):
             // The answer must fit one frame (65536 bytes of payload at most).

@@ -260,6 +260,14 @@ extension MMU500 {
         return t
     }
 
+    /// A speculative translation (protocol v1.1's DMA_PREFETCH): as `translate`, but a fault is recorded
+    /// nowhere (no syndrome, no interrupt); the TLB may be filled, as a hardware prefetch fills it.
+    public func probe(stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
+        recordsFaults[0] = false
+        defer { recordsFaults[0] = true }
+        return translate(stream: stream, iova: iova, access: access)
+    }
+
     /// What the initiator of `t` (by `stream`) may cache of it (protocol v1.1's DMA_CACHED): the mapping's
     /// naturally aligned range, at most 2 MiB, when the stream's owner may reach every page of its output
     /// (else 4 KiB), and the directions both the permissions and the owner's stage-2 allow. Nil for a fault.

@@ -30,6 +30,8 @@ public final class MMU500 {
     /// Advanced before any write or reset that could change a translation takes effect (TranslationEpoch.swift);
     /// nil for a model nobody caches translations of (the host's virtual view).
     public var epoch: TranslationEpoch?
+    /// [0]: faults are recorded (false only inside `probe`, the speculative translation of a prefetch).
+    let recordsFaults = FixedArray<Bool>(repeating: true, count: 1)
     /// Stream ID → (generation << 16 | matching SMR index, or `noMatch`/`multipleMatches`); an
     /// entry of an older generation is unresolved, so invalidating is one increment.
     let streamCache: FixedArray<UInt32>
@@ -81,6 +83,7 @@ public final class MMU500 {
         values.deallocate()
         streamCache.deallocate()
         streamCacheGeneration.deallocate()
+        recordsFaults.deallocate()
         contexts.deallocate()
     }
 

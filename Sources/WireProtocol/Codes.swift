@@ -13,6 +13,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case dmaEpoch = 0x08
     /// v1.1: DMA, answered with the mapping's size, permissions and epoch so the device may cache it.
     case dmaCached = 0x09
+    /// v1.1: DMA_CACHED for one access plus speculative translations of the pages after it.
+    case dmaPrefetch = 0x0A
     case vmCreate = 0x10
     case vmDonate = 0x11
     case vmAssignStream = 0x12
@@ -53,6 +55,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .memMap: "MEM_MAP"
         case .dmaEpoch: "DMA_EPOCH"
         case .dmaCached: "DMA_CACHED"
+        case .dmaPrefetch: "DMA_PREFETCH"
         case .vmCreate: "VM_CREATE"
         case .vmDonate: "VM_DONATE"
         case .vmAssignStream: "VM_ASSIGN_STREAM"

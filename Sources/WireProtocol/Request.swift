@@ -50,6 +50,17 @@ public struct DMARequest: Hashable, Sendable {
     }
 }
 
+/// DMA_PREFETCH (v1.1): DMA's fields, with `u32 pages` (1 to 64) in place of the reserved word.
+public struct DMAPrefetchRequest: Hashable, Sendable {
+    public static let maxPages: UInt32 = 64
+    public var access: DMARequest
+    public var pages: UInt32
+    public init(access: DMARequest, pages: UInt32) {
+        self.access = access
+        self.pages = pages
+    }
+}
+
 /// MEM_READ: `u64 address`, `u32 length` (≤ 65536 − 16), `u32 reserved`.
 public struct MemReadRequest: Hashable, Sendable {
     public static let maxLength = Int(FrameHeader.maxPayloadLength) - 16
@@ -120,6 +131,7 @@ public enum Request: Hashable, Sendable {
     case dmaEpoch
     /// DMA_CACHED (v1.1): DMA's payload.
     case dmaCached(DMARequest)
+    case dmaPrefetch(DMAPrefetchRequest)
     case vmCreate
     case vmDonate(VMDonateRequest)
     case vmAssignStream(VMAssignStreamRequest)
@@ -141,6 +153,7 @@ public enum Request: Hashable, Sendable {
         case .memMap: .memMap
         case .dmaEpoch: .dmaEpoch
         case .dmaCached: .dmaCached
+        case .dmaPrefetch: .dmaPrefetch
         case .vmCreate: .vmCreate
         case .vmDonate: .vmDonate
         case .vmAssignStream: .vmAssignStream
@@ -159,7 +172,7 @@ extension Opcode {
         switch self {
         case .hello: .between(8, 8 + HelloRequest.maxNameLength)
         case .read: .exactly(16)
-        case .write, .dma, .dmaCached, .memMap, .vmDonate: .exactly(24)
+        case .write, .dma, .dmaCached, .dmaPrefetch, .memMap, .vmDonate: .exactly(24)
         case .memRead: .exactly(16)
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
@@ -195,6 +208,12 @@ extension Request {
                 window: p.loadLE(UInt32.self, at: 0), streamID: p.loadLE(UInt32.self, at: 4),
                 iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16)))
             return opcode == .dma ? .dma(d) : .dmaCached(d)
+        case .dmaPrefetch:
+            return .dmaPrefetch(DMAPrefetchRequest(
+                access: DMARequest(
+                    window: p.loadLE(UInt32.self, at: 0), streamID: p.loadLE(UInt32.self, at: 4),
+                    iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16))),
+                pages: p.loadLE(UInt32.self, at: 20)))
         case .dmaEpoch: return .dmaEpoch
         case .memRead:
             return .memRead(
@@ -258,6 +277,12 @@ extension Request {
             out.appendLE(d.iova)
             out.appendLE(d.flags.rawValue)
             out.appendLE(UInt32(0))
+        case .dmaPrefetch(let p):
+            out.appendLE(p.access.window)
+            out.appendLE(p.access.streamID)
+            out.appendLE(p.access.iova)
+            out.appendLE(p.access.flags.rawValue)
+            out.appendLE(p.pages)
         case .memRead(let r):
             out.appendLE(r.address)
             out.appendLE(r.length)

@@ -138,6 +138,24 @@ struct TranslationCacheTests {
         #expect(cache.hits >= 5000, "the cache serves the repeat accesses: \(cache.hits) hits, \(cache.misses) misses")
     }
 
+    @Test("DMA_PREFETCH answers the pages after the access up to the first unmapped one, which faults nowhere")
+    func prefetchStopsSilentlyAtAHole() throws {
+        let (daemon, host, domain, deviceClient, _) = try Self.start()
+        defer { close(domain.file); daemon.stop() }
+        for i in UInt64(0)..<8 { domain.map(iova: 0x10_0000 + i << 12, to: Domain.data + (7 - i) << 12) }
+        let got = try #require(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_0010, pages: 16))
+        #expect(got.ranges.map(\.physicalAddress) == [Domain.data + 7 << 12 | 0x10] + (1..<8).map { Domain.data + (7 - $0) << 12 })
+        #expect(got.ranges.allSatisfy { $0.sizeShift == 12 && $0.access == 3 })
+        #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the speculative miss at 0x108000 recorded no fault")
+        // The access itself faulting is a real fault: FAULT, recorded in the bank's FSR.
+        #expect(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_8000, pages: 4) == nil)
+        #expect(try host.read(address: domain.cb0 + 0x58) & 0x2 != 0)
+        // Out of range page counts are INVALID.
+        #expect(throws: SMMUClientError.self) {
+            _ = try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_0000, pages: 65)
+        }
+    }
+
     @Test("a 2 MiB block is one answer; donating a page of it, assigning the stream or destroying the VM ends every cached entry")
     func hypercallsNeverBypassedByTheCache() throws {
         let (daemon, host, domain, deviceClient, cache) = try Self.start()
