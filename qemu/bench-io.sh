@@ -6,8 +6,9 @@
 # (-M virt,iommu=smmuv3) and no IOMMU. Prints the median MB/s of each and the ratios.
 #
 # Usage: qemu/bench-io.sh [ROUNDS] (default 3; each boot runs the workload 3 times, the first is
-# dropped as warm-up). Environment: SMMU_HYPD_BIN (use a release build:
-# .build/release/smmu-hypd), SMMU_HYPD_CACHE, BENCH_STRICT=0 for lazy invalidation (iommu.strict=0).
+# dropped as warm-up; each measurement moves BENCH_REPEAT x 32 MiB, default 4). Environment: SMMU_HYPD_BIN (use a release build:
+# .build/release/smmu-hypd), SMMU_HYPD_CACHE, BENCH_STRICT=0 for lazy invalidation (iommu.strict=0),
+# BENCH_DEVICE_OPTS=,ring=on (device properties appended to smmu-hypd's).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -26,7 +27,7 @@ DAEMON_PID=
 cleanup() { [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-truncate -s 64M "$TMP/disk.img"
+truncate -s 1G "$TMP/disk.img"
 
 SOCK=$TMP/smmu-hypd.sock
 sed "s|^\( *socket:.*path: *\)[^,}]*|\1$SOCK|" "$ROOT/Config/qemu-virt.yaml" > "$TMP/qemu-virt.yaml"
@@ -34,11 +35,12 @@ sed "s|^\( *socket:.*path: *\)[^,}]*|\1$SOCK|" "$ROOT/Config/qemu-virt.yaml" > "
 DAEMON_PID=$!
 $WIRE "$SOCK" wait-ready 20 >/dev/null || { cat "$TMP/daemon.log" >&2; say "smmu-hypd never finalized"; exit 1; }
 
-APPEND="console=ttyAMA0 panic=-1 iommu.strict=$STRICT blkrounds=3 blkonly=1"
+REPEAT=${BENCH_REPEAT:-4}   # 4 x 32 MiB per measurement
+APPEND="console=ttyAMA0 panic=-1 iommu.strict=$STRICT blkrounds=3 blkrepeat=$REPEAT blkonly=1"
 run() {   # run CONFIG -> "write_cs read_cs" per measured round, on stdout
     local config=$1 machine=virt,memory-backend=ram0 dev=()
     case $config in
-        smmu-hypd) dev=(-device "smmu-hypd,socket=$SOCK,name=bench") ;;
+        smmu-hypd) dev=(-device "smmu-hypd,socket=$SOCK,name=bench${BENCH_DEVICE_OPTS:-}") ;;
         smmuv3) machine=$machine,iommu=smmuv3 ;;
         none) ;;
     esac
@@ -68,12 +70,13 @@ for i in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$STRICT" "${W[smmu-hypd]:-}" "${R[smmu-hypd]:-}" "${W[smmuv3]:-}" "${R[smmuv3]:-}" "${W[none]:-}" "${R[none]:-}" <<'PY'
+python3 - "$STRICT" "$REPEAT" "${W[smmu-hypd]:-}" "${R[smmu-hypd]:-}" "${W[smmuv3]:-}" "${R[smmuv3]:-}" "${W[none]:-}" "${R[none]:-}" <<'PY'
 import statistics, sys
-strict = sys.argv[1]
-def mbps(cs):  # 32 MiB per measurement, durations in centiseconds
+strict, repeat = sys.argv[1], int(sys.argv[2])
+del sys.argv[1]
+def mbps(cs):  # 32 MiB x repeat per measurement, durations in centiseconds
     v = [int(x) for x in cs.split()]
-    return statistics.median([32 * 100 / max(x, 1) for x in v]) if v else 0.0
+    return statistics.median([32 * repeat * 100 / max(x, 1) for x in v]) if v else 0.0
 names = ["smmu-hypd", "smmuv3", "none"]
 w = {n: mbps(sys.argv[2 + 2 * i]) for i, n in enumerate(names)}
 r = {n: mbps(sys.argv[3 + 2 * i]) for i, n in enumerate(names)}

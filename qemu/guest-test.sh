@@ -132,7 +132,7 @@ if ws:
 
 say "booting the guest (console: $CONSOLE)"
 timeout 180 "$QEMU" "${QEMU_ARGS[@]}" -serial "file:$CONSOLE" \
-    -device smmu-hypd,socket=$SOCK,name=guest-test,verify-cache=on \
+    -device smmu-hypd,socket=$SOCK,name=guest-test,verify-cache=on,ring=on \
     -device virtio-rng-pci,iommu_platform=on,disable-legacy=on "${DISK_ARGS[@]}" \
     2>"$QEMU_LOG" &
 QEMU_PID=$!

@@ -30,6 +30,8 @@
 #include "qemu/osdep.h"
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
 #include <sys/un.h>
 #include <libfdt.h>
 #include "qapi/error.h"
@@ -72,7 +74,8 @@ enum {
     SH_STATE_FINALIZED = 1,
     SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
     SH_MAX_IRQS = 1 + 128,
-    SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64,
+    SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
+    SH_RING_SIZE = 0x23000, SH_RING_REQUEST = 0x1000, SH_RING_RESPONSE = 0x12000,
     SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
 };
 
@@ -93,6 +96,8 @@ typedef struct SmmuHypdConn {
     uint32_t next_tag;
     uint32_t posted;        /* requests sent whose responses are not read yet (WRITE only) */
     bool dead;
+    uint8_t *ring;          /* the shared-memory ring (protocol v1.1 RING), or NULL: the socket */
+    uint32_t ring_seq;
 } SmmuHypdConn;
 
 /* One cached DMA_CACHED answer: [iova_base, iova_base + 2^shift) -> pa_base, while epoch holds. */
@@ -127,6 +132,7 @@ struct SmmuHypdState {
     uint64_t ram_base;      /* guest physical address of the machine's RAM */
     bool verify_cache;      /* ask the daemon on every cache hit too, and count disagreements */
     uint32_t prefetch;      /* on a miss, translate this many ranges at once (DMA_PREFETCH); 0: off */
+    bool use_ring;          /* MMIO and DMA through shared-memory rings (RING) instead of the sockets */
 
     /* learned from HELLO */
     uint64_t daemon_base;
@@ -249,6 +255,51 @@ static void sh_put_header(uint8_t *h, uint8_t opcode, uint32_t tag, uint32_t len
     stl_le_p(h + 12, length);
 }
 
+/* ---- the shared-memory ring: one request at a time, spin then futex (docs/protocol-v1.md) ---- */
+
+static uint32_t *sh_ring_word(SmmuHypdConn *c, int i)
+{
+    return (uint32_t *)c->ring + i;
+}
+
+static long sh_futex(uint32_t *p, int op, uint32_t val, long timeout_ms)
+{
+    struct timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000L };
+    return syscall(SYS_futex, p, op, val, op == FUTEX_WAIT ? &ts : NULL, NULL, 0);
+}
+
+/* The request frame is at SH_RING_REQUEST; returns the response header, its payload follows. */
+static uint8_t *sh_ring_exchange(SmmuHypdConn *c)
+{
+    uint32_t seq = ++c->ring_seq;
+    int64_t start = get_clock();
+    unsigned spins = 0;
+
+    qatomic_store_release(sh_ring_word(c, 0), seq);
+    smp_mb();
+    if (qatomic_load_acquire(sh_ring_word(c, 2))) {
+        sh_futex(sh_ring_word(c, 0), FUTEX_WAKE, 1, 0);
+    }
+    while (qatomic_load_acquire(sh_ring_word(c, 1)) != seq) {
+        uint32_t now;
+        cpu_relax();
+        if (++spins % 64 || get_clock() - start < 100000) {
+            continue;
+        }
+        qatomic_store_release(sh_ring_word(c, 3), 1);
+        smp_mb();
+        now = qatomic_load_acquire(sh_ring_word(c, 1));
+        if (now != seq) {
+            sh_futex(sh_ring_word(c, 1), FUTEX_WAIT, now, 1000);
+        }
+        qatomic_store_release(sh_ring_word(c, 3), 0);
+        if (get_clock() - start > 10 * NANOSECONDS_PER_SECOND) {
+            return NULL;
+        }
+    }
+    return c->ring + SH_RING_RESPONSE;
+}
+
 /* The connection broke: from now on the SMMU reads as zero and writes go nowhere. */
 static void sh_mark_dead(SmmuHypdConn *c)
 {
@@ -292,9 +343,22 @@ static bool sh_drain_posted(SmmuHypdConn *c)
  * Sends a request without waiting for its response (a posted write); the next sh_call on the
  * connection collects it first, so whatever the guest reads next observes it.
  */
+static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32_t len,
+                    int pass_fd, uint32_t *status, void *resp, uint32_t resp_cap,
+                    uint32_t *resp_len);
+
 static void sh_post(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32_t len)
 {
     uint8_t req[SH_HEADER + 64];
+
+    if (c->ring) {
+        /* A ring round trip costs about what sending a posted write does: just ask. */
+        uint32_t status;
+        if (sh_call(c, opcode, payload, len, -1, &status, NULL, 0, NULL) && status != SH_OK) {
+            warn_report("smmu-hypd: WRITE: %s", sh_status_name(status));
+        }
+        return;
+    }
 
     assert(len <= sizeof(req) - SH_HEADER);
     qemu_mutex_lock(&c->lock);
@@ -339,6 +403,29 @@ static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
         goto broken;
     }
     tag = c->next_tag++;
+    if (c->ring && pass_fd < 0) {
+        uint8_t *r;
+        sh_put_header(c->ring + SH_RING_REQUEST, opcode, tag, len);
+        memcpy(c->ring + SH_RING_REQUEST + SH_HEADER, payload, len);
+        r = sh_ring_exchange(c);
+        if (!r) {
+            goto broken;
+        }
+        rlen = ldl_le_p(r + 12);
+        if (lduw_le_p(r) != SH_MAGIC || r[3] != (opcode | 0x80) || ldl_le_p(r + 4) != tag ||
+            rlen > SH_MAX_PAYLOAD) {
+            error_report("smmu-hypd: unexpected ring response (opcode 0x%x tag %u)", r[3],
+                         ldl_le_p(r + 4));
+            goto broken;
+        }
+        *status = ldl_le_p(r + 8);
+        if (resp_len) {
+            *resp_len = rlen;
+        }
+        memcpy(resp, r + SH_HEADER, MIN(rlen, resp_cap));
+        ok = true;
+        goto out;
+    }
     sh_put_header(req, opcode, tag, len);
     memcpy(req + SH_HEADER, payload, len);
     if (!sh_send_all(c->fd, req, SH_HEADER + len, pass_fd) ||
@@ -396,6 +483,7 @@ static bool sh_open(SmmuHypdConn *c, SmmuHypdState *s, uint32_t role, uint8_t *r
     qemu_mutex_init(&c->lock);
     c->next_tag = 1;
     c->posted = 0;
+    c->ring = NULL;
     c->dead = false;
     stl_le_p(hello, role);
     stl_le_p(hello + 4, 0);
@@ -409,6 +497,34 @@ static bool sh_open(SmmuHypdConn *c, SmmuHypdState *s, uint32_t role, uint8_t *r
                    sh_status_name(status));
         return false;
     }
+    return true;
+}
+
+/* Moves a connection's requests to a shared-memory ring (RING); false (socket kept) if refused. */
+static bool sh_open_ring(SmmuHypdConn *c, const char *what)
+{
+    uint32_t status;
+    void *p;
+    int fd = memfd_create("smmu-hypd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    if (fd < 0 || ftruncate(fd, SH_RING_SIZE) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0 ||
+        (p = mmap(NULL, SH_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        warn_report("smmu-hypd: no ring memfd for %s (%s); using the socket", what, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    if (!sh_call(c, SH_OP_RING, NULL, 0, fd, &status, NULL, 0, NULL) || status != SH_OK) {
+        warn_report("smmu-hypd: the daemon refused a ring for %s; using the socket", what);
+        munmap(p, SH_RING_SIZE);
+        close(fd);
+        return false;
+    }
+    close(fd);
+    c->ring_seq = 0;
+    c->ring = p;
     return true;
 }
 
@@ -1020,6 +1136,9 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
         }
     }
     smmu_hypd_open_cache(s);
+    if (s->use_ring && sh_open_ring(&s->mmio, "MMIO") && sh_open_ring(&s->dma, "DMA")) {
+        info_report("smmu-hypd: MMIO and DMA through shared-memory rings");
+    }
 
     gic = smmu_hypd_find_gic();
     if (!gic) {
@@ -1059,6 +1178,7 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
     DEFINE_PROP_BOOL("verify-cache", SmmuHypdState, verify_cache, false),
     DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 32),
+    DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_END_OF_LIST(),
 };
 

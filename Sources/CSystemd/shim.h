@@ -12,6 +12,10 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
+#include <stdint.h>
+#include <time.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
@@ -24,6 +28,26 @@
 
 /// The most descriptors one recvmsg call accepts; more are closed here at once.
 #define CSYSTEMD_MAX_FDS 16
+
+
+/* The shared-memory ring (protocol v1.1 RING): 32-bit words in memory shared with another process.
+ * Loads acquire, stores release; the futex is a shared (not private) one, so it works across processes. */
+static inline uint32_t csystemd_load_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void csystemd_store_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void csystemd_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void csystemd_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("" ::: "memory");   /* no PAUSE: in a VM it can exit to the hypervisor (pause-loop exiting) */
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+/* Sleeps while *p == expected, at most timeout_ms. */
+static inline long csystemd_futex_wait(uint32_t *p, uint32_t expected, long timeout_ms) {
+    struct timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000L };
+    return syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+static inline long csystemd_futex_wake(uint32_t *p) { return syscall(SYS_futex, p, FUTEX_WAKE, 1, NULL, NULL, 0); }
 
 /// The filesystem type (statfs f_type) of an open file, or -1: MEM_MAP refuses hugetlbfs.
 static inline long csystemd_fs_type(int fd) {

@@ -37,6 +37,8 @@ public final class Dispatcher: SessionFactory {
     public var auditCounters: () -> [String: Int] = { [:] }
     /// Protocol v1.1: the device connections' shared epoch pages (Dispatcher+TranslationCache.swift).
     private(set) lazy var epochPages = EpochPages(epoch: hypervisor.translationEpoch)
+    /// Protocol v1.1: connections' shared-memory rings (SharedRing.swift).
+    var rings: [ConnectionID: SharedRing] = [:]
 
     public init(hypervisor: Hypervisor, roles: RoleAllowList) {
         self.hypervisor = hypervisor
@@ -59,6 +61,7 @@ public final class Dispatcher: SessionFactory {
         stats.connectionsOpen -= 1
         for base in session.mappedRanges { unmapClientMemory(base: base) }
         epochPages.detach(connection: session.connection)
+        rings.removeValue(forKey: session.connection)?.stop()
     }
 
     /// Runs pKVM finalization (the delay timer or FINALIZE) and tells the daemon once it is done.
@@ -114,6 +117,7 @@ public final class Dispatcher: SessionFactory {
         case .read, .write, .memRead, .memWrite, .memMap, .events, .vmCreate, .vmDonate, .vmAssignStream, .vmDestroy:
             role == .host
         case .dma, .dmaEpoch, .dmaCached, .dmaPrefetch: role == .device
+        case .ring: role == .host || role == .device
         case .stats: role == .host || role == .admin
         case .dump, .finalize: role == .admin
         case .event: false
@@ -138,7 +142,7 @@ public final class Dispatcher: SessionFactory {
         // MEM_MAP and DMA_EPOCH carry exactly one fd (those that came with it); none or several is malformed
         // whoever sends it. The caller closes every fd left in `fds`.
         var passedFD: Int32?
-        if op == .memMap || op == .dmaEpoch {
+        if op == .memMap || op == .dmaEpoch || op == .ring {
             guard fds.count == 1 else {
                 answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
                 session.closeAfterThisFrame()
@@ -190,6 +194,8 @@ public final class Dispatcher: SessionFactory {
         case .dmaCached(let d):
             let (status, payload) = cachedDMA(d)
             answer(status, payload)
+        case .ring:
+            answer(attachRing(fd: passedFD!, session: session))
         case .dmaPrefetch(let p):
             let (status, payload) = prefetchDMA(p)
             answer(status, payload)

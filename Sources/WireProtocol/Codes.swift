@@ -15,6 +15,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case dmaCached = 0x09
     /// v1.1: DMA_CACHED for one access plus speculative translations of the pages after it.
     case dmaPrefetch = 0x0A
+    /// v1.1: move this connection's requests to a shared-memory ring (one fd).
+    case ring = 0x0B
     case vmCreate = 0x10
     case vmDonate = 0x11
     case vmAssignStream = 0x12
@@ -56,6 +58,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .dmaEpoch: "DMA_EPOCH"
         case .dmaCached: "DMA_CACHED"
         case .dmaPrefetch: "DMA_PREFETCH"
+        case .ring: "RING"
         case .vmCreate: "VM_CREATE"
         case .vmDonate: "VM_DONATE"
         case .vmAssignStream: "VM_ASSIGN_STREAM"

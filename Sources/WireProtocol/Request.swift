@@ -132,6 +132,8 @@ public enum Request: Hashable, Sendable {
     /// DMA_CACHED (v1.1): DMA's payload.
     case dmaCached(DMARequest)
     case dmaPrefetch(DMAPrefetchRequest)
+    /// RING (v1.1): no payload; one fd travels beside it as SCM_RIGHTS.
+    case ring
     case vmCreate
     case vmDonate(VMDonateRequest)
     case vmAssignStream(VMAssignStreamRequest)
@@ -154,6 +156,7 @@ public enum Request: Hashable, Sendable {
         case .dmaEpoch: .dmaEpoch
         case .dmaCached: .dmaCached
         case .dmaPrefetch: .dmaPrefetch
+        case .ring: .ring
         case .vmCreate: .vmCreate
         case .vmDonate: .vmDonate
         case .vmAssignStream: .vmAssignStream
@@ -177,7 +180,7 @@ extension Opcode {
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
         case .vmDestroy: .exactly(4)
-        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch: .exactly(0)
+        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring: .exactly(0)
         case .event: nil
         }
     }
@@ -215,6 +218,7 @@ extension Request {
                     iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16))),
                 pages: p.loadLE(UInt32.self, at: 20)))
         case .dmaEpoch: return .dmaEpoch
+        case .ring: return .ring
         case .memRead:
             return .memRead(
                 MemReadRequest(address: p.loadLE(UInt64.self, at: 0), length: p.loadLE(UInt32.self, at: 8)))
@@ -307,7 +311,7 @@ extension Request {
             out.appendLE(a.streamID)
         case .vmDestroy(let vm):
             out.appendLE(vm)
-        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch:
+        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring:
             break
         }
         let length = UInt32(truncatingIfNeeded: out.count - start - FrameHeader.size)

@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSystemd
+import Foundation
+import Synchronization
+import WireProtocol
+
+/// Protocol v1.1's shared-memory transport (docs/protocol-v1.md, "0x0B RING"): a connection's requests
+/// through a memfd both processes map, one request at a time, instead of through the socket.
+///
+/// A thread per ring waits for requests: it spins while the client is busy, then sleeps on a futex on the
+/// request word (an idle ring costs no CPU). Each request enters the server's serial queue with `queue.sync`
+/// and is handled by `Dispatcher.handle` for the connection's own session, exactly as a request read from
+/// the socket: the same role, policy checks, audit records, statistics and order of effects. Only what needs a
+/// descriptor or changes what the socket carries (HELLO, EVENTS, MEM_MAP, DMA_EPOCH, RING) stays on the socket.
+final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` and `session` are used only on `queue`
+    static let size = 0x23000
+    static let requestOffset = 0x1000
+    static let responseOffset = 0x12000
+    static let maxFrame = FrameHeader.size + Int(FrameHeader.maxPayloadLength)
+    /// At most this many rings (each one is a thread, G8).
+    static let limit = 16
+    /// How long the thread spins for the next request before it sleeps.
+    static let spinNanoseconds: UInt64 = 200_000
+
+    // Words of the header page.
+    private var requestSeq: UnsafeMutablePointer<UInt32> { base.assumingMemoryBound(to: UInt32.self) }
+    private var responseSeq: UnsafeMutablePointer<UInt32> { requestSeq + 1 }
+    private var serverSleeping: UnsafeMutablePointer<UInt32> { requestSeq + 2 }
+    private var clientSleeping: UnsafeMutablePointer<UInt32> { requestSeq + 3 }
+
+    private let base: UnsafeMutableRawPointer
+    private let queue: DispatchQueue
+    private let dispatcher: Dispatcher
+    private let session: DispatcherSession
+    private let stopping = Atomic<Bool>(false)
+
+    init(base: UnsafeMutableRawPointer, queue: DispatchQueue, dispatcher: Dispatcher, session: DispatcherSession) {
+        self.base = base
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.session = session
+        initialSeq = csystemd_load_acquire(base.assumingMemoryBound(to: UInt32.self))
+    }
+
+    /// The request word when RING was answered: the client sends its first request after that answer, so
+    /// the thread must not read it later (it may start after the first request has arrived).
+    private let initialSeq: UInt32
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "smmu-hypd ring"
+        thread.start()
+    }
+
+    /// From the queue, when the connection closes: the thread finishes the request in hand, then unmaps.
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        csystemd_futex_wake(requestSeq)
+    }
+
+    private func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    private func run() {
+        defer { munmap(base, Self.size) }
+        var last = initialSeq
+        var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
+        var frame = [UInt8](repeating: 0, count: Self.maxFrame)
+        var output: [UInt8] = []
+        output.reserveCapacity(4096)
+        while !stopping.load(ordering: .acquiring) {
+            var seq = csystemd_load_acquire(requestSeq)
+            if seq == last {
+                let start = now()
+                var spins = 0
+                while seq == last && !stopping.load(ordering: .relaxed) {
+                    csystemd_cpu_relax()
+                    spins += 1
+                    if spins & 63 == 0 && now() - start > Self.spinNanoseconds { break }
+                    seq = csystemd_load_acquire(requestSeq)
+                }
+                if seq == last {
+                    csystemd_store_release(serverSleeping, 1)
+                    csystemd_fence()
+                    if csystemd_load_acquire(requestSeq) == last && !stopping.load(ordering: .acquiring) {
+                        _ = csystemd_futex_wait(requestSeq, last, 1000)
+                    }
+                    csystemd_store_release(serverSleeping, 0)
+                    continue
+                }
+            }
+            // One request frame; the decoder judges it as it judges the socket's bytes.
+            let declared = Int(base.loadUnaligned(fromByteOffset: Self.requestOffset + 12, as: UInt32.self).littleEndian)
+            let count = FrameHeader.size + min(declared, Int(FrameHeader.maxPayloadLength))
+            frame.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: base + Self.requestOffset, byteCount: count) }
+            output.removeAll(keepingCapacity: true)
+            var closeRing = false
+            queue.sync {
+                guard !stopping.load(ordering: .acquiring) else { return }
+                frame.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+                while let more = decoder.next({ verdict, payload -> Bool in
+                    switch verdict {
+                    case .request(let op, let header):
+                        switch op {
+                        case .hello, .events, .memMap, .dmaEpoch, .ring:
+                            ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
+                        default:
+                            var fds: [Int32] = []
+                            dispatcher.handle(op, header: header, payload: payload, fds: &fds, session: session,
+                                              output: &output)
+                        }
+                    case .unsupported(let header):
+                        dispatcher.answerUnsupported(header, output: &output)
+                    case .malformed(let opcode, let tag, _):
+                        dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
+                        closeRing = true
+                    case .message:
+                        break
+                    }
+                    return true
+                }), more {}
+            }
+            let n = min(output.count, Self.maxFrame)
+            output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+            last = seq
+            csystemd_store_release(responseSeq, seq)
+            csystemd_fence()
+            if csystemd_load_acquire(clientSleeping) != 0 { csystemd_futex_wake(responseSeq) }
+            if closeRing { break }
+        }
+    }
+}
+
+extension Dispatcher {
+    /// RING: maps the client's memfd (checked as MEM_MAP's files are) and starts serving it.
+    func attachRing(fd: Int32, session: DispatcherSession) -> Status {
+        guard rings[session.connection] == nil, rings.count < SharedRing.limit,
+              let queue = (server as? UnixServer)?.queue else { return .invalid }
+        guard case .success(let file) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(SharedRing.size)) else {
+            return .invalid
+        }
+        let ring = SharedRing(base: file.pointer, queue: queue, dispatcher: self, session: session)
+        rings[session.connection] = ring
+        ring.start()
+        return .ok
+    }
+}
