@@ -98,6 +98,10 @@ typedef struct SmmuHypdConn {
     bool dead;
     uint8_t *ring;          /* the shared-memory ring (protocol v1.1 RING), or NULL: the socket */
     uint32_t ring_seq;
+    /* With a ring, posted writes wait here and go with the next request (request_bytes). */
+    uint8_t batch[SH_MAX_POSTED * (SH_HEADER + 24)];
+    uint32_t batch_len, batch_count;
+    uint64_t idr0_address;  /* what a full batch is flushed with */
 } SmmuHypdConn;
 
 /* One cached DMA_CACHED answer: [iova_base, iova_base + 2^shift) -> pa_base, while epoch holds. */
@@ -269,9 +273,11 @@ static long sh_futex(uint32_t *p, int op, uint32_t val, long timeout_ms)
 }
 
 /* The request frame is at SH_RING_REQUEST; returns the response header, its payload follows. */
-static uint8_t *sh_ring_exchange(SmmuHypdConn *c)
+static uint8_t *sh_ring_exchange(SmmuHypdConn *c, uint32_t request_bytes)
 {
     uint32_t seq = ++c->ring_seq;
+
+    qatomic_store_release(sh_ring_word(c, 4), request_bytes);
     int64_t start = get_clock();
     unsigned spins = 0;
 
@@ -298,6 +304,25 @@ static uint8_t *sh_ring_exchange(SmmuHypdConn *c)
         }
     }
     return c->ring + SH_RING_RESPONSE;
+}
+
+/* Checks the answers to the batched (posted) writes at *r and moves *r past them. */
+static bool sh_ring_batch_answers(SmmuHypdConn *c, uint8_t **r)
+{
+    for (uint32_t i = 0; i < c->batch_count; i++) {
+        uint32_t status = ldl_le_p(*r + 8);
+        if (lduw_le_p(*r) != SH_MAGIC || (*r)[3] != (SH_OP_WRITE | 0x80) || ldl_le_p(*r + 12)) {
+            error_report("smmu-hypd: unexpected answer to a batched write");
+            return false;
+        }
+        if (status != SH_OK) {
+            warn_report("smmu-hypd: posted WRITE (tag %u): %s", ldl_le_p(*r + 4),
+                        sh_status_name(status));
+        }
+        *r += SH_HEADER;
+    }
+    c->batch_len = c->batch_count = 0;
+    return true;
 }
 
 /* The connection broke: from now on the SMMU reads as zero and writes go nowhere. */
@@ -352,10 +377,23 @@ static void sh_post(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
     uint8_t req[SH_HEADER + 64];
 
     if (c->ring) {
-        /* A ring round trip costs about what sending a posted write does: just ask. */
-        uint32_t status;
-        if (sh_call(c, opcode, payload, len, -1, &status, NULL, 0, NULL) && status != SH_OK) {
-            warn_report("smmu-hypd: WRITE: %s", sh_status_name(status));
+        /* Batched: they go to the daemon, in order, in front of the next request. */
+        qemu_mutex_lock(&c->lock);
+        if (!c->dead) {
+            sh_put_header(c->batch + c->batch_len, opcode, c->next_tag++, len);
+            memcpy(c->batch + c->batch_len + SH_HEADER, payload, len);
+            c->batch_len += SH_HEADER + len;
+            c->batch_count++;
+        }
+        qemu_mutex_unlock(&c->lock);
+        if (c->batch_count >= SH_MAX_POSTED) {
+            /* Full: send them with a harmless read of IDR0 in front of nothing else. */
+            uint8_t req[16], resp[8];
+            uint32_t status;
+            stq_le_p(req, c->idr0_address);
+            stl_le_p(req + 8, 4);
+            stl_le_p(req + 12, 0);
+            sh_call(c, SH_OP_READ, req, sizeof(req), -1, &status, resp, sizeof(resp), NULL);
         }
         return;
     }
@@ -405,10 +443,12 @@ static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
     tag = c->next_tag++;
     if (c->ring && pass_fd < 0) {
         uint8_t *r;
-        sh_put_header(c->ring + SH_RING_REQUEST, opcode, tag, len);
-        memcpy(c->ring + SH_RING_REQUEST + SH_HEADER, payload, len);
-        r = sh_ring_exchange(c);
-        if (!r) {
+        uint32_t batched = c->batch_len;
+        memcpy(c->ring + SH_RING_REQUEST, c->batch, batched);
+        sh_put_header(c->ring + SH_RING_REQUEST + batched, opcode, tag, len);
+        memcpy(c->ring + SH_RING_REQUEST + batched + SH_HEADER, payload, len);
+        r = sh_ring_exchange(c, batched ? batched + SH_HEADER + len : 0);
+        if (!r || !sh_ring_batch_answers(c, &r)) {
             goto broken;
         }
         rlen = ldl_le_p(r + 12);
@@ -524,6 +564,7 @@ static bool sh_open_ring(SmmuHypdConn *c, const char *what)
     }
     close(fd);
     c->ring_seq = 0;
+    c->batch_len = c->batch_count = 0;
     c->ring = p;
     return true;
 }
@@ -1136,6 +1177,7 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
         }
     }
     smmu_hypd_open_cache(s);
+    s->mmio.idr0_address = s->daemon_base + 0x20;
     if (s->use_ring && sh_open_ring(&s->mmio, "MMIO") && sh_open_ring(&s->dma, "DMA")) {
         info_report("smmu-hypd: MMIO and DMA through shared-memory rings");
     }

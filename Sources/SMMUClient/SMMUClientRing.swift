@@ -24,6 +24,8 @@ public final class SMMUClientRing {
     private var responseSeq: UnsafeMutablePointer<UInt32> { requestSeq + 1 }
     private var serverSleeping: UnsafeMutablePointer<UInt32> { requestSeq + 2 }
     private var clientSleeping: UnsafeMutablePointer<UInt32> { requestSeq + 3 }
+    private var requestBytes: UnsafeMutablePointer<UInt32> { requestSeq + 4 }
+    private var responseBytes: UnsafeMutablePointer<UInt32> { requestSeq + 5 }
 
     /// Sends RING on `client`'s (greeted) connection with a fresh sealed memfd.
     public init(client: SMMUClient) throws(SMMUClientError) {
@@ -52,10 +54,23 @@ public final class SMMUClientRing {
 
     /// One request through the ring and its response.
     public func call(_ request: Request) throws(SMMUClientError) -> SMMUClient.Frame {
-        tag &+= 1
+        guard let frame = try batch([request]).first else { throw .protocolViolation("no ring response") }
+        return frame
+    }
+
+    /// Several requests in one exchange (`request_bytes`), answered in order.
+    public func batch(_ requests: [Request]) throws(SMMUClientError) -> [SMMUClient.Frame] {
+        let first = tag &+ 1
         out.removeAll(keepingCapacity: true)
-        request.encode(tag: tag, into: &out)
+        for r in requests {
+            tag &+= 1
+            r.encode(tag: tag, into: &out)
+        }
+        guard out.count <= FrameHeader.size + Int(FrameHeader.maxPayloadLength) else {
+            throw .invalidArgument("a ring batch of \(out.count) bytes")
+        }
         out.withUnsafeBytes { (base + Self.requestOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        csock_store_release(requestBytes, requests.count > 1 ? UInt32(out.count) : 0)
         seq &+= 1
         csock_store_release(requestSeq, seq)
         csock_fence()
@@ -73,17 +88,24 @@ public final class SMMUClientRing {
             csock_store_release(clientSleeping, 0)
             if now() - start > 30_000_000_000 { throw .timedOut }
         }
-        let header = base.loadUnaligned(fromByteOffset: Self.responseOffset, as: (UInt64, UInt64).self)
-        let length = Int(UInt32(littleEndian: UInt32(truncatingIfNeeded: header.1 >> 32)))
-        guard length <= Int(FrameHeader.maxPayloadLength) else { throw .protocolViolation("ring response of \(length) bytes") }
-        let bytes = UnsafeRawBufferPointer(start: base + Self.responseOffset, count: FrameHeader.size + length)
-        var decoder = FrameDecoder(mode: .responses, initialCapacity: bytes.count)
-        decoder.append(bytes)
-        guard let frame = decoder.next({ verdict, payload -> SMMUClient.Frame? in
+        let count = Int(csock_load_acquire(responseBytes))
+        guard count <= FrameHeader.size + Int(FrameHeader.maxPayloadLength) else {
+            throw .protocolViolation("ring responses of \(count) bytes")
+        }
+        var decoder = FrameDecoder(mode: .responses, initialCapacity: max(count, 16))
+        decoder.append(UnsafeRawBufferPointer(start: base + Self.responseOffset, count: count))
+        var frames: [SMMUClient.Frame] = []
+        while let frame = decoder.next({ verdict, payload -> SMMUClient.Frame? in
             guard case .message(let h) = verdict else { return nil }
             return SMMUClient.Frame(header: h, payload: Array(payload))
-        }) ?? nil, frame.header.tag == tag else { throw .protocolViolation("unexpected ring response") }
-        return frame
+        }) {
+            guard let frame, frame.header.tag == first &+ UInt32(frames.count) else {
+                throw .protocolViolation("unexpected ring response")
+            }
+            frames.append(frame)
+        }
+        guard frames.count == requests.count else { throw .protocolViolation("\(frames.count) ring responses of \(requests.count)") }
+        return frames
     }
 
     /// READ through the ring.

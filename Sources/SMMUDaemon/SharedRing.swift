@@ -29,6 +29,8 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` and `
     private var responseSeq: UnsafeMutablePointer<UInt32> { requestSeq + 1 }
     private var serverSleeping: UnsafeMutablePointer<UInt32> { requestSeq + 2 }
     private var clientSleeping: UnsafeMutablePointer<UInt32> { requestSeq + 3 }
+    private var requestBytes: UnsafeMutablePointer<UInt32> { requestSeq + 4 }
+    private var responseBytes: UnsafeMutablePointer<UInt32> { requestSeq + 5 }
 
     private let base: UnsafeMutableRawPointer
     private let queue: DispatchQueue
@@ -94,9 +96,12 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` and `
                     continue
                 }
             }
-            // One request frame; the decoder judges it as it judges the socket's bytes.
+            // One request frame, or (request_bytes set) several whole frames one after the other, as a
+            // pipelined socket client sends them; the decoder judges them as it judges the socket's bytes.
+            let batch = Int(UInt32(littleEndian: csystemd_load_acquire(requestBytes)))
             let declared = Int(base.loadUnaligned(fromByteOffset: Self.requestOffset + 12, as: UInt32.self).littleEndian)
-            let count = FrameHeader.size + min(declared, Int(FrameHeader.maxPayloadLength))
+            let count = batch > 0 ? min(batch, Self.maxFrame)
+                : FrameHeader.size + min(declared, Int(FrameHeader.maxPayloadLength))
             frame.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: base + Self.requestOffset, byteCount: count) }
             output.removeAll(keepingCapacity: true)
             var closeRing = false
@@ -125,8 +130,16 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` and `
                     return true
                 }), more {}
             }
-            let n = min(output.count, Self.maxFrame)
+            // Whole responses only: a batch whose answers would not fit is cut at the last one that does
+            // (a client batches small requests, so this does not happen to a well-behaved one).
+            var n = 0
+            while n + FrameHeader.size <= output.count {
+                let length = Int(output.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).littleEndian })
+                guard n + FrameHeader.size + length <= min(output.count, Self.maxFrame) else { break }
+                n += FrameHeader.size + length
+            }
             output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+            csystemd_store_release(responseBytes, UInt32(n))
             last = seq
             csystemd_store_release(responseSeq, seq)
             csystemd_fence()

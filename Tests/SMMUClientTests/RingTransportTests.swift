@@ -43,6 +43,15 @@ struct RingTransportTests {
         let viaRing = try deviceRing.call(.dma(DMARequest(window: 0, streamID: 0x7F, iova: 0x8000_0000, flags: [])))
         let viaSocket = try device.dma(window: 0, stream: 0x7F, iova: 0x8000_0000)
         #expect(viaRing.status == .fault && viaSocket.fault == 1, "an unidentified stream faults on both")
+        // A batch (request_bytes): answered in order, the read after the writes sees the last one, a refusal in
+        // the middle answered and counted where it stands.
+        let answers = try ring.batch([.write(WriteRequest(address: cb0 + 0x38, value: 7, width: 4)),
+                                      .write(WriteRequest(address: hidden, value: 1, width: 4)),
+                                      .write(WriteRequest(address: cb0 + 0x38, value: 9, width: 4)),
+                                      .read(ReadRequest(address: cb0 + 0x38, width: 4))])
+        #expect(answers.map(\.status) == [.ok, .denied, .ok, .ok])
+        #expect(try SMMUClient.readValue(answers[3].payload) == 9)
+        #expect(try denials() == before + 2)
         // Many round trips in a row stay in order.
         for i in 0..<2000 {
             #expect(try ring.write(address: cb0 + 0x38, value: UInt64(i)) == .ok)
