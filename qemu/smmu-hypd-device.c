@@ -289,7 +289,11 @@ static uint8_t *sh_ring_exchange(SmmuHypdConn *c, uint32_t request_bytes)
     while (qatomic_load_acquire(sh_ring_word(c, 1)) != seq) {
         uint32_t now;
         cpu_relax();
-        if (++spins % 64 || get_clock() - start < 100000) {
+        if (++spins % 1024) {
+            continue;
+        }
+        sched_yield();      /* the daemon's ring thread may be waiting for this CPU */
+        if (get_clock() - start < 100000) {
             continue;
         }
         qatomic_store_release(sh_ring_word(c, 3), 1);
