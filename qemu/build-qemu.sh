@@ -59,6 +59,8 @@ CONFIG_SEMIHOSTING=y
 CONFIG_ARM_COMPATIBLE_SEMIHOSTING=y
 CONFIG_VIRTIO_PCI=y
 CONFIG_VIRTIO_RNG=y
+# The block workload (guest-test.sh, bench-io.sh): a virtio-blk disk behind the SMMU.
+CONFIG_VIRTIO_BLK=y
 MAK
 
 # Only the emulator and the devices virt needs; no debug info (a quarter less compile and link time).

@@ -35,11 +35,12 @@ cp kernel/boot/vmlinuz-* Image
 
 mkdir -p root/bin root/dev root/proc root/sys root/modules
 cp busybox/bin/busybox root/bin/busybox
-for applet in sh mount insmod cat dd hexdump ls poweroff sleep echo grep mkdir readlink basename awk; do
+for applet in sh mount insmod cat dd hexdump ls poweroff sleep echo grep mkdir readlink basename awk \
+    md5sum cut tr sed head; do
     ln -sf busybox "root/bin/$applet"
 done
 kver=$(ls kernel/lib/modules)
-for m in virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio-rng; do
+for m in virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio-rng virtio_blk; do
     f=$(find "kernel/lib/modules/$kver" -name "$m.ko*" | head -n1)
     [ -n "$f" ] || { log "module $m not found"; exit 1; }
     case "$f" in

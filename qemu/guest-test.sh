@@ -3,8 +3,9 @@
 # A real Linux guest as smmu-hypd's EL1 client. Builds QEMU with the smmu-hypd device and fetches
 # Debian's arm64 kernel (both cached), starts smmu-hypd with Config/qemu-virt.yaml, waits until it
 # is finalized (the guest must never run before), boots the guest with a virtio-rng-pci master
-# behind the SMMU, injects faults, and checks what the guest's stock arm-smmu driver and the
-# daemon report. Prints PASS/FAIL per check; the guest's console log is kept as an artifact.
+# and a virtio-blk-pci disk behind the SMMU (32 MiB written and read back with O_DIRECT, strict
+# invalidation, every cached translation checked against the daemon), injects faults, and checks
+# what the guest's stock arm-smmu driver and the daemon report. Prints PASS/FAIL per check; the guest's console log is kept as an artifact.
 #
 # Environment: SMMU_HYPD_BIN (default .build/debug/smmu-hypd), SMMU_HYPD_ARTIFACTS (default
 # .build/qemu-guest), SMMU_HYPD_CACHE (default ~/.cache/smmu-hypd), SMMU_HYPD_STANDIN=1 to run
@@ -82,7 +83,11 @@ fi
 QEMU_ARGS=(-M virt,memory-backend=ram0 -cpu cortex-a57 -m $MEM_MB -smp 1
     -object memory-backend-memfd,id=ram0,size=${MEM_MB}M,share=on,seal=on
     -nographic -no-reboot -nic none -monitor none
-    -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyAMA0 panic=-1 loglevel=7")
+    -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyAMA0 panic=-1 loglevel=7 iommu.strict=1")
+# The block master: a sparse raw disk, behind the SMMU like the rng.
+truncate -s 64M "$TMP/disk.img"
+DISK_ARGS=(-drive "file=$TMP/disk.img,if=none,format=raw,id=disk0"
+    -device virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on)
 
 if [ -z "${SMMU_HYPD_STANDIN:-}" ]; then
     # G1 from the guest's side: before finalization the SMMU must not be reachable at all, and a
@@ -127,13 +132,13 @@ if ws:
 
 say "booting the guest (console: $CONSOLE)"
 timeout 180 "$QEMU" "${QEMU_ARGS[@]}" -serial "file:$CONSOLE" \
-    -device smmu-hypd,socket=$SOCK,name=guest-test \
-    -device virtio-rng-pci,iommu_platform=on,disable-legacy=on \
+    -device smmu-hypd,socket=$SOCK,name=guest-test,verify-cache=on,ring=on \
+    -device virtio-rng-pci,iommu_platform=on,disable-legacy=on "${DISK_ARGS[@]}" \
     2>"$QEMU_LOG" &
 QEMU_PID=$!
 PIDS+=($QEMU_PID)
 
-if wait_for "$CONSOLE" "GUEST: waiting for faults" 120 $QEMU_PID; then
+if wait_for "$CONSOLE" "GUEST: waiting for faults" 300 $QEMU_PID; then
     # A master faults: stream 0x8 is virtio-rng-pci (00:01.0), attached by the guest driver to a
     # context bank; an IOVA nothing maps gives a translation fault in that bank. Stream 0x7f
     # matches no SMR the guest wrote: an unidentified-stream global fault.
@@ -183,6 +188,25 @@ except ValueError:
 print(int(stats.get("dma_translations", 0)) - sum(stats.get("faults_by_kind", {}).values()))' "$STATS")
 echo "$rng" | grep -q "read 32 hex digits" && [ "${dma_ok:-0}" -gt 0 ]
 check "hwrng bytes came through daemon-translated DMA" $? "${rng:-no hwrng read}; daemon DMA OK count $dma_ok"
+
+# The block workload: data verified, no fault while it ran, and no cached translation the daemon
+# disagreed with (verify-cache=on asks the daemon on every cache hit as well).
+blk=$(grep -a "GUEST: blk round 1 " "$CONSOLE" | head -n1)
+blk_written=$(echo "$blk" | sed -n 's/.* written \([0-9a-f]*\) read \([0-9a-f]*\).*/\1/p')
+blk_read=$(echo "$blk" | sed -n 's/.* written \([0-9a-f]*\) read \([0-9a-f]*\).*/\2/p')
+[ -n "$blk_written" ] && [ "$blk_written" = "$blk_read" ] && grep -aq "GUEST: blk start.*strict=DMA" "$CONSOLE" && ! grep -aq "strict=DMA-FQ" "$CONSOLE"
+check "virtio-blk: 32 MiB O_DIRECT written and read back intact, strict invalidation" $? \
+    "${blk:-no block round on the console} ($(grep -a "GUEST: blk start" "$CONSOLE" | sed 's/.*strict=/domain type /'))"
+blk_faults=$(sed -n '/GUEST: blk start/,/GUEST: blk done/p' "$CONSOLE" | grep -ac "context fault\|global fault\|Unexpected\|Blocked")
+dev_faults=$(grep -c "smmu-hypd: DMA stream" "$QEMU_LOG")
+[ -n "$blk" ] && [ "$blk_faults" -eq 0 ] && [ "$dev_faults" -eq 0 ]
+check "no arm-smmu or DMA fault during the block workload" $? "$blk_faults fault lines on the console, $dev_faults faulted device DMAs"
+summary=$(grep -a "translation cache:" "$QEMU_LOG" | tail -n1)
+verified=$(echo "$summary" | sed -n 's/.*verified \([0-9]*\) hits.*/\1/p')
+stale=$(echo "$summary" | sed -n 's/.* \([0-9]*\) stale.*/\1/p')
+[ "${verified:-0}" -gt 0 ] && [ "${stale:-1}" -eq 0 ] && ! grep -q "STALE" "$QEMU_LOG"
+check "stale-translation check: every cached translation the device used agreed with the daemon" $? \
+    "${summary:-no cache summary from the device}"
 
 ctx=$(grep -a "Unhandled context fault" "$CONSOLE" | head -n1)
 glob=$(grep -a "Blocked unknown Stream ID\|Unexpected global fault" "$CONSOLE" | head -n1)

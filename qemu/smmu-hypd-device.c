@@ -8,6 +8,15 @@
  * "arm,mmu-500" node and the PCIe host's iommu-map into the guest's device tree, and
  * translates every PCI DMA access through the daemon (DMA opcode, stream = PCI BDF).
  *
+ * With a protocol v1.1 daemon the device caches translations (DMA_EPOCH, DMA_CACHED): each
+ * answer carries the mapping's size (a 2 MiB block is one entry) and directions, and is used
+ * only while the epoch page the daemon shares still shows the epoch it was answered in; the
+ * daemon advances the epoch before any change that could alter a translation takes effect
+ * (docs/protocol-v1.md, "Version 1.1"). TLB maintenance writes are posted: the vCPU does not
+ * wait for them, and the next blocking access (the driver's TLBSTATUS poll) collects their
+ * answers in order. The property verify-cache=on checks every cache hit against the daemon
+ * (the guest test's stale-translation check).
+ *
  * Usage (must come before the PCI devices it translates):
  *   -machine virt,memory-backend=ram0
  *   -object memory-backend-memfd,id=ram0,size=512M,share=on,seal=on
@@ -19,7 +28,10 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
 #include <sys/un.h>
 #include <libfdt.h>
 #include "qapi/error.h"
@@ -43,6 +55,8 @@
 #include "hw/intc/arm_gic_common.h"
 #include "hw/intc/arm_gicv3_common.h"
 #include "sysemu/device_tree.h"
+#include "sysemu/sysemu.h"
+#include "qemu/atomic.h"
 #include "qom/object.h"
 
 #define TYPE_SMMU_HYPD "smmu-hypd"
@@ -53,12 +67,16 @@ OBJECT_DECLARE_SIMPLE_TYPE(SmmuHypdState, SMMU_HYPD)
 enum {
     SH_MAGIC = 0x4D53, SH_VERSION = 1, SH_HEADER = 16, SH_MAX_PAYLOAD = 65536,
     SH_OP_HELLO = 0x01, SH_OP_READ = 0x02, SH_OP_WRITE = 0x03, SH_OP_DMA = 0x04,
-    SH_OP_MEM_MAP = 0x07, SH_OP_EVENTS = 0x30, SH_OP_EVENT = 0xB0,
+    SH_OP_MEM_MAP = 0x07, SH_OP_DMA_EPOCH = 0x08, SH_OP_DMA_CACHED = 0x09,
+    SH_OP_EVENTS = 0x30, SH_OP_EVENT = 0xB0,
     SH_ROLE_HOST = 1, SH_ROLE_DEVICE = 2,
-    SH_OK = 0, SH_DEFERRED = 1, SH_DENIED = 2, SH_FAULT = 8,
+    SH_OK = 0, SH_DEFERRED = 1, SH_DENIED = 2, SH_UNSUPPORTED = 6, SH_FAULT = 8,
     SH_STATE_FINALIZED = 1,
     SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
     SH_MAX_IRQS = 1 + 128,
+    SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
+    SH_RING_SIZE = 0x23000, SH_RING_REQUEST = 0x1000, SH_RING_RESPONSE = 0x12000,
+    SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
 };
 
 static const char *const sh_status_names[] = {
@@ -76,8 +94,25 @@ typedef struct SmmuHypdConn {
     int fd;
     QemuMutex lock;
     uint32_t next_tag;
+    uint32_t posted;        /* requests sent whose responses are not read yet (WRITE only) */
     bool dead;
+    uint8_t *ring;          /* the shared-memory ring (protocol v1.1 RING), or NULL: the socket */
+    uint32_t ring_seq;
+    /* With a ring, posted writes wait here and go with the next request (request_bytes). */
+    uint8_t batch[SH_MAX_POSTED * (SH_HEADER + 24)];
+    uint32_t batch_len, batch_count;
+    uint64_t idr0_address;  /* what a full batch is flushed with */
 } SmmuHypdConn;
+
+/* One cached DMA_CACHED answer: [iova_base, iova_base + 2^shift) -> pa_base, while epoch holds. */
+typedef struct SmmuHypdCacheEntry {
+    uint64_t iova_base;
+    uint64_t pa_base;
+    uint64_t epoch;         /* 0: empty (the daemon's epoch starts at 1) */
+    uint32_t sid;
+    uint8_t shift;
+    uint8_t access;         /* bit 0 read, bit 1 write */
+} SmmuHypdCacheEntry;
 
 typedef struct SmmuHypdIOMMU {
     IOMMUMemoryRegion iommu;
@@ -99,6 +134,9 @@ struct SmmuHypdState {
     uint32_t spi;           /* GIC SPI of the global fault line; context lines follow */
     uint32_t context_irqs;  /* 0: as many as the host sees context banks */
     uint64_t ram_base;      /* guest physical address of the machine's RAM */
+    bool verify_cache;      /* ask the daemon on every cache hit too, and count disagreements */
+    uint32_t prefetch;      /* on a miss, translate this many ranges at once (DMA_PREFETCH); 0: off */
+    bool use_ring;          /* MMIO and DMA through shared-memory rings (RING) instead of the sockets */
 
     /* learned from HELLO */
     uint64_t daemon_base;
@@ -116,6 +154,14 @@ struct SmmuHypdState {
     qemu_irq irqs[SH_MAX_IRQS];
     uint32_t num_irqs;
     GHashTable *iommu_by_bus;   /* PCIBus * -> SmmuHypdIOMMU *[PCI_DEVFN_MAX] */
+
+    /* Translation cache (protocol v1.1); epoch_page is NULL against a v1.0 daemon. */
+    const uint64_t *epoch_page;
+    QemuMutex cache_lock;
+    SmmuHypdCacheEntry cache_pages[SH_CACHE_PAGES];
+    SmmuHypdCacheEntry cache_blocks[SH_CACHE_BLOCKS];
+    uint64_t cache_hits, cache_misses, cache_faults, cache_verified, cache_stale;
+    Notifier exit_notifier;
 };
 
 /* ---- socket plumbing ---- */
@@ -213,6 +259,170 @@ static void sh_put_header(uint8_t *h, uint8_t opcode, uint32_t tag, uint32_t len
     stl_le_p(h + 12, length);
 }
 
+/* ---- the shared-memory ring: one request at a time, spin then futex (docs/protocol-v1.md) ---- */
+
+static uint32_t *sh_ring_word(SmmuHypdConn *c, int i)
+{
+    return (uint32_t *)c->ring + i;
+}
+
+static long sh_futex(uint32_t *p, int op, uint32_t val, long timeout_ms)
+{
+    struct timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000L };
+    return syscall(SYS_futex, p, op, val, op == FUTEX_WAIT ? &ts : NULL, NULL, 0);
+}
+
+/* The request frame is at SH_RING_REQUEST; returns the response header, its payload follows. */
+static uint8_t *sh_ring_exchange(SmmuHypdConn *c, uint32_t request_bytes)
+{
+    uint32_t seq = ++c->ring_seq;
+
+    qatomic_store_release(sh_ring_word(c, 4), request_bytes);
+    int64_t start = get_clock();
+    unsigned spins = 0;
+
+    qatomic_store_release(sh_ring_word(c, 0), seq);
+    smp_mb();
+    if (qatomic_load_acquire(sh_ring_word(c, 2))) {
+        sh_futex(sh_ring_word(c, 0), FUTEX_WAKE, 1, 0);
+    }
+    while (qatomic_load_acquire(sh_ring_word(c, 1)) != seq) {
+        uint32_t now;
+        cpu_relax();
+        if (++spins % 1024) {
+            continue;
+        }
+        sched_yield();      /* the daemon's ring thread may be waiting for this CPU */
+        if (get_clock() - start < 100000) {
+            continue;
+        }
+        qatomic_store_release(sh_ring_word(c, 3), 1);
+        smp_mb();
+        now = qatomic_load_acquire(sh_ring_word(c, 1));
+        if (now != seq) {
+            sh_futex(sh_ring_word(c, 1), FUTEX_WAIT, now, 1000);
+        }
+        qatomic_store_release(sh_ring_word(c, 3), 0);
+        if (get_clock() - start > 10 * NANOSECONDS_PER_SECOND) {
+            return NULL;
+        }
+    }
+    return c->ring + SH_RING_RESPONSE;
+}
+
+/* Checks the answers to the batched (posted) writes at *r and moves *r past them. */
+static bool sh_ring_batch_answers(SmmuHypdConn *c, uint8_t **r)
+{
+    for (uint32_t i = 0; i < c->batch_count; i++) {
+        uint32_t status = ldl_le_p(*r + 8);
+        if (lduw_le_p(*r) != SH_MAGIC || (*r)[3] != (SH_OP_WRITE | 0x80) || ldl_le_p(*r + 12)) {
+            error_report("smmu-hypd: unexpected answer to a batched write");
+            return false;
+        }
+        if (status != SH_OK) {
+            warn_report("smmu-hypd: posted WRITE (tag %u): %s", ldl_le_p(*r + 4),
+                        sh_status_name(status));
+        }
+        *r += SH_HEADER;
+    }
+    c->batch_len = c->batch_count = 0;
+    return true;
+}
+
+/* The connection broke: from now on the SMMU reads as zero and writes go nowhere. */
+static void sh_mark_dead(SmmuHypdConn *c)
+{
+    error_report("smmu-hypd: connection to the daemon lost; the SMMU now reads as zero");
+    c->dead = true;
+}
+
+/*
+ * Reads the responses of posted requests, oldest first (the daemon answers in order). Called
+ * with the lock held before anything that waits for its own response.
+ */
+static bool sh_drain_posted(SmmuHypdConn *c)
+{
+    while (c->posted) {
+        uint8_t hdr[SH_HEADER], sink[16];
+        uint32_t tag = c->next_tag - c->posted, rlen, status;
+
+        if (!sh_recv_all(c->fd, hdr, SH_HEADER)) {
+            return false;
+        }
+        rlen = ldl_le_p(hdr + 12);
+        if (lduw_le_p(hdr) != SH_MAGIC || hdr[3] != (SH_OP_WRITE | 0x80) ||
+            ldl_le_p(hdr + 4) != tag || rlen > sizeof(sink)) {
+            error_report("smmu-hypd: unexpected response to a posted write (opcode 0x%x tag %u)",
+                         hdr[3], ldl_le_p(hdr + 4));
+            return false;
+        }
+        if (rlen && !sh_recv_all(c->fd, sink, rlen)) {
+            return false;
+        }
+        status = ldl_le_p(hdr + 8);
+        if (status != SH_OK) {
+            warn_report("smmu-hypd: posted WRITE (tag %u): %s", tag, sh_status_name(status));
+        }
+        c->posted--;
+    }
+    return true;
+}
+
+/*
+ * Sends a request without waiting for its response (a posted write); the next sh_call on the
+ * connection collects it first, so whatever the guest reads next observes it.
+ */
+static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32_t len,
+                    int pass_fd, uint32_t *status, void *resp, uint32_t resp_cap,
+                    uint32_t *resp_len);
+
+static void sh_post(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32_t len)
+{
+    uint8_t req[SH_HEADER + 64];
+
+    if (c->ring) {
+        /* Batched: they go to the daemon, in order, in front of the next request. */
+        qemu_mutex_lock(&c->lock);
+        if (!c->dead) {
+            sh_put_header(c->batch + c->batch_len, opcode, c->next_tag++, len);
+            memcpy(c->batch + c->batch_len + SH_HEADER, payload, len);
+            c->batch_len += SH_HEADER + len;
+            c->batch_count++;
+        }
+        qemu_mutex_unlock(&c->lock);
+        if (c->batch_count >= SH_MAX_POSTED) {
+            /* Full: send them with a harmless read of IDR0 in front of nothing else. */
+            uint8_t req[16], resp[8];
+            uint32_t status;
+            stq_le_p(req, c->idr0_address);
+            stl_le_p(req + 8, 4);
+            stl_le_p(req + 12, 0);
+            sh_call(c, SH_OP_READ, req, sizeof(req), -1, &status, resp, sizeof(resp), NULL);
+        }
+        return;
+    }
+
+    assert(len <= sizeof(req) - SH_HEADER);
+    qemu_mutex_lock(&c->lock);
+    if (c->dead) {
+        goto out;
+    }
+    if (c->posted >= SH_MAX_POSTED && !sh_drain_posted(c)) {
+        goto broken;
+    }
+    sh_put_header(req, opcode, c->next_tag++, len);
+    memcpy(req + SH_HEADER, payload, len);
+    if (!sh_send_all(c->fd, req, SH_HEADER + len, -1)) {
+        goto broken;
+    }
+    c->posted++;
+    goto out;
+broken:
+    sh_mark_dead(c);
+out:
+    qemu_mutex_unlock(&c->lock);
+}
+
 /*
  * One request and its response on a connection. Returns false when the connection broke;
  * otherwise *status is the response status and resp holds min(length, resp_cap) bytes.
@@ -231,7 +441,35 @@ static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
     if (c->dead) {
         goto out;
     }
+    if (!sh_drain_posted(c)) {
+        goto broken;
+    }
     tag = c->next_tag++;
+    if (c->ring && pass_fd < 0) {
+        uint8_t *r;
+        uint32_t batched = c->batch_len;
+        memcpy(c->ring + SH_RING_REQUEST, c->batch, batched);
+        sh_put_header(c->ring + SH_RING_REQUEST + batched, opcode, tag, len);
+        memcpy(c->ring + SH_RING_REQUEST + batched + SH_HEADER, payload, len);
+        r = sh_ring_exchange(c, batched ? batched + SH_HEADER + len : 0);
+        if (!r || !sh_ring_batch_answers(c, &r)) {
+            goto broken;
+        }
+        rlen = ldl_le_p(r + 12);
+        if (lduw_le_p(r) != SH_MAGIC || r[3] != (opcode | 0x80) || ldl_le_p(r + 4) != tag ||
+            rlen > SH_MAX_PAYLOAD) {
+            error_report("smmu-hypd: unexpected ring response (opcode 0x%x tag %u)", r[3],
+                         ldl_le_p(r + 4));
+            goto broken;
+        }
+        *status = ldl_le_p(r + 8);
+        if (resp_len) {
+            *resp_len = rlen;
+        }
+        memcpy(resp, r + SH_HEADER, MIN(rlen, resp_cap));
+        ok = true;
+        goto out;
+    }
     sh_put_header(req, opcode, tag, len);
     memcpy(req + SH_HEADER, payload, len);
     if (!sh_send_all(c->fd, req, SH_HEADER + len, pass_fd) ||
@@ -268,8 +506,7 @@ static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
     ok = true;
     goto out;
 broken:
-    error_report("smmu-hypd: connection to the daemon lost; the SMMU now reads as zero");
-    c->dead = true;
+    sh_mark_dead(c);
 out:
     qemu_mutex_unlock(&c->lock);
     return ok;
@@ -289,6 +526,8 @@ static bool sh_open(SmmuHypdConn *c, SmmuHypdState *s, uint32_t role, uint8_t *r
     }
     qemu_mutex_init(&c->lock);
     c->next_tag = 1;
+    c->posted = 0;
+    c->ring = NULL;
     c->dead = false;
     stl_le_p(hello, role);
     stl_le_p(hello + 4, 0);
@@ -302,6 +541,35 @@ static bool sh_open(SmmuHypdConn *c, SmmuHypdState *s, uint32_t role, uint8_t *r
                    sh_status_name(status));
         return false;
     }
+    return true;
+}
+
+/* Moves a connection's requests to a shared-memory ring (RING); false (socket kept) if refused. */
+static bool sh_open_ring(SmmuHypdConn *c, const char *what)
+{
+    uint32_t status;
+    void *p;
+    int fd = memfd_create("smmu-hypd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    if (fd < 0 || ftruncate(fd, SH_RING_SIZE) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0 ||
+        (p = mmap(NULL, SH_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        warn_report("smmu-hypd: no ring memfd for %s (%s); using the socket", what, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    if (!sh_call(c, SH_OP_RING, NULL, 0, fd, &status, NULL, 0, NULL) || status != SH_OK) {
+        warn_report("smmu-hypd: the daemon refused a ring for %s; using the socket", what);
+        munmap(p, SH_RING_SIZE);
+        close(fd);
+        return false;
+    }
+    close(fd);
+    c->ring_seq = 0;
+    c->batch_len = c->batch_count = 0;
+    c->ring = p;
     return true;
 }
 
@@ -331,6 +599,26 @@ static uint64_t smmu_hypd_read(void *opaque, hwaddr offset, unsigned size)
     return ldq_le_p(resp);
 }
 
+/*
+ * TLB maintenance and sync writes change no interrupt line and answer nothing the guest reads:
+ * they may be posted. The driver's TLBSTATUS / sTLBGSTATUS poll is a read, which waits for them.
+ * GR0: STLBIALL, TLBIVMID, TLBIALLNSNH, TLBIALLH, sTLBGSYNC (0x60-0x70); a context bank: TLBIVA
+ * to TLBIIPAS2L (0x600-0x638), TLBSYNC (0x7f0).
+ */
+static bool smmu_hypd_write_may_post(SmmuHypdState *s, hwaddr offset)
+{
+    uint64_t half = s->size / 2, reg;
+
+    if (offset < s->page_size) {
+        return offset >= 0x60 && offset <= 0x70;
+    }
+    if (offset < half || !s->page_size) {
+        return false;
+    }
+    reg = (offset - half) % s->page_size;
+    return (reg >= 0x600 && reg < 0x640) || reg == 0x7f0;
+}
+
 static void smmu_hypd_write(void *opaque, hwaddr offset, uint64_t value, unsigned size)
 {
     SmmuHypdState *s = opaque;
@@ -341,6 +629,10 @@ static void smmu_hypd_write(void *opaque, hwaddr offset, uint64_t value, unsigne
     stq_le_p(req + 8, value);
     stl_le_p(req + 16, size);
     stl_le_p(req + 20, 0);
+    if (smmu_hypd_write_may_post(s, offset)) {
+        sh_post(&s->mmio, SH_OP_WRITE, req, sizeof(req));
+        return;
+    }
     if (!sh_call(&s->mmio, SH_OP_WRITE, req, sizeof(req), -1, &status, NULL, 0, NULL)) {
         return;
     }
@@ -424,6 +716,133 @@ static void smmu_hypd_events_readable(void *opaque)
 
 /* ---- DMA: PCI masters translated by the daemon ---- */
 
+static SmmuHypdCacheEntry *smmu_hypd_cache_slot(SmmuHypdState *s, uint32_t sid,
+                                                uint64_t iova, bool block)
+{
+    uint64_t key = (iova >> (block ? SH_BLOCK_SHIFT : 12)) * 0x9E3779B97F4A7C15ULL ^
+                   (uint64_t)sid * 0xBF58476D1CE4E5B9ULL;
+
+    return block ? &s->cache_blocks[(key >> 40) % SH_CACHE_BLOCKS]
+                 : &s->cache_pages[(key >> 40) % SH_CACHE_PAGES];
+}
+
+/* A usable cached entry covering iova for the access, copied into *out. Cache lock held. */
+static bool smmu_hypd_cache_lookup(SmmuHypdState *s, uint32_t sid, uint64_t iova,
+                                   uint8_t need, SmmuHypdCacheEntry *out)
+{
+    uint64_t now = qatomic_load_acquire(s->epoch_page);
+
+    for (int block = 0; block < 2; block++) {
+        SmmuHypdCacheEntry *e = smmu_hypd_cache_slot(s, sid, iova, block);
+        if (e->epoch == now && e->sid == sid && (e->access & need) == need &&
+            iova - e->iova_base < (1ULL << e->shift)) {
+            *out = *e;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Asks the daemon; fills *e (epoch 0 when it must not be cached). Returns the status. */
+static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool write,
+                          uint32_t *status, SmmuHypdCacheEntry *e, uint32_t *fault)
+{
+    uint8_t req[24], resp[24] = { 0 };
+    bool cached = s->epoch_page != NULL;
+
+    stl_le_p(req, s->window);
+    stl_le_p(req + 4, sid);
+    stq_le_p(req + 8, iova);
+    stl_le_p(req + 16, write ? 1 : 0);
+    stl_le_p(req + 20, 0);
+    if (!sh_call(&s->dma, cached ? SH_OP_DMA_CACHED : SH_OP_DMA, req, sizeof(req), -1, status,
+                 resp, sizeof(resp), NULL)) {
+        return false;
+    }
+    *fault = ldl_le_p(resp + 8);
+    e->sid = sid;
+    e->epoch = 0;
+    if (*status != SH_OK) {
+        return true;
+    }
+    if (cached && resp[12] >= 12 && resp[12] <= SH_BLOCK_SHIFT) {
+        uint64_t mask = (1ULL << resp[12]) - 1;
+        e->shift = resp[12];
+        e->access = resp[13] & 3;
+        e->iova_base = iova & ~mask;
+        e->pa_base = ldq_le_p(resp) & ~mask;
+        e->epoch = ldq_le_p(resp + 16);
+    } else {
+        e->shift = 12;
+        e->access = write ? 2 : 1;
+        e->iova_base = iova & ~0xfffULL;
+        e->pa_base = ldq_le_p(resp) & ~0xfffULL;
+    }
+    return true;
+}
+
+/*
+ * A miss with prefetching: DMA_PREFETCH answers the access and the ranges after it (stopping
+ * before one that would fault); every record goes into the cache, the first is returned in *e.
+ */
+static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool write,
+                               uint32_t *status, SmmuHypdCacheEntry *e)
+{
+    uint8_t req[24], resp[16 + 16 * SH_MAX_PREFETCH];
+    uint32_t len = 0, n;
+    uint64_t epoch, next = 0;
+
+    stl_le_p(req, s->window);
+    stl_le_p(req + 4, sid);
+    stq_le_p(req + 8, iova);
+    stl_le_p(req + 16, write ? 1 : 0);
+    stl_le_p(req + 20, MIN(s->prefetch, SH_MAX_PREFETCH));
+    if (!sh_call(&s->dma, SH_OP_DMA_PREFETCH, req, sizeof(req), -1, status, resp, sizeof(resp),
+                 &len)) {
+        return false;
+    }
+    if (*status == SH_UNSUPPORTED) {
+        /* A daemon with DMA_EPOCH but no DMA_PREFETCH: ask one access at a time from now on. */
+        uint32_t fault;
+        s->prefetch = 0;
+        return smmu_hypd_ask(s, sid, iova, write, status, e, &fault);
+    }
+    if (*status != SH_OK) {
+        return true;
+    }
+    epoch = ldq_le_p(resp);
+    n = ldl_le_p(resp + 8);
+    if (len < 16 || n == 0 || n > SH_MAX_PREFETCH || len != 16 + 16 * n) {
+        error_report("smmu-hypd: malformed DMA_PREFETCH answer (%u bytes, %u records)", len, n);
+        *status = SH_FAULT;
+        return true;
+    }
+    qemu_mutex_lock(&s->cache_lock);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *r = resp + 16 + 16 * i;
+        uint8_t shift = r[8];
+        uint64_t mask, at;
+        SmmuHypdCacheEntry rec;
+
+        if (shift < 12 || shift > SH_BLOCK_SHIFT) {
+            break;
+        }
+        mask = (1ULL << shift) - 1;
+        at = i == 0 ? iova : next;
+        rec = (SmmuHypdCacheEntry) {
+            .iova_base = at & ~mask, .pa_base = ldq_le_p(r) & ~mask, .epoch = epoch, .sid = sid,
+            .shift = shift, .access = r[9] & 3,
+        };
+        if (i == 0) {
+            *e = rec;
+        }
+        *smmu_hypd_cache_slot(s, sid, rec.iova_base, shift == SH_BLOCK_SHIFT) = rec;
+        next = rec.iova_base + mask + 1;
+    }
+    qemu_mutex_unlock(&s->cache_lock);
+    return true;
+}
+
 static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
                                          IOMMUAccessFlags flag, int iommu_idx)
 {
@@ -437,27 +856,126 @@ static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
         .addr_mask = 0xfff,
         .perm = IOMMU_NONE,
     };
-    uint8_t req[24], resp[16] = { 0 };
-    uint32_t status;
+    bool write = flag & IOMMU_WO;
+    uint8_t need = (flag & IOMMU_WO ? 2 : 0) | (flag & IOMMU_RO || flag == IOMMU_NONE ? 1 : 0);
+    SmmuHypdCacheEntry e = { 0 };
+    uint32_t status, fault = 0;
+    bool hit = false;
 
-    stl_le_p(req, s->window);
-    stl_le_p(req + 4, sid);
-    stq_le_p(req + 8, addr);
-    stl_le_p(req + 16, (flag & IOMMU_WO) ? 1 : 0);
-    stl_le_p(req + 20, 0);
-    if (!sh_call(&s->dma, SH_OP_DMA, req, sizeof(req), -1, &status, resp, sizeof(resp),
-                 NULL)) {
-        return entry;
+    if (s->epoch_page) {
+        qemu_mutex_lock(&s->cache_lock);
+        hit = smmu_hypd_cache_lookup(s, sid, addr, need, &e);
+        if (hit) {
+            s->cache_hits++;
+        } else {
+            s->cache_misses++;
+        }
+        qemu_mutex_unlock(&s->cache_lock);
     }
-    if (status == SH_OK) {
-        entry.translated_addr = ldq_le_p(resp) & ~(hwaddr)0xfff;
-        entry.perm = flag == IOMMU_NONE ? IOMMU_RO : flag;
-    } else {
-        warn_report("smmu-hypd: DMA stream 0x%x iova 0x%" PRIx64 " %s: %s (fault %u)", sid,
-                    (uint64_t)addr, (flag & IOMMU_WO) ? "write" : "read",
-                    sh_status_name(status), ldl_le_p(resp + 8));
+    if (hit && s->verify_cache) {
+        /* The stale-translation check: the daemon must agree with every hit. */
+        SmmuHypdCacheEntry now = { 0 };
+        uint32_t vstatus, vfault;
+        if (smmu_hypd_ask(s, sid, addr, write, &vstatus, &now, &vfault)) {
+            bool same = vstatus == SH_OK &&
+                        now.pa_base + (addr & ((1ULL << now.shift) - 1) & ~0xfffULL) ==
+                        e.pa_base + ((addr - e.iova_base) & ~0xfffULL);
+            qemu_mutex_lock(&s->cache_lock);
+            s->cache_verified++;
+            if (!same) {
+                s->cache_stale++;
+            }
+            qemu_mutex_unlock(&s->cache_lock);
+            if (!same) {
+                error_report("smmu-hypd: STALE cached translation: stream 0x%x iova 0x%" PRIx64
+                             " cached -> 0x%" PRIx64 ", daemon says %s (fault %u)", sid,
+                             (uint64_t)addr, e.pa_base + (addr - e.iova_base),
+                             sh_status_name(vstatus), vfault);
+            }
+        }
     }
+    if (!hit && s->epoch_page && s->prefetch) {
+        if (!smmu_hypd_prefetch(s, sid, addr, write, &status, &e)) {
+            return entry;
+        }
+        if (status != SH_OK) {
+            qemu_mutex_lock(&s->cache_lock);
+            s->cache_faults++;
+            qemu_mutex_unlock(&s->cache_lock);
+            warn_report("smmu-hypd: DMA stream 0x%x iova 0x%" PRIx64 " %s: %s", sid,
+                        (uint64_t)addr, write ? "write" : "read", sh_status_name(status));
+            return entry;
+        }
+    } else if (!hit) {
+        if (!smmu_hypd_ask(s, sid, addr, write, &status, &e, &fault)) {
+            return entry;
+        }
+        if (status != SH_OK) {
+            qemu_mutex_lock(&s->cache_lock);
+            s->cache_faults++;
+            qemu_mutex_unlock(&s->cache_lock);
+            warn_report("smmu-hypd: DMA stream 0x%x iova 0x%" PRIx64 " %s: %s (fault %u)", sid,
+                        (uint64_t)addr, write ? "write" : "read", sh_status_name(status), fault);
+            return entry;
+        }
+        if (e.epoch) {
+            qemu_mutex_lock(&s->cache_lock);
+            *smmu_hypd_cache_slot(s, sid, addr, e.shift == SH_BLOCK_SHIFT) = e;
+            qemu_mutex_unlock(&s->cache_lock);
+        }
+    }
+    entry.iova = e.iova_base;
+    entry.addr_mask = (1ULL << e.shift) - 1;
+    entry.translated_addr = e.pa_base;
+    entry.perm = (e.access & 1 ? IOMMU_RO : 0) | (e.access & 2 ? IOMMU_WO : 0);
     return entry;
+}
+
+static void smmu_hypd_exit_summary(Notifier *n, void *data)
+{
+    SmmuHypdState *s = container_of(n, SmmuHypdState, exit_notifier);
+
+    info_report("smmu-hypd: translation cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+                " faults; verified %" PRIu64 " hits, %" PRIu64 " stale", s->cache_hits,
+                s->cache_misses, s->cache_faults, s->cache_verified, s->cache_stale);
+}
+
+/* Shares an epoch page with the daemon (DMA_EPOCH); without one (a v1.0 daemon) nothing is cached. */
+static void smmu_hypd_open_cache(SmmuHypdState *s)
+{
+    uint8_t resp[8];
+    uint32_t status;
+    void *page;
+    int fd = memfd_create("smmu-hypd-epoch", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    qemu_mutex_init(&s->cache_lock);
+    if (fd < 0 || ftruncate(fd, 4096) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
+        warn_report("smmu-hypd: no epoch memfd (%s); DMA translations are not cached",
+                    strerror(errno));
+        goto out;
+    }
+    page = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (page == MAP_FAILED) {
+        warn_report("smmu-hypd: cannot map the epoch page; DMA translations are not cached");
+        goto out;
+    }
+    if (!sh_call(&s->dma, SH_OP_DMA_EPOCH, NULL, 0, fd, &status, resp, sizeof(resp), NULL) ||
+        status != SH_OK) {
+        warn_report("smmu-hypd: the daemon does not share a translation epoch (protocol v1.0?); "
+                    "DMA translations are not cached");
+        munmap(page, 4096);
+        goto out;
+    }
+    s->epoch_page = page;
+    info_report("smmu-hypd: caching DMA translations (epoch %" PRIu64 "%s)", ldq_le_p(resp),
+                s->verify_cache ? ", every hit verified" : "");
+out:
+    s->exit_notifier.notify = smmu_hypd_exit_summary;
+    qemu_add_exit_notifier(&s->exit_notifier);
+    if (fd >= 0) {
+        close(fd);
+    }
 }
 
 static AddressSpace *smmu_hypd_find_add_as(PCIBus *bus, void *opaque, int devfn)
@@ -662,6 +1180,11 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
             return;
         }
     }
+    smmu_hypd_open_cache(s);
+    s->mmio.idr0_address = s->daemon_base + 0x20;
+    if (s->use_ring && sh_open_ring(&s->mmio, "MMIO") && sh_open_ring(&s->dma, "DMA")) {
+        info_report("smmu-hypd: MMIO and DMA through shared-memory rings");
+    }
 
     gic = smmu_hypd_find_gic();
     if (!gic) {
@@ -699,6 +1222,9 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT32("spi", SmmuHypdState, spi, 176),
     DEFINE_PROP_UINT32("context-irqs", SmmuHypdState, context_irqs, 0),
     DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
+    DEFINE_PROP_BOOL("verify-cache", SmmuHypdState, verify_cache, false),
+    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 32),
+    DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_END_OF_LIST(),
 };
 

@@ -6,22 +6,29 @@ extension Hypervisor {
     /// mirrored into the host's view; a VM's faults are consumed by the hypervisor and never seen. `.ok` is the
     /// physical address; `.invalid` is no such window, or a stream ID wider than the instance implements.
     public func dma(window w: Int, stream raw: UInt32, iova: UInt64, access: DMAAccess) -> Outcome<UInt64> {
-        guard instances.indices.contains(w) else { return .invalid("no window \(w)") }
+        dma(window: w, stream: raw, iova: iova, access: access, describe: false).result
+    }
+
+    /// `dma`, and for a translated access what its initiator may cache of it (protocol v1.1's DMA_CACHED;
+    /// valid while `translationEpoch` keeps its value).
+    public func dma(window w: Int, stream raw: UInt32, iova: UInt64, access: DMAAccess,
+                    describe: Bool) -> (result: Outcome<UInt64>, extent: TranslationExtent?) {
+        guard instances.indices.contains(w) else { return (.invalid("no window \(w)"), nil) }
         let instance = instances[w]
         guard raw <= UInt32(instance.idMask) else {
-            return .invalid("stream 0x\(String(raw, radix: 16)) wider than the \(instance.window.configuration.streamIDBits)-bit stream IDs of \(instance.window.name)")
+            return (.invalid("stream 0x\(String(raw, radix: 16)) wider than the \(instance.window.configuration.streamIDBits)-bit stream IDs of \(instance.window.name)"), nil)
         }
         let stream = StreamID(UInt16(raw))
         let t = instance.physical.translate(stream: stream, iova: iova, access: access)
         switch t.outcome {
         case .translated(let pa):
             statistics.countDMA(owner: ownership.owner(ofStream: stream, smmu: instance.smmu), fault: nil)
-            return .ok(pa)
+            return (.ok(pa), describe ? instance.physical.extent(of: t, stream: stream) : nil)
         case .fault(let fault):
             statistics.countDMA(owner: ownership.owner(ofStream: stream, smmu: instance.smmu), fault: fault)
             deliverFault(in: instance, contextBank: t.contextBank,
                          owner: ownership.owner(ofStream: stream, smmu: instance.smmu))
-            return .fault(fault)
+            return (.fault(fault), nil)
         }
     }
 

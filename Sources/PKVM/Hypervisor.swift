@@ -20,6 +20,9 @@ public final class Hypervisor {
     /// Client memory backing host pages (MEM_MAP), one entry per mapping.
     var sharedMappings: [SharedMapping] = []
     public internal(set) var statistics = HypervisorStatistics()
+    /// Advances before any change that could alter a DMA translation takes effect (protocol v1.1's DMA_EPOCH):
+    /// the physical SMMUs' relevant writes and resets, and every ownership change.
+    public let translationEpoch = TranslationEpoch()
 
     /// Builds the SMMUs at reset. The host may talk to them at once, and gets DEFERRED until `finalize`.
     public init(policy: HypervisorPolicy, memory: MemoryMap, audit: AuditSink) throws(HypervisorPolicy.Problem) {
@@ -38,6 +41,8 @@ public final class Hypervisor {
         memoryController = try policy.topology.memoryController.map { c throws(HypervisorPolicy.Problem) in
             try HostedMemoryController(c, topology: policy.topology)
         }
+        for instance in built { instance.physical.epoch = translationEpoch }
+        ownership.epoch = translationEpoch
         for (smmu, streams) in policy.hypervisorStreams {
             let needed = streams.count
             for w in policy.topology.smmus[smmu].windows where needed > instances[w].reservedSMRs.count {

@@ -27,6 +27,9 @@ public final class Ownership {
     /// Pages of hypervisor RAM that hold a VM's stage-2 tables: the only hypervisor pages a walk for
     /// that VM's streams may read.
     private var tablePages: [VMHandle: Set<UInt64>] = [:]
+    /// Advanced by every change below (who owns a stream or a page, which pages a client's file backs): each
+    /// can change what a stream's DMA reaches, so no translation cached before it may be used after it.
+    var epoch: TranslationEpoch?
 
     init(policy: HypervisorPolicy) {
         streamOwners = Array(repeating: [:], count: policy.topology.smmus.count)
@@ -50,6 +53,7 @@ public final class Ownership {
     }
 
     func setOwner(ofStream stream: StreamID, smmu: Int, to owner: Owner) {
+        epoch?.advance()
         streamOwners[smmu][stream.rawValue] = owner == .host ? nil : owner
     }
 
@@ -111,6 +115,7 @@ public final class Ownership {
         case .vm(let vm): code = vm.rawValue
         case .hypervisor: preconditionFailure("hypervisor pages are its own RAM, never taken from the host")
         }
+        epoch?.advance()
         forEachCodes(of: range) { codes in
             for p in codes.indices where codes[p] & Self.sharedBit == 0 && codes[p] != code {
                 if codes[p] != 0 { vmPageCounts[codes[p], default: 0] -= 1 }
@@ -130,6 +135,7 @@ public final class Ownership {
 
     /// Marks the host pages of `range` as backed by a client's shared file (MEM_MAP) or not any more.
     func setShared(_ range: PhysicalRange, _ shared: Bool) {
+        epoch?.advance()
         forEachCodes(of: range) { codes in
             for p in codes.indices { codes[p] = shared ? codes[p] | Self.sharedBit : codes[p] & ~Self.sharedBit }
         }
@@ -149,7 +155,10 @@ public final class Ownership {
     /// How many pages a VM owns (kept as pages change hands: VM_DONATE asks on every call).
     func pageCount(of vm: VMHandle) -> Int { vmPageCounts[vm.rawValue] ?? 0 }
 
-    func setTablePages(_ pages: Set<UInt64>, of vm: VMHandle) { tablePages[vm] = pages.isEmpty ? nil : pages }
+    func setTablePages(_ pages: Set<UInt64>, of vm: VMHandle) {
+        epoch?.advance()
+        tablePages[vm] = pages.isEmpty ? nil : pages
+    }
 
     // MARK: The owners' stage-2
 

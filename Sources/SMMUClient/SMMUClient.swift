@@ -85,6 +85,42 @@ public final class SMMUClient {
         return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try DMAResponse.decode(p) } }
     }
 
+    /// DMA_CACHED (v1.1): DMA, answered with what the device may cache (size, directions, epoch).
+    public func dmaCached(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = []) throws(SMMUClientError) -> CachedDMAResult {
+        let frame = try call(.dmaCached(DMARequest(window: window, streamID: stream, iova: iova, flags: flags)))
+        guard frame.status == .ok || frame.status == .fault else { throw .status(frame.status ?? .malformed) }
+        return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try CachedDMAResult.decode(p) } }
+    }
+
+    /// DMA_PREFETCH (v1.1): the access, then speculative translations of up to `pages` - 1 ranges after it.
+    /// Nil when the access itself faults (FAULT); else the epoch and one record per range, in order.
+    public func dmaPrefetch(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = [],
+                            pages: UInt32) throws(SMMUClientError) -> (epoch: UInt64, ranges: [CachedDMAResult])? {
+        let frame = try call(.dmaPrefetch(DMAPrefetchRequest(
+            access: DMARequest(window: window, streamID: stream, iova: iova, flags: flags), pages: pages)))
+        if frame.status == .fault { return nil }
+        guard frame.status == .ok else { throw .status(frame.status ?? .malformed) }
+        let p = frame.payload
+        guard p.count >= 16 else { throw .protocolViolation("DMA_PREFETCH gave \(p.count) bytes") }
+        return p.withBytes { b in
+            let epoch = b.loadLE(UInt64.self, at: 0)
+            let n = Int(b.loadLE(UInt32.self, at: 8))
+            let ranges = (0..<min(n, (p.count - 16) / 16)).map { i in
+                CachedDMAResult(physicalAddress: b.loadLE(UInt64.self, at: 16 + 16 * i), fault: 0,
+                                sizeShift: b[16 + 16 * i + 8], access: b[16 + 16 * i + 9], epoch: epoch)
+            }
+            return (epoch, ranges)
+        }
+    }
+
+    /// DMA_EPOCH (v1.1): share the first 4 KiB of `fd` (a sealed memfd, see `makeSharedMemory`) as this
+    /// connection's epoch page; returns the epoch now. The daemon keeps the u64 at offset 0 current.
+    public func dmaEpoch(fd: Int32) throws(SMMUClientError) -> UInt64 {
+        let payload = try callOK(.dmaEpoch, fds: [fd])
+        guard payload.count == 8 else { throw .protocolViolation("DMA_EPOCH gave \(payload.count) bytes") }
+        return payload.withBytes { $0.loadLE(UInt64.self, at: 0) }
+    }
+
     /// MEM_READ: `length` bytes of physical memory, through the host's stage-2.
     public func memRead(address: UInt64, length: Int) throws(SMMUClientError) -> [UInt8] {
         guard length >= 0, length <= MemReadRequest.maxLength else { throw .invalidArgument("MEM_READ length \(length)") }

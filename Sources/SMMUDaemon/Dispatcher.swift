@@ -23,6 +23,10 @@ public final class Dispatcher: SessionFactory {
     public var onFinalized: (() -> Void)?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.
     public var auditCounters: () -> [String: Int] = { [:] }
+    /// Protocol v1.1: the device connections' shared epoch pages (Dispatcher+TranslationCache.swift).
+    private(set) lazy var epochPages = EpochPages(epoch: hypervisor.translationEpoch)
+    /// Protocol v1.1: connections' shared-memory rings (SharedRing.swift).
+    var rings: [ConnectionID: SharedRing] = [:]
 
     public init(hypervisor: Hypervisor, roles: DaemonConfiguration.Roles = .init()) {
         self.hypervisor = hypervisor
@@ -42,6 +46,8 @@ public final class Dispatcher: SessionFactory {
         events.unsubscribe(connection)
         stats.connectionsOpen -= 1
         for base in mapped { hypervisor.unmapHostMemory(base: base) }
+        epochPages.detach(connection: connection)
+        rings.removeValue(forKey: connection)?.stop()
     }
 
     /// Runs pKVM finalization (the delay timer or FINALIZE) and tells the daemon once it is done.
@@ -79,7 +85,8 @@ public final class Dispatcher: SessionFactory {
         case .hello: true
         case .read, .write, .memRead, .memWrite, .memMap, .events, .vmCreate, .vmDonate, .vmAssignStream, .vmDestroy:
             role == .host
-        case .dma, .mcDMA: role == .device
+        case .dma, .mcDMA, .dmaEpoch, .dmaCached, .dmaPrefetch: role == .device
+        case .ring: role == .host || role == .device
         case .stats: role == .host || role == .admin
         case .dump, .finalize: role == .admin
         case .event: false
@@ -102,10 +109,10 @@ public final class Dispatcher: SessionFactory {
             answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
             return .closeAfterFrame
         }
-        // MEM_MAP carries exactly one fd (those that came with it); none or several is malformed whoever sends it.
-        // The caller closes every fd left in `fds`.
+        // MEM_MAP and DMA_EPOCH carry exactly one fd (those that came with it); none or several is malformed
+        // whoever sends it. The caller closes every fd left in `fds`.
         var passedFD: Int32?
-        if op == .memMap {
+        if op == .memMap || op == .dmaEpoch || op == .ring {
             guard fds.count == 1 else {
                 answerMalformed(opcode: op.rawValue, tag: tag, output: &output)
                 return .closeAfterFrame
@@ -170,6 +177,17 @@ public final class Dispatcher: SessionFactory {
             }
         case .mcDMA(let d):
             answerMemoryControllerDMA(d, answer: answer)
+        case .dmaEpoch:
+            let (status, payload) = attachEpochPage(fd: passedFD!, connection: context.connection)
+            answer(status, payload)
+        case .dmaCached(let d):
+            let (status, payload) = cachedDMA(d)
+            answer(status, payload)
+        case .ring:
+            answer(attachRing(fd: passedFD!, context: context))
+        case .dmaPrefetch(let p):
+            let (status, payload) = prefetchDMA(p)
+            answer(status, payload)
         case .memRead(let m):
             // The answer must fit one frame (65536 bytes of payload at most).
             guard Int(m.length) <= MemReadRequest.maxLength else { answer(.invalid); break }

@@ -5,7 +5,7 @@
 extension MMU500 {
     /// Records a global fault: `fault` is one of `FaultStatus.icf`, `.usf`, `.smcf`.
     func recordGlobalFault(_ fault: UInt32, stream: StreamID, iova: UInt64, access: DMAAccess) {
-        guard let s = slot(.sGFSR, 0) else { return }
+        guard recordsFaults[0], let s = slot(.sGFSR, 0) else { return }
         if values[s] & UInt64(FaultStatus.globalFaultBits & ~FaultStatus.multi) != 0 {
             values[s] |= UInt64(FaultStatus.multi)
             return
@@ -34,7 +34,7 @@ extension MMU500 {
     }
 
     func recordContextFault(bank: Int, fault f: WalkFault, stream: StreamID, iova: UInt64, access: DMAAccess) {
-        guard let s = slot(.FSR, bank) else { return }
+        guard recordsFaults[0], let s = slot(.FSR, bank) else { return }
         if values[s] & UInt64(FaultStatus.contextFaultBits & ~FaultStatus.multi) != 0 {
             values[s] |= UInt64(FaultStatus.multi)
             return

@@ -117,7 +117,11 @@ extension MMU500 {
         if let filter, !filter.permits(stream: stream, address: address, kind: .data(write: access.isWrite)) {
             return Translation(outcome: .fault(.ownership))
         }
-        return Translation(outcome: .translated(physicalAddress: address))
+        var t = Translation(outcome: .translated(physicalAddress: address))
+        t.mappingShift = 12
+        t.effectiveAccess = access
+        t.otherDirectionPermitted = true
+        return t
     }
 
     /// Translation in context bank `bank`: the TLB first, then the walks.
@@ -127,7 +131,8 @@ extension MMU500 {
         if ctx.usesTLB, let e = tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: vaPage) {
             return finish(bank: bank, stream: stream, iova: iova, access: access,
                           physical: e.paPage << 12 | iova & 0xFFF, permissions: e.permissions,
-                          level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true)
+                          level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true,
+                          mappingShift: e.hasIPA ? min(e.leafShift, e.s2LeafShift) : e.leafShift)
         }
         guard ctx.aarch64 else {
             // Only AArch64 descriptors are modelled: a VA64 = 0 bank faults every transaction.
@@ -233,20 +238,56 @@ extension MMU500 {
         }
         return finish(bank: bank, stream: stream, iova: iova, access: access, physical: address,
                       permissions: permissions, level: level, ipa: entry.hasIPA ? entry.ipaPage << 12 | iova & 0xFFF : nil,
-                      tlbHit: false)
+                      tlbHit: false,
+                      mappingShift: !walked ? 12 : entry.hasIPA ? min(entry.leafShift, entry.s2LeafShift) : entry.leafShift)
     }
 
     /// The last checks on a translated address: permissions (for TLB hits) and the filter.
     @inline(__always)
     private func finish(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess, physical: UInt64,
-                        permissions: TLB.Permissions, level: Int, ipa: UInt64?, tlbHit: Bool) -> Translation {
+                        permissions: TLB.Permissions, level: Int, ipa: UInt64?, tlbHit: Bool,
+                        mappingShift: UInt8) -> Translation {
         guard permissions.permits(access) else {
             return fail(bank, stream, iova, access, WalkFault(kind: .permission, level: level, duringWalk: false))
         }
         if let filter, !filter.permits(stream: stream, address: physical, kind: .data(write: access.isWrite)) {
             return fail(bank, stream, iova, access, WalkFault(kind: .ownership, level: level, duringWalk: false))
         }
-        return Translation(outcome: .translated(physicalAddress: physical), contextBank: bank, tlbHit: tlbHit)
+        var t = Translation(outcome: .translated(physicalAddress: physical), contextBank: bank, tlbHit: tlbHit)
+        t.mappingShift = mappingShift
+        t.effectiveAccess = access
+        t.otherDirectionPermitted = permissions.permits(access.symmetricDifference(.write))
+        return t
+    }
+
+    /// A speculative translation (protocol v1.1's DMA_PREFETCH): as `translate`, but a fault is recorded
+    /// nowhere (no syndrome, no interrupt); the TLB may be filled, as a hardware prefetch fills it.
+    public func probe(stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
+        recordsFaults[0] = false
+        defer { recordsFaults[0] = true }
+        return translate(stream: stream, iova: iova, access: access)
+    }
+
+    /// What the initiator of `t` (by `stream`) may cache of it (protocol v1.1's DMA_CACHED): the mapping's
+    /// naturally aligned range, at most 2 MiB, when the stream's owner may reach every page of its output
+    /// (else 4 KiB), and the directions both the permissions and the owner's stage-2 allow. Nil for a fault.
+    public func extent(of t: Translation, stream: StreamID) -> TranslationExtent? {
+        guard case .translated(let physical) = t.outcome, t.mappingShift >= 12 else { return nil }
+        let access = t.effectiveAccess
+        let other = access.symmetricDifference(.write)
+        let otherOK = t.otherDirectionPermitted
+            && filter?.permits(stream: stream, address: physical, kind: .data(write: other.isWrite)) != false
+        var shift = min(t.mappingShift, TranslationExtent.maxSizeShift)
+        if shift > 12, let filter {
+            let size: UInt64 = 1 << UInt64(shift)
+            let base = physical & ~(size - 1)
+            if !filter.permitsAll(stream: stream, base: base, size: size, kind: .data(write: access.isWrite))
+                || (otherOK && !filter.permitsAll(stream: stream, base: base, size: size, kind: .data(write: other.isWrite))) {
+                shift = 12
+            }
+        }
+        return TranslationExtent(sizeShift: shift, read: access.isWrite ? otherOK : true,
+                                 write: access.isWrite ? true : otherOK)
     }
 
     private func fail(_ bank: Int, _ stream: StreamID, _ iova: UInt64, _ access: DMAAccess,

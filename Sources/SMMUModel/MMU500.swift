@@ -30,6 +30,11 @@ public final class MMU500 {
     let sctlrSlot, tcrSlot, tcr2Slot, ttbr0Slot, ttbr1Slot, fsrSlot: Int
 
     let tlb = TLB()
+    /// Advanced before any write or reset that could change a translation takes effect (TranslationEpoch.swift);
+    /// nil for a model nobody caches translations of (the host's virtual view).
+    public var epoch: TranslationEpoch?
+    /// [0]: faults are recorded (false only inside `probe`, the speculative translation of a prefetch).
+    let recordsFaults = FixedArray<Bool>(repeating: true, count: 1)
     /// Stream ID → (generation << 16 | matching SMR index, or `noMatch`/`multipleMatches`); an
     /// entry of an older generation is unresolved, so invalidating is one increment.
     let streamCache: FixedArray<UInt32>
@@ -91,6 +96,7 @@ public final class MMU500 {
         values.deallocate()
         streamCache.deallocate()
         streamCacheGeneration.deallocate()
+        recordsFaults.deallocate()
         contexts.deallocate()
     }
 
@@ -101,6 +107,7 @@ public final class MMU500 {
         tlb.resetStatistics()
         invalidateStreamCache()
         invalidateContexts()
+        epoch?.advance()
     }
 
     /// The slot of element `index` of `name`, nil if not implemented.
@@ -166,6 +173,7 @@ public final class MMU500 {
         case .readOnly:
             return
         }
+        if let epoch, Self.mayAlterTranslations(d.effect, changed: values[s] != old) { epoch.advance() }
         // Actions complete with the low (or only) half: a split 64-bit write goes high then low.
         if location.byteOffset == 0 {
             sideEffect(of: d, index: location.index, value: values[s])
@@ -249,8 +257,24 @@ public final class MMU500 {
     public func poke(_ name: RegisterName, index: Int = 0, _ value: UInt64) {
         guard let s = slot(name, index) else { return }
         let d = RegisterMap.descriptor(name)
+        let changed = values[s] != value & d.width.mask
         values[s] = value & d.width.mask
+        if let epoch, Self.mayAlterTranslations(d.effect, changed: changed) { epoch.advance() }
         invalidateCaches(after: d, index: index)
+    }
+
+    /// Whether a register write with this effect may change what a transaction translates to. TLB maintenance
+    /// always does (it ends cached translations); the configuration rows (the only ones `translate` decodes:
+    /// sCR0, SMR, S2CR, CBAR, CBA2R, SCTLR, TCR, TCR2, TTBRn) do when their value changed. Fault syndromes,
+    /// attributes (MAIR), sync and address-translation rows change nothing a transaction is translated to, so
+    /// recording a fault does not advance the epoch.
+    @inline(__always)
+    static func mayAlterTranslations(_ effect: RegisterEffect, changed: Bool) -> Bool {
+        switch effect {
+        case .invalidateTLB: true
+        case .globalConfiguration, .streamMatch, .streamRouting, .contextConfiguration: changed
+        case .none, .restore, .sync, .addressTranslation: false
+        }
     }
 
     /// Every implemented register and its raw value, in table order (for DUMP).

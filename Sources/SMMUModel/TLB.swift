@@ -3,9 +3,14 @@
 /// until a TLBI removes them, stale or not, as on hardware.
 ///
 /// Direct-mapped and allocated once, so a hit costs no allocation and no hashing of a struct key.
-/// Invalidation scans the table, so the TLB keeps occupancy counts (all entries, and entries per VMID bucket)
-/// and a TLBI that cannot match anything returns at once: the hypervisor turns one host TLBIALLNSNH into a
-/// TLBIVMID per host bank, which was 120 full scans (about 2 ms) on an empty Tegra234 TLB.
+/// Invalidation by VMID or ASID scans the table, so the TLB keeps occupancy counts (all entries, and entries
+/// per VMID bucket) and a TLBI that cannot match anything returns at once: the hypervisor turns one host
+/// TLBIALLNSNH into a TLBIVMID per host bank, which was 120 full scans (about 2 ms) on an empty Tegra234 TLB.
+///
+/// A TLBIVA(L) names one address: an entry of a 4 KiB mapping can only sit in the slot its bank and page
+/// hash to, so the TLB probes that slot in each bank holding entries and scans nothing. Only entries of
+/// larger mappings (blocks, 16/64 KiB pages) are stored under other pages than the one a TLBI names, so
+/// while a VMID bucket holds any of those, a TLBIVA of that bucket falls back to the scan.
 final class TLB {
     /// Allowed accesses, as bits: privileged read/write/execute, then unprivileged.
     struct Permissions: OptionSet, Hashable {
@@ -63,6 +68,15 @@ final class TLB {
     /// Live entries tagged with a VMID (stage 1 or stage 2) whose low byte is the index: a superset count, so a
     /// zero proves no entry carries that VMID.
     private let vmidBuckets = FixedArray<Int32>(repeating: 0, count: 256)
+    /// Live entries of mappings larger than 4 KiB (`leafShift` > 12), per VMID bucket (same superset rule).
+    private let blockBuckets = FixedArray<Int32>(repeating: 0, count: 256)
+    /// Live entries per context bank (banks 0..<128, MMU-500's most), and one past the highest bank used.
+    private let bankCounts = FixedArray<Int32>(repeating: 0, count: 128)
+    private var bankLimit = 0
+    /// [0] TLBIVA(L)s answered by probing, [1] by scanning (tests and the benchmark).
+    private let vaCounters = FixedArray<Int>(repeating: 0, count: 2)
+    var directVAInvalidations: Int { vaCounters[0] }
+    var scannedVAInvalidations: Int { vaCounters[1] }
     /// [0] hits, [1] misses (pointer-backed: counted on every translation).
     private let counters = FixedArray<Int>(repeating: 0, count: 2)
     var hits: Int { counters[0] }
@@ -78,10 +92,13 @@ final class TLB {
         entries.deallocate()
         counters.deallocate()
         vmidBuckets.deallocate()
+        blockBuckets.deallocate()
+        bankCounts.deallocate()
+        vaCounters.deallocate()
     }
 
     @inline(__always)
-    private func slot(bank: Int, vaPage: UInt64) -> Int {
+    func slot(bank: Int, vaPage: UInt64) -> Int {
         let h = (vaPage &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(bank) &* 0xBF58_476D_1CE4_E5B9)
         return Int(truncatingIfNeeded: h >> 51) & (Self.capacity - 1)
     }
@@ -100,6 +117,7 @@ final class TLB {
     }
 
     func insert(_ entry: Entry) {
+        precondition(entry.bank < 128, "MMU-500 has at most 128 context banks")
         let i = slot(bank: Int(entry.bank), vaPage: entry.vaPage)
         if entries[i].bank >= 0 { account(entries[i], -1) }
         entries[i] = entry
@@ -115,6 +133,9 @@ final class TLB {
     private func account(_ e: Entry, _ delta: Int32) {
         count += Int(delta)
         vmidBuckets[Int(e.vmid & 0xFF)] &+= delta
+        if e.leafShift > 12 { blockBuckets[Int(e.vmid & 0xFF)] &+= delta }
+        bankCounts[Int(e.bank)] &+= delta
+        if delta > 0 && Int(e.bank) >= bankLimit { bankLimit = Int(e.bank) + 1 }
         if e.s2Bank >= 0 && e.s2VMID & 0xFF != e.vmid & 0xFF { vmidBuckets[Int(e.s2VMID & 0xFF)] &+= delta }
     }
 
@@ -126,9 +147,14 @@ final class TLB {
     private func invalidate(where matches: (Entry) -> Bool) {
         guard count > 0 else { return }
         for i in 0..<Self.capacity where entries[i].bank >= 0 && matches(entries[i]) {
-            account(entries[i], -1)
-            entries[i].bank = -1
+            remove(at: i)
         }
+    }
+
+    @inline(__always)
+    private func remove(at i: Int) {
+        account(entries[i], -1)
+        entries[i].bank = -1
     }
 
     /// TLBIALLNSNH, reset: everything (no hypervisor or secure entries are ever made).
@@ -159,11 +185,29 @@ final class TLB {
         let vaMask: UInt64 = 0x00FF_FFFF_FFFF_F000
         let target = va & vaMask
         guard mayHold(vmid: vmid) else { return }
-        invalidate { e in
+        func matches(_ e: Entry) -> Bool {
             guard e.vmid == vmid, !e.hasIPA || e.s2Bank != e.bank else { return false }
             if let asid, !e.global, e.asid != asid { return false }
             let shift = UInt64(e.leafShift)
             return ((e.vaPage << 12) & vaMask) >> shift == target >> shift
+        }
+        guard blockBuckets[Int(vmid & 0xFF)] == 0 else {
+            vaCounters[1] &+= 1
+            invalidate(where: matches)
+            return
+        }
+        // Every entry of this VMID maps 4 KiB and is stored under its own page: the input page is VA[55:12]
+        // as the TLBI names it, or with bits 63:56 set (a TTBR1 address).
+        vaCounters[0] &+= 1
+        let low = target >> 12
+        func probe(_ bank: Int, _ page: UInt64) {
+            let i = slot(bank: bank, vaPage: page)
+            let e = entries[i]
+            if Int(e.bank) == bank, e.vaPage == page, matches(e) { remove(at: i) }
+        }
+        for bank in 0..<bankLimit where bankCounts[bank] > 0 {
+            probe(bank, low)
+            probe(bank, low | 0xFF << 44)
         }
     }
 
@@ -176,6 +220,9 @@ final class TLB {
             return (e.ipaPage << 12) >> shift == ipa >> shift
         }
     }
+
+    /// The entry in slot `i`, live or not (tests).
+    func entry(atSlot i: Int) -> Entry { entries[i] }
 
     /// Live entries counted by scanning, to check `count` (tests).
     var scannedCount: Int {

@@ -74,11 +74,22 @@ public struct Translation: Sendable, Equatable {
     public var contextBank: Int?
     /// True if the translation came from the TLB without a table walk.
     public var tlbHit: Bool
+    /// For a translated transaction, what `MMU500.extent(of:stream:)` needs: log2 of the mapping's size
+    /// (0: not described), the access as the SMMU saw it (after S2CR's overrides), and whether the permissions
+    /// also allow the other direction.
+    var mappingShift: UInt8 = 0
+    var effectiveAccess: DMAAccess = []
+    var otherDirectionPermitted = false
 
     public init(outcome: Outcome, contextBank: Int? = nil, tlbHit: Bool = false) {
         self.outcome = outcome
         self.contextBank = contextBank
         self.tlbHit = tlbHit
+    }
+
+    /// What the transaction got: the description kept for `MMU500.extent(of:stream:)` is not part of it.
+    public static func == (a: Translation, b: Translation) -> Bool {
+        a.outcome == b.outcome && a.contextBank == b.contextBank && a.tlbHit == b.tlbHit
     }
 
     public var physicalAddress: UInt64? {

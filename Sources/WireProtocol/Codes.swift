@@ -9,8 +9,16 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case memRead = 0x05
     case memWrite = 0x06
     case memMap = 0x07
+    /// v1.1: share a page holding the translation epoch (one fd); DMA_CACHED answers carry the epoch.
+    case dmaEpoch = 0x08
+    /// v1.1: DMA, answered with the mapping's size, permissions and epoch so the device may cache it.
+    case dmaCached = 0x09
+    /// v1.1: DMA_CACHED for one access plus speculative translations of the pages after it.
+    case dmaPrefetch = 0x0A
+    /// v1.1: move this connection's requests to a shared-memory ring (one fd).
+    case ring = 0x0B
     /// A DMA by a memory-controller client (Tegra): the stream its override produces (docs/protocol-v1.md).
-    case mcDMA = 0x08
+    case mcDMA = 0x0C
     case vmCreate = 0x10
     case vmDonate = 0x11
     case vmAssignStream = 0x12
@@ -50,6 +58,10 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .memWrite: "MEM_WRITE"
         case .memMap: "MEM_MAP"
         case .mcDMA: "MC_DMA"
+        case .dmaEpoch: "DMA_EPOCH"
+        case .dmaCached: "DMA_CACHED"
+        case .dmaPrefetch: "DMA_PREFETCH"
+        case .ring: "RING"
         case .vmCreate: "VM_CREATE"
         case .vmDonate: "VM_DONATE"
         case .vmAssignStream: "VM_ASSIGN_STREAM"

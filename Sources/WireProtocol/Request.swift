@@ -62,6 +62,17 @@ public struct MCDMARequest: Hashable, Sendable {
     }
 }
 
+/// DMA_PREFETCH (v1.1): DMA's fields, with `u32 pages` (1 to 64) in place of the reserved word.
+public struct DMAPrefetchRequest: Hashable, Sendable {
+    public static let maxPages: UInt32 = 64
+    public var access: DMARequest
+    public var pages: UInt32
+    public init(access: DMARequest, pages: UInt32) {
+        self.access = access
+        self.pages = pages
+    }
+}
+
 /// MEM_READ: `u64 address`, `u32 length` (≤ 65536 − 16), `u32 reserved`.
 public struct MemReadRequest: Hashable, Sendable {
     public static let maxLength = Int(FrameHeader.maxPayloadLength) - 16
@@ -129,6 +140,13 @@ public enum Request: Hashable, Sendable {
     case memWrite(MemWriteRequest)
     case memMap(MemMapRequest)
     case mcDMA(MCDMARequest)
+    /// DMA_EPOCH (v1.1): no payload; one fd travels beside it as SCM_RIGHTS.
+    case dmaEpoch
+    /// DMA_CACHED (v1.1): DMA's payload.
+    case dmaCached(DMARequest)
+    case dmaPrefetch(DMAPrefetchRequest)
+    /// RING (v1.1): no payload; one fd travels beside it as SCM_RIGHTS.
+    case ring
     case vmCreate
     case vmDonate(VMDonateRequest)
     case vmAssignStream(VMAssignStreamRequest)
@@ -149,6 +167,10 @@ public enum Request: Hashable, Sendable {
         case .memWrite: .memWrite
         case .memMap: .memMap
         case .mcDMA: .mcDMA
+        case .dmaEpoch: .dmaEpoch
+        case .dmaCached: .dmaCached
+        case .dmaPrefetch: .dmaPrefetch
+        case .ring: .ring
         case .vmCreate: .vmCreate
         case .vmDonate: .vmDonate
         case .vmAssignStream: .vmAssignStream
@@ -167,12 +189,12 @@ extension Opcode {
         switch self {
         case .hello: .between(8, 8 + HelloRequest.maxNameLength)
         case .read: .exactly(16)
-        case .write, .dma, .memMap, .mcDMA, .vmDonate: .exactly(24)
+        case .write, .dma, .dmaCached, .dmaPrefetch, .memMap, .mcDMA, .vmDonate: .exactly(24)
         case .memRead: .exactly(16)
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
         case .vmDestroy: .exactly(4)
-        case .vmCreate, .stats, .dump, .finalize, .events: .exactly(0)
+        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring: .exactly(0)
         case .event: nil
         }
     }
@@ -198,11 +220,19 @@ extension Request {
                 WriteRequest(
                     address: p.loadLE(UInt64.self, at: 0), value: p.loadLE(UInt64.self, at: 8),
                     width: p.loadLE(UInt32.self, at: 16)))
-        case .dma:
-            return .dma(
-                DMARequest(
+        case .dma, .dmaCached:
+            let d = DMARequest(
+                window: p.loadLE(UInt32.self, at: 0), streamID: p.loadLE(UInt32.self, at: 4),
+                iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16)))
+            return opcode == .dma ? .dma(d) : .dmaCached(d)
+        case .dmaPrefetch:
+            return .dmaPrefetch(DMAPrefetchRequest(
+                access: DMARequest(
                     window: p.loadLE(UInt32.self, at: 0), streamID: p.loadLE(UInt32.self, at: 4),
-                    iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16))))
+                    iova: p.loadLE(UInt64.self, at: 8), flags: DMAFlags(rawValue: p.loadLE(UInt32.self, at: 16))),
+                pages: p.loadLE(UInt32.self, at: 20)))
+        case .dmaEpoch: return .dmaEpoch
+        case .ring: return .ring
         case .memRead:
             return .memRead(
                 MemReadRequest(address: p.loadLE(UInt64.self, at: 0), length: p.loadLE(UInt32.self, at: 8)))
@@ -264,12 +294,18 @@ extension Request {
             out.appendLE(w.value)
             out.appendLE(w.width)
             out.appendLE(UInt32(0))
-        case .dma(let d):
+        case .dma(let d), .dmaCached(let d):
             out.appendLE(d.window)
             out.appendLE(d.streamID)
             out.appendLE(d.iova)
             out.appendLE(d.flags.rawValue)
             out.appendLE(UInt32(0))
+        case .dmaPrefetch(let p):
+            out.appendLE(p.access.window)
+            out.appendLE(p.access.streamID)
+            out.appendLE(p.access.iova)
+            out.appendLE(p.access.flags.rawValue)
+            out.appendLE(p.pages)
         case .memRead(let r):
             out.appendLE(r.address)
             out.appendLE(r.length)
@@ -300,7 +336,7 @@ extension Request {
             out.appendLE(a.streamID)
         case .vmDestroy(let vm):
             out.appendLE(vm)
-        case .vmCreate, .stats, .dump, .finalize, .events:
+        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring:
             break
         }
         let length = UInt32(truncatingIfNeeded: out.count - start - FrameHeader.size)

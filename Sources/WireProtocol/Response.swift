@@ -127,6 +127,34 @@ public struct MCDMAResult: Hashable, Sendable {
     }
 }
 
+/// DMA_CACHED response (v1.1, 24 bytes): `u64 physical_address`, `u32 fault`, `u8 size_shift`, `u8 access`,
+/// `u16 reserved`, `u64 epoch`. When OK, the naturally aligned 2^size_shift bytes of IOVA around the request's
+/// address map linearly onto the same-aligned physical range, for reads (access bit 0) and writes (bit 1) with
+/// the request's other flags, while the shared epoch still equals `epoch`.
+public struct CachedDMAResult: Hashable, Sendable {
+    public static let size = 24
+    public var physicalAddress: UInt64
+    public var fault: UInt32
+    public var sizeShift: UInt8
+    public var access: UInt8
+    public var epoch: UInt64
+    public init(physicalAddress: UInt64, fault: UInt32, sizeShift: UInt8 = 0, access: UInt8 = 0, epoch: UInt64 = 0) {
+        self.physicalAddress = physicalAddress
+        self.fault = fault
+        self.sizeShift = sizeShift
+        self.access = access
+        self.epoch = epoch
+    }
+    public static let readable: UInt8 = 1 << 0
+    public static let writable: UInt8 = 1 << 1
+    public static func decode(_ p: UnsafeRawBufferPointer) throws(WireError) -> CachedDMAResult {
+        guard p.count == size else { throw .wrongResponseLength(opcode: Opcode.dmaCached.responseCode, length: p.count) }
+        return CachedDMAResult(physicalAddress: p.loadLE(UInt64.self, at: 0), fault: p.loadLE(UInt32.self, at: 8),
+                               sizeShift: p.load(fromByteOffset: 12, as: UInt8.self),
+                               access: p.load(fromByteOffset: 13, as: UInt8.self), epoch: p.loadLE(UInt64.self, at: 16))
+    }
+}
+
 /// An interrupt line change on an EVENTS connection: `u32 window`, `u32 line`, `u32 level`.
 /// Line 0 is the global fault line; line 1 + n is context interrupt n.
 public struct Event: Hashable, Sendable {
@@ -160,6 +188,10 @@ public enum ResponsePayload: Sendable {
     case read(UInt64)
     case dma(DMAResponse)
     case mcDMA(MCDMAResult)
+    /// DMA_CACHED (v1.1).
+    case cachedDMA(CachedDMAResult)
+    /// DMA_EPOCH (v1.1): the epoch now.
+    case epoch(UInt64)
     /// VM_CREATE: the new VM's number.
     case vmCreate(UInt32)
     /// MEM_READ bytes.
@@ -174,9 +206,11 @@ extension Opcode {
         switch self {
         case .read: 8
         case .dma, .mcDMA: 16
+        case .dmaCached: CachedDMAResult.size
+        case .dmaEpoch: 8
         case .vmCreate: 4
-        case .hello, .memRead, .stats, .dump: nil
-        case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .events: 0
+        case .hello, .memRead, .stats, .dump, .dmaPrefetch: nil
+        case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .events, .ring: 0
         case .event: Event.size
         }
     }
@@ -215,7 +249,8 @@ public enum ResponseEncoder {
         guard status == .ok else { return 0 }
         switch (opcode, payload) {
         case (.hello, .hello(let h)): return h.encodedLength
-        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)): return b.count
+        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)), (.dmaPrefetch, .bytes(let b)):
+            return b.count
         case (.memRead, .text(let t)), (.stats, .text(let t)), (.dump, .text(let t)): return t.utf8.count
         default: return 0
         }
@@ -226,14 +261,18 @@ public enum ResponseEncoder {
         append(to: &out, opcode: opcode, tag: tag, status: .malformed)
     }
 
-    /// A response with no payload or a fixed-size one (at most 16 bytes, so at most 32 in all), built on the stack
+    /// A response with no payload or a fixed-size one (at most 24 bytes, so at most 40 in all), built on the stack
     /// and appended in one copy: this runs once per request. Zero-filled unless OK (a DMA FAULT carries its fault).
     @inline(__always)
     private static func appendFixed(to out: inout [UInt8], header: FrameHeader, opcode: Opcode?, status: Status,
                                     payload: ResponsePayload) {
-        var frame = (header.words.0, header.words.1, UInt64(0), UInt64(0))
+        var frame = (header.words.0, header.words.1, UInt64(0), UInt64(0), UInt64(0))
         switch (opcode, status, payload) {
-        case (.read, .ok, .read(let v)): frame.2 = v.littleEndian
+        case (.read, .ok, .read(let v)), (.dmaEpoch, .ok, .epoch(let v)): frame.2 = v.littleEndian
+        case (.dmaCached, .ok, .cachedDMA(let r)), (.dmaCached, .fault, .cachedDMA(let r)):
+            frame.2 = r.physicalAddress.littleEndian
+            frame.3 = (UInt64(r.fault) | UInt64(r.sizeShift) << 32 | UInt64(r.access) << 40).littleEndian
+            frame.4 = r.epoch.littleEndian
         case (.vmCreate, .ok, .vmCreate(let vm)): frame.2 = UInt64(vm).littleEndian
         case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):
             frame.2 = r.physicalAddress.littleEndian
@@ -243,7 +282,7 @@ public enum ResponseEncoder {
             frame.3 = (UInt64(r.route) << 32 | UInt64(r.fault)).littleEndian
         default: break  // not OK, or no matching payload: zero-filled at the opcode's size
         }
-        assert(header.length <= 16, "a fixed-size response outgrew appendFixed's stack frame")
+        assert(header.length <= 24, "a fixed-size response outgrew appendFixed's stack frame")
         let count = FrameHeader.size + Int(header.length)
         withUnsafeBytes(of: &frame) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
     }

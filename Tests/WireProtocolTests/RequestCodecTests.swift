@@ -17,6 +17,9 @@ let sampleRequests: [Request] = [
     .vmAssignStream(VMAssignStreamRequest(vm: 3, window: 1, streamID: 0x29)),
     .vmDestroy(vm: 3),
     .stats, .dump, .finalize, .events,
+    .dmaEpoch, .ring,
+    .dmaCached(DMARequest(window: 1, streamID: 0x8, iova: 0x20_1234, flags: [.write])),
+    .dmaPrefetch(DMAPrefetchRequest(access: DMARequest(window: 0, streamID: 0x10, iova: 0x10_0000, flags: []), pages: 32)),
 ]
 
 /// Feeds `bytes` to a fresh request decoder in the given chunks and collects every verdict with its payload.
@@ -58,6 +61,7 @@ func requests(_ verdicts: [(FrameDecoder.Verdict, [UInt8])]) -> [Request?] {
             .memRead: .exactly(16), .memWrite: .between(16, 65536), .memMap: .exactly(24), .vmCreate: .exactly(0),
             .vmDonate: .exactly(24), .vmAssignStream: .exactly(12), .vmDestroy: .exactly(4), .stats: .exactly(0),
             .dump: .exactly(0), .finalize: .exactly(0), .events: .exactly(0),
+            .dmaEpoch: .exactly(0), .dmaCached: .exactly(24), .dmaPrefetch: .exactly(24), .ring: .exactly(0),
         ]
         for op in Opcode.allCases where op.isRequest {
             #expect(op.requestSize == expected[op], "\(op)")

@@ -10,6 +10,31 @@
 
 /* The most descriptors one message carries (send) or one receive keeps (more are closed). */
 #define CSOCK_MAX_FDS 16
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
+/* The shared-memory ring (protocol v1.1 RING): 32-bit words in memory shared with another process.
+ * Loads acquire, stores release; the futex is a shared (not private) one, so it works across processes. */
+static inline uint32_t csock_load_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void csock_store_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void csock_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void csock_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("" ::: "memory");   /* no PAUSE: in a VM it can exit to the hypervisor (pause-loop exiting) */
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+/* Sleeps while *p == expected, at most timeout_ms. */
+static inline long csock_futex_wait(uint32_t *p, uint32_t expected, long timeout_ms) {
+    struct timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000L };
+    return syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+static inline long csock_futex_wake(uint32_t *p) { return syscall(SYS_futex, p, FUTEX_WAKE, 1, NULL, NULL, 0); }
+
 
 /* Sends len bytes of buf with nfds descriptors attached as one SCM_RIGHTS message.
  * nfds may be 0 (plain sendmsg). flags are sendmsg flags (pass MSG_NOSIGNAL).
