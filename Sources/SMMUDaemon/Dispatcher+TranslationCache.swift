@@ -24,8 +24,12 @@ final class EpochPages {
 
     init(epoch: TranslationEpoch) {
         self.epoch = epoch
-        epoch.publish = { [unowned self] value in self.store(value) }
+        // Weak: the hypervisor (and its epoch) may outlive this dispatcher (a fuzzer reuses one hypervisor under a
+        // new dispatcher per input); an advance after that must find nobody to tell, not a freed object.
+        epoch.publish = { [weak self] value in self?.store(value) }
     }
+
+    deinit { for page in pages.values { munmap(page, Self.pageSize) } }
 
     private func store(_ value: UInt64) {
         for page in pages.values { page.storeBytes(of: value.littleEndian, as: UInt64.self) }

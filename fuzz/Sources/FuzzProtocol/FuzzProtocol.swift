@@ -30,7 +30,7 @@ func expectedResponses(_ input: [UInt8]) -> Int {
             let declared = input.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i + 24, as: UInt32.self) }
             if Int(UInt32(littleEndian: declared)) != length - 16 { return n + 1 }
         }
-        if op == .memMap { return n + 1 }            // no fd: MALFORMED, closed
+        if op == .memMap || op == .dmaEpoch || op == .ring { return n + 1 }   // no fd: MALFORMED, closed
         n += 1
         if op == .events { return n }                // the connection now only carries events
         i += FrameHeader.size + length
