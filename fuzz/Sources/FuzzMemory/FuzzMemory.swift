@@ -59,6 +59,8 @@ struct Run {
     var tag: UInt32 = 1
     var memfds: [Int32] = []
     var vms: [UInt32] = []
+    /// A hypercall changed who owns a page or a stream: the end-of-input check then samples DMAs too.
+    var ownershipChanged = false
     /// Pages donated to a VM and holding canaries, by VM.
     var canaries: [UInt32: [UInt64]] = [:]
     var hostWroteMagic = false
@@ -203,11 +205,13 @@ struct Run {
             let size = UInt64(b.u8() % 4 + 1) * page
             if exchange(.vmDonate(VMDonateRequest(vm: vm, address: base, size: size)), on: host).0 == .ok {
                 plant(PhysicalRange(base: base, size: size), vm: vm)
+                ownershipChanged = true
                 checkInvariants("after VM_DONATE")
             }
         case 12:
             let vm = vm()
             if exchange(.vmAssignStream(VMAssignStreamRequest(vm: vm, window: 0, streamID: UInt32(b.u8() & 0xF))), on: host).0 == .ok {
+                ownershipChanged = true
                 checkInvariants("after VM_ASSIGN_STREAM")
             }
         case 13:
@@ -215,6 +219,7 @@ struct Run {
             if exchange(.vmDestroy(vm: vm), on: host).0 == .ok {
                 vms.removeAll { $0 == vm }
                 canaries[vm] = nil   // scrubbed and the host's again
+                ownershipChanged = true
                 checkInvariants("after VM_DESTROY")
             }
         case 14:  // the host's connection closes (its client memory is unmapped) and it connects again
@@ -382,7 +387,8 @@ struct Run {
         device.closed()
         if !h.memory.replacedRanges.isEmpty { fail("client memory still mapped after its session closed: \(h.memory.replacedRanges)") }
         checkCanaries("after the sessions closed")
-        checkInvariants("at the end", sampleDMA: true)
+        // Sampled DMAs only matter where routing or ownership moved; each DMA the input made was checked as it ran.
+        checkInvariants("at the end", sampleDMA: ownershipChanged)
         for fd in memfds { close(fd) }
         memfds = []
     }
