@@ -1,5 +1,6 @@
 import Foundation
 import PKVM
+import SMMUModel
 import SMMUClient
 import Testing
 import WireProtocol
@@ -57,5 +58,25 @@ import WireProtocol
         let answer = r.frames.first.flatMap { f in f.1.withUnsafeBytes { try? CachedDMAResult.decode($0) } }
         #expect(answer == CachedDMAResult(physicalAddress: 0x8000_1234, fault: 0, sizeShift: 12, access: 3,
                                           epoch: t.dispatcher.hypervisor.translationEpoch.value))
+    }
+
+    /// The hypervisor outlives a dispatcher (a fuzzer serves each input with a new dispatcher over one hypervisor):
+    /// an epoch advance after the dispatcher is gone must find nobody to tell, not a freed object.
+    @Test func anEpochAdvanceAfterTheDispatcherIsGoneIsHarmless() throws {
+        let policy = HypervisorPolicy(topology: .generic4K(base: DispatcherTests.base),
+                                      hostRAM: [PhysicalRange(base: 0x8000_0000, size: 1 << 20)],
+                                      hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 1 << 20))
+        let memory = try MemoryMap(regions: [(0x8000_0000, 1 << 20), (0x7F00_0000, 1 << 20)])
+        let hv = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink())
+        final class Sink: ServerHandle { func send(_ bytes: [UInt8], to connection: ConnectionID) {} }
+        do {
+            let dispatcher = Dispatcher(hypervisor: hv)
+            let session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1),
+                                                 peer: PeerCredentials(pid: 1, uid: 0, gid: 0), server: Sink())
+            session.closed()   // builds the dispatcher's epoch pages, which register to hear every advance
+        }
+        let before = hv.translationEpoch.value
+        #expect(hv.finalize())   // resets and reprograms every instance: the epoch advances
+        #expect(hv.translationEpoch.value > before)
     }
 }
