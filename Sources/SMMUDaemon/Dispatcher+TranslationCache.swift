@@ -32,6 +32,7 @@ final class EpochPages {
     deinit { for page in pages.values { munmap(page, Self.pageSize) } }
 
     private func store(_ value: UInt64) {
+        guard !pages.isEmpty else { return }
         for page in pages.values { page.storeBytes(of: value.littleEndian, as: UInt64.self) }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
@@ -58,7 +59,9 @@ final class EpochPages {
 extension Dispatcher {
     /// DMA_EPOCH: share the epoch page of this device connection.
     func attachEpochPage(fd: Int32, connection: ConnectionID) -> (Status, ResponsePayload) {
-        let status = epochPages.attach(fd: fd, connection: connection)
+        let pages = epochPages ?? EpochPages(epoch: hypervisor.translationEpoch)
+        epochPages = pages
+        let status = pages.attach(fd: fd, connection: connection)
         return (status, status == .ok ? .epoch(hypervisor.translationEpoch.value) : .none)
     }
 

@@ -23,8 +23,9 @@ public final class Dispatcher: SessionFactory {
     public var onFinalized: (() -> Void)?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.
     public var auditCounters: () -> [String: Int] = { [:] }
-    /// Protocol v1.1: the device connections' shared epoch pages (Dispatcher+TranslationCache.swift).
-    private(set) lazy var epochPages = EpochPages(epoch: hypervisor.translationEpoch)
+    /// Protocol v1.1: the device connections' shared epoch pages (Dispatcher+TranslationCache.swift), made at the
+    /// first DMA_EPOCH: until a device shares a page, an epoch advance tells nobody.
+    var epochPages: EpochPages?
     /// Protocol v1.1: connections' shared-memory rings (SharedRing.swift).
     var rings: [ConnectionID: SharedRing] = [:]
 
@@ -46,7 +47,7 @@ public final class Dispatcher: SessionFactory {
         events.unsubscribe(connection)
         stats.connectionsOpen -= 1
         for base in mapped { hypervisor.unmapHostMemory(base: base) }
-        epochPages.detach(connection: connection)
+        epochPages?.detach(connection: connection)
         rings.removeValue(forKey: connection)?.stop()
     }
 

@@ -68,12 +68,12 @@ import WireProtocol
                                       hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 1 << 20))
         let memory = try MemoryMap(regions: [(0x8000_0000, 1 << 20), (0x7F00_0000, 1 << 20)])
         let hv = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink())
-        final class Sink: ServerHandle { func send(_ bytes: [UInt8], to connection: ConnectionID) {} }
+        let fd = try SMMUClient.makeSharedMemory(size: 4096, name: "epoch")
+        defer { close(fd) }
         do {
             let dispatcher = Dispatcher(hypervisor: hv)
-            let session = dispatcher.makeSession(connection: ConnectionID(rawValue: 1),
-                                                 peer: PeerCredentials(pid: 1, uid: 0, gid: 0), server: Sink())
-            session.closed()   // builds the dispatcher's epoch pages, which register to hear every advance
+            // A device shares its page: the dispatcher's epoch pages now hear every advance.
+            #expect(dispatcher.attachEpochPage(fd: fd, connection: ConnectionID(rawValue: 1)).0 == .ok)
         }
         let before = hv.translationEpoch.value
         #expect(hv.finalize())   // resets and reprograms every instance: the epoch advances
