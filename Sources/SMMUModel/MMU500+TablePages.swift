@@ -24,9 +24,6 @@ public struct TablePageScan {
         self.readable = readable
     }
 
-    /// Whether the budget is gone (the scan is then incomplete).
-    public var exhausted: Bool { budget < 0 }
-
     fileprivate mutating func spend() -> Bool {
         budget -= 1
         work += 1
