@@ -14,7 +14,7 @@ STAMP="$CACHE/device.sha256"
 log() { echo "build-qemu: $*" >&2; }
 
 mkdir -p "$CACHE"
-want=$(sha256sum "$DEVICE_SRC" "$0" | sha256sum | cut -d' ' -f1)
+want=$(cat "$DEVICE_SRC" "$0" | sha256sum | cut -d' ' -f1)   # contents only: any checkout of the same files reuses the build
 if [ -x "$BIN" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     echo "$BIN"; exit 0
 fi
