@@ -15,7 +15,7 @@ struct SMMUCtl: ParsableCommand {
         discussion: "Numbers accept 0x... hex. The socket defaults to $SMMU_HYPD_SOCKET, else \(SMMUClient.defaultSocketPath).",
         subcommands: [
             Hello.self, Read.self, Write.self, DMA.self, Mem.self, VM.self, Stats.self, Dump.self, Finalize.self,
-            Events.self, Probe.self,
+            Events.self, Probe.self, Trace.self, Replay.self,
         ]
     )
 }
