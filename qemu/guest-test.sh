@@ -9,7 +9,8 @@
 #
 # Environment: SMMU_HYPD_BIN (default .build/debug/smmu-hypd), SMMU_HYPD_ARTIFACTS (default
 # .build/qemu-guest), SMMU_HYPD_CACHE (default ~/.cache/smmu-hypd), SMMU_HYPD_STANDIN=1 to run
-# against qemu/standin-daemon.py instead (device development only: no policy, no journal).
+# against qemu/standin-daemon.py instead (device development only: no policy, no journal),
+# SMMU_HYPD_TRACE=FILE to record the daemon's trace of the run (SMMU_HYPD_TRACE_MAX_BYTES bounds it).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -114,8 +115,11 @@ if [ -n "${SMMU_HYPD_STANDIN:-}" ]; then
     python3 "$HERE/standin-daemon.py" "$SOCK" >"$DAEMON_LOG" 2>&1 &
 else
     sed "s|^\( *socket:.*path: *\)[^,}]*|\1$SOCK|" "$ROOT/Config/qemu-virt.yaml" > "$TMP/qemu-virt.yaml"
-    say "starting $DAEMON --config $TMP/qemu-virt.yaml"
-    "$DAEMON" --config "$TMP/qemu-virt.yaml" >"$DAEMON_LOG" 2>&1 &
+    # SMMU_HYPD_TRACE=FILE records the run (docs/trace-format.md), bounded by SMMU_HYPD_TRACE_MAX_BYTES.
+    TRACE_ARGS=()
+    [ -n "${SMMU_HYPD_TRACE:-}" ] && TRACE_ARGS=(--trace "$SMMU_HYPD_TRACE" --trace-max-bytes "${SMMU_HYPD_TRACE_MAX_BYTES:-67108864}")
+    say "starting $DAEMON --config $TMP/qemu-virt.yaml ${TRACE_ARGS[*]}"
+    "$DAEMON" --config "$TMP/qemu-virt.yaml" "${TRACE_ARGS[@]}" >"$DAEMON_LOG" 2>&1 &
 fi
 DAEMON_PID=$!
 PIDS+=($DAEMON_PID)

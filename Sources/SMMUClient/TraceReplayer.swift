@@ -65,15 +65,19 @@ public final class TraceReplayer {
         admin?.close()
     }
 
+    /// Reads a whole trace, checking every record: a corrupt tail is a bad trace (exit 2) before anything is
+    /// replayed, never a divergence halfway through.
+    public static func load(_ trace: [UInt8]) throws(ReplayError) -> (TraceHeader, [TraceRecord]) {
+        do { return try TraceReader.read(trace) } catch { throw .badTrace(error.description) }
+    }
+
     /// Replays `trace` (the file's bytes); returns when every record matched.
     public func run(_ trace: [UInt8]) throws(ReplayError) -> ReplaySummary {
-        var reader: TraceReader
-        do { reader = try TraceReader(bytes: trace) } catch { throw .badTrace(error.description) }
-        // Read it whole first: a corrupt tail is a bad trace (exit 2), never a divergence halfway through.
-        var records: [TraceRecord] = []
-        do {
-            while let r = try reader.next() { records.append(r) }
-        } catch { throw .badTrace(error.description) }
+        try run(records: Self.load(trace).1)
+    }
+
+    /// Replays records read by `load`.
+    public func run(records: [TraceRecord]) throws(ReplayError) -> ReplaySummary {
         admin = try connect(role: .admin, name: "smmuctl-replay")
         for (index, record) in records.enumerated() {
             try replay(record, index: index)

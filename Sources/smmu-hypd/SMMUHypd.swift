@@ -32,6 +32,9 @@ struct SMMUHypd: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Record a trace of every request to this file, overriding trace.path.", valueName: "file"))
     var trace: String?
 
+    @Option(name: .long, help: ArgumentHelp("The trace's bound in bytes, overriding trace.max_bytes.", valueName: "bytes"))
+    var traceMaxBytes: UInt64?
+
     @Flag(name: .long, help: "Record no trace, whatever trace.path says (a daemon that replays a trace).")
     var noTrace = false
 
@@ -74,6 +77,7 @@ struct SMMUHypd: ParsableCommand {
         }
         if let finalize { configuration.finalization.mode = finalize }
         if let trace { configuration.trace.path = trace }
+        if let traceMaxBytes { configuration.trace.maxBytes = traceMaxBytes }
         if noTrace { configuration.trace.path = nil }
         do {
             try configuration.validate()

@@ -31,8 +31,8 @@ struct Replay: ParsableCommand {
     func run() throws {
         guard let data = FileManager.default.contents(atPath: trace) else { fail("cannot read \(trace)") }
         let bytes = [UInt8](data)
-        let header: TraceHeader
-        do { header = try TraceReader(bytes: bytes).header } catch { fail("\(trace): \(error)") }
+        let header: TraceHeader, records: [TraceRecord]
+        do { (header, records) = try TraceReplayer.load(bytes) } catch { fail("\(trace): \(error)") }
         if socket != nil && config != nil { fail("--socket and --config exclude each other") }
 
         var spawned: ReplayDaemon?
@@ -57,7 +57,7 @@ struct Replay: ParsableCommand {
 
         let replayer = TraceReplayer(socketPath: path, timeout: .seconds(timeout))
         do {
-            let s = try replayer.run(bytes)
+            let s = try replayer.run(records: records)
             var line = "identical: \(s.records) records (\(s.exchanges) requests, \(s.events) events, \(s.sessions) connections)"
             if let end = s.end, end != .stopped { line += "; the trace was \(end) when recorded" }
             print(line)
