@@ -72,6 +72,14 @@ final class TraceRecorder {
         memory.clientReadObserver = { [unowned self] address, bytes in observe(address, bytes) }
     }
 
+    /// Dropped while recording (its dispatcher is gone): the memory map must not call it again, and the file closes.
+    deinit {
+        if isRecording {
+            memoryMap.clientReadObserver = nil
+            writer.close(wait: false)
+        }
+    }
+
     var status: TraceStatus {
         TraceStatus(recording: isRecording, end: end, bytes: bytes, records: records, maxBytes: maxBytes)
     }
