@@ -27,6 +27,9 @@ extension Dispatcher {
         return startTrace(path: path, maxBytes: c.maxBytes, exclusive: false)
     }
 
+    /// The current or last trace's state (nil before any).
+    public var traceStatus: TraceStatus? { trace?.status }
+
     /// Ends the trace with its end record; `wait`: until it is written (the daemon is exiting).
     public func stopTrace(wait: Bool = false) {
         trace?.stop(.stopped, wait: wait)

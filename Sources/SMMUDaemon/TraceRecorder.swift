@@ -31,6 +31,8 @@ final class TraceRecorder {
     private let memoryMap: MemoryMap
     private var buffer: [UInt8] = []
     private var lastFlush = DispatchTime.now().uptimeNanoseconds
+    /// Records since the clock was last read: it is read every `clockEvery` records, not on each.
+    private var sinceClock = 0
 
     // The exchange in progress.
     private var inExchange = false
@@ -40,15 +42,18 @@ final class TraceRecorder {
     private var observedCount = 0
     /// Events sent to other connections while the exchange runs: written after it, as a replay will see them.
     private var eventsDuringExchange: [(session: UInt64, frame: [UInt8])] = []
-    /// The last value recorded per 8-byte address of client memory, since the last daemon write to client memory.
-    private var recorded: [UInt64: UInt64] = [:]
+    /// The last value recorded per 8-byte address of client memory since the last daemon write to client memory:
+    /// direct-mapped by address, slot i holding (address | 1, value) at 2i, 2i + 1 (0: empty). A slot another address
+    /// took is only a value recorded twice, never one left out; cheaper than a dictionary on every descriptor read.
+    private var recorded = [UInt64](repeating: 0, count: 2 * TraceRecorder.rememberedSlots)
     /// Descriptor files by (device, inode): the trace's file numbers.
     private var files: [FileKey: UInt32] = [:]
 
     static let flushBytes = 256 << 10
     static let flushNanoseconds: UInt64 = 50_000_000
+    static let clockEvery = 64
     static let maxPendingBytes = 16 << 20
-    static let maxRemembered = 1 << 20
+    static let rememberedSlots = 1 << 15
     /// The smallest bound that holds the header and its end record.
     static func minimumBytes(configuration: [UInt8]) -> UInt64 {
         UInt64(TraceFormat.headerSize + configuration.count + TraceEncoder.endRecordSize)
@@ -92,7 +97,7 @@ final class TraceRecorder {
 
     /// Before the daemon unmaps what the connection mapped: client memory changes, so values recorded are forgotten.
     func sessionClosed(_ connection: ConnectionID) {
-        recorded.removeAll(keepingCapacity: true)
+        forgetRecordedMemory()
         append(.sessionClosed(session: connection.rawValue))
     }
 
@@ -120,7 +125,7 @@ final class TraceRecorder {
         descriptor = fds.count == 1 ? describe(fds[0]) : nil
         // These change what client memory holds, or which file backs an address: what was recorded no longer says
         // what a replay's memory holds.
-        if op == .memWrite || op == .memMap { recorded.removeAll(keepingCapacity: true) }
+        if op == .memWrite || op == .memMap { forgetRecordedMemory() }
     }
 
     /// The request has been answered into `output` from `outputStart`.
@@ -174,8 +179,13 @@ final class TraceRecorder {
         }
         bytes += size
         records += 1
-        let now = DispatchTime.now().uptimeNanoseconds
-        if buffer.count >= Self.flushBytes || now - lastFlush >= Self.flushNanoseconds {
+        sinceClock += 1
+        var due = buffer.count >= Self.flushBytes
+        if !due && sinceClock >= Self.clockEvery {
+            sinceClock = 0
+            due = DispatchTime.now().uptimeNanoseconds - lastFlush >= Self.flushNanoseconds
+        }
+        if due {
             if let _ = writer.failed { stop(.writeFailed); return false }
             if writer.pendingBytes > Self.maxPendingBytes { stop(.writerBehind); return false }
             flush()
@@ -194,12 +204,21 @@ final class TraceRecorder {
         guard inExchange else { return }
         if bytes.count == 8 {
             let value = bytes.loadUnaligned(as: UInt64.self)
-            if recorded[address] == value { return }
-            if recorded.count >= Self.maxRemembered { recorded.removeAll(keepingCapacity: true) }
-            recorded[address] = value
+            let slot = 2 * Int(truncatingIfNeeded: (address >> 3) & UInt64(Self.rememberedSlots - 1))
+            let same = recorded.withUnsafeMutableBufferPointer { r in
+                if r[slot] == address | 1 && r[slot + 1] == value { return true }
+                r[slot] = address | 1
+                r[slot + 1] = value
+                return false
+            }
+            if same { return }
         }
         TraceMemory.encode(address: address, bytes: bytes, into: &observed)
         observedCount += 1
+    }
+
+    private func forgetRecordedMemory() {
+        recorded.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
     }
 
     /// What a replay needs to pass a descriptor the daemon judges alike: a regular file's size and seals, and

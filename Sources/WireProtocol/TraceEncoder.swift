@@ -30,16 +30,25 @@ public enum TraceEncoder {
         memoryCount: Int, memory: ArraySlice<UInt8>, header: FrameHeader, payload: UnsafeRawBufferPointer,
         response: ArraySlice<UInt8>
     ) {
-        let start = begin(.exchange, into: &out)
-        out.appendLE(session)
-        out.append(UInt8(role?.rawValue ?? 0))
-        out.append(viaRing ? 1 : 0)
-        out.appendLE(UInt16(0))
-        out.appendLE(UInt32(memoryCount))
-        encode(descriptor, into: &out)
+        let start = out.count
+        // The fixed part (record header, session, role, ring, count, descriptor, 52 bytes) in one append: this runs
+        // for every request recorded. Length and checksum are filled in by `finish`.
+        let d = descriptor
+        var fixed = (UInt64(TraceRecord.Kind.exchange.rawValue).littleEndian, UInt32(0), session.littleEndian,
+                     (UInt32(role?.rawValue ?? 0) | (viaRing ? 1 << 8 : 0)).littleEndian, UInt32(memoryCount).littleEndian,
+                     UInt32(d?.kind.rawValue ?? 0).littleEndian, (d?.file ?? 0).littleEndian, (d?.size ?? 0).littleEndian,
+                     (d?.seals ?? 0).littleEndian, UInt32(0))
+        withUnsafeBytes(of: &fixed) { raw in
+            // The tuple's layout: u64 (kind, flags, reserved, length 0), u32 (checksum 0), then the body's fields.
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[0..<12]))
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[16..<56]))
+        }
         out.append(contentsOf: memory)
-        out.appendLE(UInt32(FrameHeader.size + payload.count))
-        header.encode(into: &out)
+        var frame = (UInt32(FrameHeader.size + payload.count).littleEndian, header.words.0, header.words.1)
+        withUnsafeBytes(of: &frame) { raw in
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[0..<4]))
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[8..<24]))
+        }
         out.append(contentsOf: payload)
         out.appendLE(UInt32(response.count))
         out.append(contentsOf: response)
