@@ -43,7 +43,10 @@ extension Dispatcher {
         case .status:
             break
         case .start:
-            guard let path = t.path.isEmpty ? traceSettings.path : t.path, path.hasPrefix("/") else { return (.invalid, .none) }
+            // A NUL would end the path the kernel sees early: another file than the one named.
+            guard let path = t.path.isEmpty ? traceSettings.path : t.path, path.hasPrefix("/"), !path.utf8.contains(0) else {
+                return (.invalid, .none)
+            }
             let maxBytes = t.maxBytes != 0 ? t.maxBytes : traceSettings.maxBytes
             if startTrace(path: path, maxBytes: maxBytes, exclusive: true) != nil { return (.invalid, .none) }
         case .stop:

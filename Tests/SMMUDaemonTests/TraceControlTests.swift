@@ -61,6 +61,10 @@ struct TraceControlTests {
         #expect(String(decoding: FileManager.default.contents(atPath: existing) ?? Data(), as: UTF8.self) == "keep me")
         #expect(throws: SMMUClientError.status(.invalid)) { try admin.callOK(.trace(.init(.start, path: "relative.smmutrace"))) }
         #expect(throws: SMMUClientError.status(.invalid)) {
+            try admin.callOK(.trace(.init(.start, path: daemon.directory.path + "/nul\0.smmutrace")))
+        }
+        #expect(!FileManager.default.fileExists(atPath: daemon.directory.path + "/nul"))
+        #expect(throws: SMMUClientError.status(.invalid)) {
             try admin.callOK(.trace(.init(.start, maxBytes: 64, path: daemon.directory.path + "/tiny")))
         }
         #expect(throws: SMMUClientError.status(.invalid)) {
