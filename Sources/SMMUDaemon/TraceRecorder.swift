@@ -172,7 +172,8 @@ final class TraceRecorder {
     /// Counts the record just encoded at `start`, or takes it back and ends the trace when it would pass the bound.
     private func admit(from start: Int) -> Bool {
         let size = UInt64(buffer.count - start)
-        if bytes + size + UInt64(TraceEncoder.endRecordSize) > maxBytes {
+        if bytes + size + UInt64(TraceEncoder.endRecordSize) > maxBytes
+            || size > UInt64(TraceFormat.recordHeaderSize + TraceFormat.maxBodyLength) {
             buffer.removeSubrange(start...)
             stop(.truncated)
             return false

@@ -14,8 +14,9 @@ public enum TraceFormat {
     public static let recordHeaderSize = 12
     /// The configuration text kept in the header at most (a replay re-runs the daemon under it).
     public static let maxConfigurationLength = 1 << 20
-    /// A record's body at most: a request and its answer are each one frame, plus what memory they read.
-    public static let maxBodyLength = 1 << 22
+    /// A record's body at most: a request and its answer are each one frame, plus what memory they read (VM_DONATE's
+    /// table scan reads at most 131,072 descriptors: 3 MiB of observations).
+    public static let maxBodyLength = 1 << 24
 
     /// FNV-1a (64 bits): the configuration's fingerprint. Detects a different configuration, not an adversary.
     public static func fingerprint(_ bytes: [UInt8]) -> UInt64 {
