@@ -198,6 +198,8 @@ struct TraceReplayTests {
         #expect(foreign.0 == 2 && foreign.1.contains("not a trace"), "\(foreign.1)")
         let missing = try runSMMUCtl(["replay", dir.path + "/nothing-here"])
         #expect(missing.0 == 2)
+        #expect(try runSMMUCtl(["replay"]).status == 2, "usage: no trace")
+        #expect(try runSMMUCtl(["replay", "--bogus", dir.path + "/t.smmutrace"]).status == 2, "usage: an unknown option")
     }
 
     @Test("the kept guest boot trace (Tests/Fixtures/traces/guest-boot.smmutrace) replays with no divergence")
