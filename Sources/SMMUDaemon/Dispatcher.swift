@@ -107,9 +107,10 @@ public final class Dispatcher: SessionFactory {
                 context: SessionContext, output: inout [UInt8]) -> SessionEffect {
         let tag = header.tag
         let tracing = traceBegin(op, fds: fds, output: output)
+        let traceRing = tracing != nil && rings[context.connection] != nil
         defer {
-            tracing?.endExchange(session: context.connection, role: context.role, viaRing: rings[context.connection] != nil,
-                                 header: header, payload: payload, output: output)
+            tracing?.endExchange(session: context.connection, role: context.role, viaRing: traceRing, header: header,
+                                 payload: payload, output: output)
         }
         func answer(_ status: Status, _ response: ResponsePayload = .none) {
             stats.count(op.rawValue, status, role: context.role)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SMMUClient
 import WireProtocol
 
@@ -6,7 +7,7 @@ import WireProtocol
 struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start, stop or show the daemon's MMIO trace (admin).",
-        subcommands: [TraceStart.self, TraceStop.self, TraceStatusCommand.self])
+        subcommands: [TraceStart.self, TraceStop.self, TraceStatusCommand.self, TraceShow.self])
 
     static func call(_ connection: Connection, _ request: TraceControlRequest) throws {
         let (client, _) = try connection.open(defaultRole: .admin)
@@ -41,4 +42,52 @@ struct TraceStatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Whether a trace is recording, and its size.")
     @OptionGroup var connection: Connection
     func run() throws { try Trace.call(connection, TraceControlRequest(.status)) }
+}
+
+/// A trace file in words, one line per record (no daemon needed): to read what a board or a run did.
+struct TraceShow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Print a trace file's records in words (exit 2 if it is not a whole trace).")
+    @Argument(help: "The trace file.") var file: String
+    @Option(help: "Print at most this many records.") var limit: Int?
+    @Flag(help: "Also print the answers.") var answers = false
+
+    func run() throws {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            printError("smmuctl trace show: cannot read \(file)")
+            throw ExitCode(2)
+        }
+        var reader: TraceReader
+        do { reader = try TraceReader(bytes: [UInt8](data)) } catch {
+            printError("smmuctl trace show: \(file): \(error)")
+            throw ExitCode(2)
+        }
+        print("trace version \(reader.header.version), configuration \(reader.header.configuration.count) bytes "
+              + "(fingerprint \(hex(reader.header.fingerprint))), \(data.count) bytes")
+        var shown = 0
+        do {
+            while let record = try reader.next() {
+                if let limit, shown >= limit { continue }
+                print("\(reader.index - 1)\t" + Self.words(record, answers: answers))
+                shown += 1
+            }
+        } catch {
+            printError("smmuctl trace show: \(error)")
+            throw ExitCode(2)
+        }
+    }
+
+    static func words(_ record: TraceRecord, answers: Bool) -> String {
+        switch record {
+        case .sessionOpened(let s, let peer): "session \(s) opened by uid \(peer.uid) gid \(peer.gid) pid \(peer.pid)"
+        case .exchange(let e):
+            "session \(e.session) \(e.role.map { "\($0)" } ?? "-")\(e.viaRing ? " ring" : ""): " + TraceWords.request(e.request)
+                + (e.memory.isEmpty ? "" : " (\(e.memory.count) client memory reads)")
+                + (answers ? " -> " + TraceWords.response(e.response) : "")
+        case .event(let s, let frames): "session \(s): " + TraceWords.response(frames)
+        case .sessionClosed(let s): "session \(s) closed"
+        case .finalized: "finalized (the daemon's timer)"
+        case .end(let why): "end: \(why)"
+        }
+    }
 }

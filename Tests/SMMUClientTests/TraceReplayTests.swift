@@ -194,6 +194,7 @@ struct TraceReplayTests {
         v2[8] = 2
         let version = try replay(v2)
         #expect(version.0 == 2 && version.1.contains("version 2 is not supported"), "\(version.1)")
+        #expect(try runSMMUCtl(["trace", "show", dir.path + "/t.smmutrace"]).status == 2, "show refuses it too")
         let foreign = try replay(Array("not a trace at all, just some text".utf8))
         #expect(foreign.0 == 2 && foreign.1.contains("not a trace"), "\(foreign.1)")
         let missing = try runSMMUCtl(["replay", dir.path + "/nothing-here"])
@@ -211,5 +212,11 @@ struct TraceReplayTests {
         let result = try runSMMUCtl(["replay", path])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("identical"), "\(result.output)")
+        // In words: a line per record after the header's, the guest's MEM_MAP among them, the end last.
+        let shown = try runSMMUCtl(["trace", "show", path])
+        let lines = shown.output.split(separator: "\n")
+        #expect(shown.status == 0 && lines.count == records.count + 1)
+        #expect(lines.contains { $0.contains("MEM_MAP 0x40000000 size 0x20000000") })
+        #expect(lines.last == "\(records.count - 1)\tend: truncated at max_bytes")
     }
 }
