@@ -191,12 +191,15 @@ public final class TraceReplayer {
     /// undoes (mapped memory, epoch pages, rings) is undone before the next record, as it was when recorded.
     private func awaitOpenConnections() throws(ReplayError) {
         let want = sessions.count + 1
-        for _ in 0..<500 {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
             guard let stats = try? admin!.stats() else { throw .setup("STATS on the admin connection failed") }
             if Self.openConnections(stats) == want { return }
-            usleep(2000)
+            guard clock.now < deadline else { break }
+            usleep(1000)
         }
-        throw .setup("the daemon still counts a closed connection as open after 1 s")
+        throw .setup("the daemon still counts a closed connection as open after \(timeout)")
     }
 
     /// `"connections":{..."open":N...}` from STATS' JSON (keys sorted, no spaces).
