@@ -63,7 +63,7 @@ public enum TraceWords {
         case .vmAssignStream(let a): "VM_ASSIGN_STREAM vm \(a.vm) window \(a.window) stream 0x\(hex(a.streamID))"
         case .vmDestroy(let vm): "VM_DESTROY vm \(vm)"
         case .trace(let t): "TRACE command \(t.commandValue)"
-        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring: "\(r.opcode)"
+        case .vmCreate, .stats, .dump, .finalize, .protFinalize, .events, .dmaEpoch, .ring: "\(r.opcode)"
         }
     }
 

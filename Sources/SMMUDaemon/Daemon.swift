@@ -167,7 +167,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         readySent = true
         Systemd.notify(.ready, .status(statusLine()))
         lastStatus = statusLine()
-        logger.info("pKVM finalized by \(core?.dispatcher.finalizedBy?.description ?? "?"); READY=1")
+        logger.info("pKVM finalized; READY=1 (finalized by \(core?.dispatcher.finalizedBy?.description ?? "?"))")
     }
 
     private func startTimers() {
