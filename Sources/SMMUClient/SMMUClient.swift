@@ -107,7 +107,8 @@ public final class SMMUClient {
             let n = Int(b.loadLE(UInt32.self, at: 8))
             let ranges = (0..<min(n, (p.count - 16) / 16)).map { i in
                 CachedDMAResult(physicalAddress: b.loadLE(UInt64.self, at: 16 + 16 * i), fault: 0,
-                                sizeShift: b[16 + 16 * i + 8], access: b[16 + 16 * i + 9], epoch: epoch)
+                                sizeShift: b[16 + 16 * i + 8], access: b[16 + 16 * i + 9],
+                                reachShift: b[16 + 16 * i + 10], epoch: epoch)
             }
             return (epoch, ranges)
         }

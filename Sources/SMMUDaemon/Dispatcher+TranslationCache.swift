@@ -3,22 +3,24 @@ import Glibc
 #endif
 import PKVM
 import SMMUModel
+import CSocketShims
 import Synchronization
 import WireProtocol
 
-/// Protocol v1.1's translation caching (docs/protocol-v1.md, "v1.1"): the pages where device connections
-/// read the translation epoch, and the two opcodes.
+/// Protocol v1.1's translation caching (docs/protocol-v1.md, "v1.1" and "v1.2"): the pages where device
+/// connections read the translation epoch and the invalidation log, and the opcodes.
 ///
 /// The hypervisor's `TranslationEpoch` advances, inside the request that makes the change, before any change
 /// that could alter a translation (a relevant physical register write or reset, an ownership change). Each
 /// advance is stored here into every shared page at once, on the serial queue, so it is in the clients'
 /// memory before the response to that request is sent: a client that caches DMA_CACHED answers and uses one
 /// only while the page still shows its epoch never uses a translation after the host has seen the change
-/// that ended it.
+/// that ended it. Since v1.2 each advance is first recorded in the page's log (what it ended: one address
+/// range, or anything), so such a client may keep what the change did not name.
 final class EpochPages {
     /// At most this many pages (each is one 4 KiB mapping the daemon holds, G8).
     static let limit = 64
-    static let pageSize = 4096
+    static let pageSize = InvalidationLog.pageSize
     private var pages: [ConnectionID: UnsafeMutableRawPointer] = [:]
     private let epoch: TranslationEpoch
 
@@ -26,33 +28,65 @@ final class EpochPages {
         self.epoch = epoch
         // Weak: the hypervisor (and its epoch) may outlive this dispatcher (a fuzzer reuses one hypervisor under a
         // new dispatcher per input); an advance after that must find nobody to tell, not a freed object.
-        epoch.publish = { [weak self] value in self?.store(value) }
+        epoch.publish = { [weak self] value, change in self?.store(value, change) }
     }
 
     deinit { for page in pages.values { munmap(page, Self.pageSize) } }
 
-    private func store(_ value: UInt64) {
+    private func store(_ value: UInt64, _ change: TranslationChange) {
         guard !pages.isEmpty else { return }
-        for page in pages.values { page.storeBytes(of: value.littleEndian, as: UInt64.self) }
+        let record = InvalidationRecord(change)
+        for page in pages.values { InvalidationLog.publish(record, epoch: value, to: SharedPageWords(base: page)) }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
 
     var count: Int { pages.count }
 
     /// Maps the first 4 KiB of `fd` (checked as MEM_MAP checks its files: a memfd sealed against shrinking,
-    /// long enough, not hugetlbfs) and writes the current epoch there.
+    /// long enough, not hugetlbfs) and writes the current epoch there, with an empty log.
     func attach(fd: Int32, connection: ConnectionID) -> Status {
         guard pages[connection] == nil, pages.count < Self.limit else { return .invalid }
         guard case .success(let file) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(Self.pageSize)) else {
             return .invalid
         }
-        file.pointer.storeBytes(of: epoch.value.littleEndian, as: UInt64.self)
+        InvalidationLog.initialize(SharedPageWords(base: file.pointer), epoch: epoch.value)
         pages[connection] = file.pointer
         return .ok
     }
 
     func detach(connection: ConnectionID) {
         if let p = pages.removeValue(forKey: connection) { munmap(p, Self.pageSize) }
+    }
+}
+
+/// The daemon's stores into a shared epoch page: little-endian `u64` words, as C11 atomics (the client reads
+/// them concurrently from another process).
+struct SharedPageWords: InvalidationLog.WritableMemory {
+    let base: UnsafeMutableRawPointer
+
+    func storeRelaxed(_ offset: Int, _ value: UInt64) {
+        csock_store_relaxed64((base + offset).assumingMemoryBound(to: UInt64.self), value.littleEndian)
+    }
+
+    func storeRelease(_ offset: Int, _ value: UInt64) {
+        csock_store_release64((base + offset).assumingMemoryBound(to: UInt64.self), value.littleEndian)
+    }
+
+    func fenceRelease() { csock_fence_release() }
+}
+
+extension InvalidationRecord {
+    /// The log's words for what an advance of the epoch may have changed.
+    init(_ change: TranslationChange) {
+        switch change {
+        case .anything:
+            self = .everything
+        case .address(let window, let bank, let asid, let address):
+            // A window or bank the record cannot name ends everything (never a record naming another one).
+            guard let w = UInt16(exactly: window), let b = UInt16(exactly: bank) else { self = .everything; return }
+            self.init(kind: asid == nil ? .addressAnyASID : .address, address: address, pages: 1, window: w,
+                      contextBank: b, asid: asid ?? 0)
+        }
     }
 }
 
@@ -68,7 +102,8 @@ extension Dispatcher {
     /// DMA_PREFETCH: the access as DMA_CACHED, then speculative translations of the ranges that follow it,
     /// up to `pages` records, stopping before the first that would fault (which is recorded nowhere).
     /// Payload: `u64 epoch`, `u32 n`, `u32 reserved`, n records of `u64 physical_address` (of the range's
-    /// first byte at or after the access), `u8 size_shift`, `u8 access`, `u16 reserved`, `u32 reserved`.
+    /// first byte at or after the access), `u8 size_shift`, `u8 access`, `u8 reach_shift` (v1.2), `u8 reserved`,
+    /// `u32 reserved`.
     func prefetchDMA(_ p: DMAPrefetchRequest) -> (Status, ResponsePayload) {
         guard p.pages >= 1, p.pages <= DMAPrefetchRequest.maxPages else { return (.invalid, .none) }
         let d = p.access
@@ -79,14 +114,15 @@ extension Dispatcher {
         out.appendLE(r.epoch)
         out.appendLE(UInt32(0))   // n, patched below
         out.appendLE(UInt32(0))
-        func record(_ pa: UInt64, _ shift: UInt8, _ access: UInt8) {
+        func record(_ pa: UInt64, _ shift: UInt8, _ access: UInt8, _ reach: UInt8) {
             out.appendLE(pa)
             out.append(shift)
             out.append(access)
-            out.appendLE(UInt16(0))
+            out.append(reach)
+            out.append(0)
             out.appendLE(UInt32(0))
         }
-        record(r.physicalAddress, r.sizeShift, r.access)
+        record(r.physicalAddress, r.sizeShift, r.access, r.reachShift)
         var n: UInt32 = 1
         let flags = DMAAccess(d.flags)
         var next = (d.iova & ~((1 << UInt64(r.sizeShift)) - 1)) &+ (1 << UInt64(r.sizeShift))
@@ -95,7 +131,7 @@ extension Dispatcher {
             var access: UInt8 = 0
             if t.extent.read { access |= CachedDMAResult.readable }
             if t.extent.write { access |= CachedDMAResult.writable }
-            record(t.physicalAddress, t.extent.sizeShift, access)
+            record(t.physicalAddress, t.extent.sizeShift, access, t.extent.reachShift)
             n += 1
             next = (next & ~((1 << UInt64(t.extent.sizeShift)) - 1)) &+ (1 << UInt64(t.extent.sizeShift))
         }
@@ -113,7 +149,8 @@ extension Dispatcher {
             if extent?.read == true { access |= CachedDMAResult.readable }
             if extent?.write == true { access |= CachedDMAResult.writable }
             return (.ok, .cachedDMA(CachedDMAResult(physicalAddress: pa, fault: 0, sizeShift: extent?.sizeShift ?? 12,
-                                                    access: access, epoch: hypervisor.translationEpoch.value)))
+                                                    access: access, reachShift: extent?.reachShift ?? 12,
+                                                    epoch: hypervisor.translationEpoch.value)))
         case .fault(let f):
             if !events.isEmpty { events.publishChanges(window: Int(d.window), to: server) }
             return (.fault, .cachedDMA(CachedDMAResult(physicalAddress: 0, fault: FaultCode(f).rawValue)))
