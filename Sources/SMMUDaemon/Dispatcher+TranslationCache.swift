@@ -61,7 +61,7 @@ final class EpochPages {
 
 /// The daemon's stores into a shared epoch page: little-endian `u64` words, as C11 atomics (the client reads
 /// them concurrently from another process).
-struct SharedPageWords: InvalidationLog.WritableMemory {
+struct SharedPageWords: InvalidationLog.WritableMemory, @unchecked Sendable {
     let base: UnsafeMutableRawPointer
 
     func storeRelaxed(_ offset: Int, _ value: UInt64) {

@@ -2,6 +2,7 @@ import Foundation
 import PKVM
 import SMMUModel
 import SMMUClient
+import TestSupport
 import Testing
 import WireProtocol
 @testable import SMMUDaemon
@@ -239,5 +240,78 @@ import WireProtocol
         f.write(Fixture.base + 0xC00, 0x0002_0000)   // S2CR0: fault
         let routed = f.dma(0x10_1000)
         #expect(!routed.cached && routed.pa == nil)
+    }
+}
+
+/// The seqlock under real concurrency: the daemon's writer (`SharedPageWords`, C11 atomics) on one thread, the
+/// client's `TranslationCache` over a read-only mapping of the same memfd on another, as a device reads its page
+/// while the daemon serves the host.
+@Suite struct InvalidationLogConcurrencyTests {
+    /// The "translations": a version per page, changed and published under one lock (the daemon's serial queue);
+    /// `changes[p]` lists (epoch, version) of every change of page p.
+    final class Truth: @unchecked Sendable {
+        let lock = NSLock()
+        var versions = [UInt64](repeating: 1, count: 64)
+        var changes = [[(epoch: UInt64, version: UInt64)]](repeating: [], count: 64)
+        var epoch: UInt64 = 1
+        var done = false
+    }
+
+    @Test("a reader thread never hits a translation a published record ended, while a writer thread rewrites every slot")
+    func readerNeverStaleUnderConcurrentWriter() throws {
+        let fd = try SMMUClient.makeSharedMemory(size: 4096, name: "epoch")
+        defer { close(fd) }
+        let rw = try #require(mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
+        defer { munmap(rw, 4096) }
+        let writer = SharedPageWords(base: rw)
+        InvalidationLog.initialize(writer, epoch: 1)
+        let page = try EpochPage(mapping: fd) { () throws(SMMUClientError) in 1 }
+        let cache = TranslationCache(memory: page, epoch: 1)
+        let truth = Truth()
+        let thread = Thread {
+            var rng = SplitMix64(seed: 7)
+            for i in 0..<40_000 {
+                if i % 8 == 0 { usleep(50) }   // let the reader find its entries between bursts of changes
+                truth.lock.lock()
+                let p = Int(rng.next() % 64)
+                truth.epoch += 1
+                let everything = rng.next() % 64 == 0
+                truth.versions[p] += 1
+                truth.changes[p].append((truth.epoch, truth.versions[p]))
+                let record = everything ? InvalidationRecord.everything
+                    : InvalidationRecord(kind: .address, address: UInt64(p) << 12, pages: 1, window: 0)
+                InvalidationLog.publish(record, epoch: truth.epoch, to: writer)
+                truth.lock.unlock()
+            }
+            truth.lock.lock()
+            truth.done = true
+            truth.lock.unlock()
+        }
+        thread.start()
+        var rng = SplitMix64(seed: 11)
+        var stale = 0, lookups = 0
+        while true {
+            truth.lock.lock()
+            let finished = truth.done
+            truth.lock.unlock()
+            if finished { break }
+            let p = UInt64(rng.next() % 64)
+            lookups += 1
+            if let pa = cache.lookup(window: 0, stream: 1, iova: p << 12, write: false) {
+                let version = pa >> 20, seen = cache.seen
+                truth.lock.lock()
+                if truth.changes[Int(p)].contains(where: { $0.epoch <= seen && $0.version > version }) { stale += 1 }
+                truth.lock.unlock()
+            } else {
+                truth.lock.lock()
+                let answer = CachedDMAResult(physicalAddress: truth.versions[Int(p)] << 20 | p << 12, fault: 0, sizeShift: 12,
+                                             access: 3, reachShift: 12, epoch: truth.epoch)
+                truth.lock.unlock()
+                cache.insert(window: 0, stream: 1, iova: p << 12, answer: answer)
+            }
+        }
+        let s = cache.statistics
+        #expect(stale == 0, "\(s)")
+        #expect(s.hits > 1000 && s.rangesApplied > 1000 && s.fullFlushes > 0, "\(lookups) lookups: \(s)")
     }
 }
