@@ -92,12 +92,14 @@ public final class SMMUClient {
         return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try CachedDMAResult.decode(p) } }
     }
 
-    /// DMA_PREFETCH (v1.1): the access, then speculative translations of up to `pages` - 1 ranges after it.
+    /// DMA_PREFETCH (v1.1): the access, then speculative translations of up to `pages` - 1 ranges after it (v1.2
+    /// `backward`: before it, each ending where the previous record starts).
     /// Nil when the access itself faults (FAULT); else the epoch and one record per range, in order.
     public func dmaPrefetch(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = [],
-                            pages: UInt32) throws(SMMUClientError) -> (epoch: UInt64, ranges: [CachedDMAResult])? {
+                            pages: UInt32, backward: Bool = false) throws(SMMUClientError) -> (epoch: UInt64, ranges: [CachedDMAResult])? {
         let frame = try call(.dmaPrefetch(DMAPrefetchRequest(
-            access: DMARequest(window: window, streamID: stream, iova: iova, flags: flags), pages: pages)))
+            access: DMARequest(window: window, streamID: stream, iova: iova, flags: flags),
+            pages: pages | (backward ? DMAPrefetchRequest.backwardFlag : 0))))
         if frame.status == .fault { return nil }
         guard frame.status == .ok else { throw .status(frame.status ?? .malformed) }
         let p = frame.payload

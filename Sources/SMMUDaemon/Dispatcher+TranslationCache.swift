@@ -99,18 +99,18 @@ extension Dispatcher {
         return (status, status == .ok ? .epoch(hypervisor.translationEpoch.value) : .none)
     }
 
-    /// DMA_PREFETCH: the access as DMA_CACHED, then speculative translations of the ranges that follow it,
-    /// up to `pages` records, stopping before the first that would fault (which is recorded nowhere).
+    /// DMA_PREFETCH: the access as DMA_CACHED, then speculative translations of the ranges that follow it (or,
+    /// v1.2 with bit 31 of `pages`, that precede it), up to `pages` records, stopping before the first that would
+    /// fault (which is recorded nowhere).
     /// Payload: `u64 epoch`, `u32 n`, `u32 reserved`, n records of `u64 physical_address` (of the range's
-    /// first byte at or after the access), `u8 size_shift`, `u8 access`, `u8 reach_shift` (v1.2), `u8 reserved`,
-    /// `u32 reserved`.
+    /// first byte), `u8 size_shift`, `u8 access`, `u8 reach_shift` (v1.2), `u8 reserved`, `u32 reserved`.
     func prefetchDMA(_ p: DMAPrefetchRequest) -> (Status, ResponsePayload) {
-        guard p.pages >= 1, p.pages <= DMAPrefetchRequest.maxPages else { return (.invalid, .none) }
+        guard p.count >= 1, p.count <= DMAPrefetchRequest.maxPages else { return (.invalid, .none) }
         let d = p.access
         let (first, firstPayload) = cachedDMA(d)
         guard first == .ok, case .cachedDMA(let r) = firstPayload else { return (first, .none) }
         var out: [UInt8] = []
-        out.reserveCapacity(16 + 16 * Int(p.pages))
+        out.reserveCapacity(16 + 16 * Int(p.count))
         out.appendLE(r.epoch)
         out.appendLE(UInt32(0))   // n, patched below
         out.appendLE(UInt32(0))
@@ -125,15 +125,21 @@ extension Dispatcher {
         record(r.physicalAddress, r.sizeShift, r.access, r.reachShift)
         var n: UInt32 = 1
         let flags = DMAAccess(d.flags)
-        var next = (d.iova & ~((1 << UInt64(r.sizeShift)) - 1)) &+ (1 << UInt64(r.sizeShift))
-        while n < p.pages, next != 0,
-              let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: next, access: flags) {
+        // The boundary the next range starts at (forward) or ends at (backward); 0 ends the walk either way.
+        let firstBase = d.iova & ~((1 << UInt64(r.sizeShift)) - 1)
+        var edge = p.backward ? firstBase : firstBase &+ (1 << UInt64(r.sizeShift))
+        while n < p.count, edge != 0 {
+            // Backward: translate the page just below the edge; its range ends there.
+            let probe = p.backward ? edge - 4096 : edge
+            guard let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags) else { break }
+            let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
+            let base = probe & ~mask
             var access: UInt8 = 0
             if t.extent.read { access |= CachedDMAResult.readable }
             if t.extent.write { access |= CachedDMAResult.writable }
-            record(t.physicalAddress, t.extent.sizeShift, access, t.extent.reachShift)
+            record(t.physicalAddress - (probe - base), t.extent.sizeShift, access, t.extent.reachShift)
             n += 1
-            next = (next & ~((1 << UInt64(t.extent.sizeShift)) - 1)) &+ (1 << UInt64(t.extent.sizeShift))
+            edge = p.backward ? base : base &+ mask &+ 1
         }
         withUnsafeBytes(of: n.littleEndian) { for i in 0..<4 { out[8 + i] = $0[i] } }
         return (.ok, .bytes(out))

@@ -173,7 +173,7 @@ struct TranslationCacheTests {
         }
     }
 
-    @Test("DMA_PREFETCH answers the pages after the access up to the first unmapped one, which faults nowhere")
+    @Test("DMA_PREFETCH answers the pages after the access (v1.2: or before it) up to the first unmapped one, which faults nowhere")
     func prefetchStopsSilentlyAtAHole() throws {
         let (daemon, host, domain, deviceClient, _) = try Self.start()
         defer { close(domain.file); daemon.stop() }
@@ -182,6 +182,12 @@ struct TranslationCacheTests {
         #expect(got.ranges.map(\.physicalAddress) == [Domain.data + 7 << 12 | 0x10] + (1..<8).map { Domain.data + (7 - $0) << 12 })
         #expect(got.ranges.allSatisfy { $0.sizeShift == 12 && $0.access == 3 })
         #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the speculative miss at 0x108000 recorded no fault")
+        // v1.2 backward: the pages before the access, down to the first unmapped one (0x10_0000 - 0x1000).
+        let back = try #require(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_5010, pages: 16,
+                                                             backward: true))
+        #expect(back.ranges.map(\.physicalAddress) == [Domain.data + 2 << 12 | 0x10] + (1...5).map { Domain.data + (2 + $0) << 12 })
+        #expect(back.ranges.allSatisfy { $0.sizeShift == 12 && $0.reachShift == 12 })
+        #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the speculative miss at 0xFF000 recorded no fault")
         // The access itself faulting is a real fault: FAULT, recorded in the bank's FSR.
         #expect(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_8000, pages: 4) == nil)
         #expect(try host.read(address: domain.cb0 + 0x58) & 0x2 != 0)
