@@ -85,8 +85,10 @@ enum {
     SH_CACHE_SIDS = 8,
 };
 
-/* v1.2: DMA_PREFETCH's pages word with this bit speculates over the ranges before the access. */
+/* v1.2: DMA_PREFETCH's pages word with this bit speculates over the ranges before the access;
+ * with the next, over the mapped pages on both sides of it (holes skipped). */
 #define SH_PREFETCH_BACKWARD 0x80000000u
+#define SH_PREFETCH_AROUND 0x40000000u
 
 /* IOVA bits 55:12: what a log record's address is compared on. */
 #define SH_LOG_ADDRESS_MASK 0x00FFFFFFFFFFF000ULL
@@ -156,6 +158,7 @@ struct SmmuHypdState {
     uint32_t prefetch;      /* on a miss, translate this many ranges at once (DMA_PREFETCH); 0: off */
     bool use_ring;          /* MMIO and DMA through shared-memory rings (RING) instead of the sockets */
     bool backward_prefetch; /* a miss just below the previous one prefetches downwards (v1.2) */
+    bool around_prefetch;   /* a miss prefetches the mapped pages on both sides (v1.2) */
     uint64_t last_miss_page;
 
     /* learned from HELLO */
@@ -961,29 +964,33 @@ static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool wr
 static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool write,
                                uint32_t *status, SmmuHypdCacheEntry *e)
 {
-    uint8_t req[24], resp[16 + 16 * SH_MAX_PREFETCH];
-    uint32_t len = 0, n;
+    uint8_t req[24], resp[16 + 16 * (2 * SH_MAX_PREFETCH + 1)];
+    uint32_t len = 0, n, max_records;
     uint64_t epoch, edge = 0;
     uint64_t page = iova >> 12, last = qatomic_read(&s->last_miss_page);
     /*
-     * Linux hands out IOVAs from the top down, so a buffer's pages often sit at descending IOVAs:
-     * when this miss is just below the previous one, speculate downwards (v1.2).
+     * A v1.2 daemon probes the pages on both sides of the access and answers the mapped ones
+     * (Linux's lazy mode reuses IOVAs in no order, so a buffer's pages are scattered). Else:
+     * Linux hands out fresh IOVAs from the top down, so a buffer's pages often sit at
+     * descending IOVAs: when this miss is just below the previous one, speculate downwards.
      */
-    bool backward = s->backward_prefetch && last > page && last - page <= SH_MAX_PREFETCH;
+    bool around = s->around_prefetch && s->log_kept;
+    bool backward = !around && s->backward_prefetch && last > page && last - page <= SH_MAX_PREFETCH;
 
     qatomic_set(&s->last_miss_page, page);
     stl_le_p(req, s->window);
     stl_le_p(req + 4, sid);
     stq_le_p(req + 8, iova);
     stl_le_p(req + 16, write ? 1 : 0);
-    stl_le_p(req + 20, MIN(s->prefetch, SH_MAX_PREFETCH) | (backward ? SH_PREFETCH_BACKWARD : 0));
+    stl_le_p(req + 20, MIN(s->prefetch, SH_MAX_PREFETCH) | (backward ? SH_PREFETCH_BACKWARD : 0) |
+                       (around ? SH_PREFETCH_AROUND : 0));
     if (!sh_call(&s->dma, SH_OP_DMA_PREFETCH, req, sizeof(req), -1, status, resp, sizeof(resp),
                  &len)) {
         return false;
     }
-    if (*status == SH_INVALID && backward) {
-        /* A v1.1 daemon: pages with bit 31 is out of range (nothing was translated). Forward only. */
-        s->backward_prefetch = false;
+    if (*status == SH_INVALID && (backward || around)) {
+        /* A v1.1 daemon: pages with bit 31 or 30 is out of range (nothing was translated). */
+        s->backward_prefetch = s->around_prefetch = false;
         return smmu_hypd_prefetch(s, sid, iova, write, status, e);
     }
     if (*status == SH_UNSUPPORTED) {
@@ -997,7 +1004,8 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
     }
     epoch = ldq_le_p(resp);
     n = ldl_le_p(resp + 8);
-    if (len < 16 || n == 0 || n > SH_MAX_PREFETCH || len != 16 + 16 * n) {
+    max_records = around ? 2 * SH_MAX_PREFETCH + 1 : SH_MAX_PREFETCH;
+    if (len < 16 || n == 0 || n > max_records || len != 16 + 16 * n) {
         error_report("smmu-hypd: malformed DMA_PREFETCH answer (%u bytes, %u records)", len, n);
         *status = SH_FAULT;
         return true;
@@ -1013,8 +1021,15 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
             break;
         }
         mask = (1ULL << shift) - 1;
-        /* Record i > 0 starts where record i - 1 ends (forward) or ends where it starts. */
-        at = i == 0 ? iova : backward ? edge - 0x1000 : edge;
+        /*
+         * v1.2 says where each record starts: page_offset pages from the access's page. A 1.1
+         * daemon's record i > 0 starts where record i - 1 ends.
+         */
+        if (s->log_kept) {
+            at = (iova & ~0xfffULL) + (uint64_t)(int64_t)(int32_t)ldl_le_p(r + 12) * 0x1000;
+        } else {
+            at = i == 0 ? iova : backward ? edge - 0x1000 : edge;
+        }
         rec = (SmmuHypdCacheEntry) {
             .iova_base = at & ~mask, .pa_base = ldq_le_p(r) & ~mask, .epoch = epoch, .sid = sid,
             .shift = shift, .reach = MAX(r[10], shift), .access = r[9] & 3,
@@ -1420,6 +1435,7 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 32),
     DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_BOOL("prefetch-backward", SmmuHypdState, backward_prefetch, true),
+    DEFINE_PROP_BOOL("prefetch-around", SmmuHypdState, around_prefetch, true),
     DEFINE_PROP_END_OF_LIST(),
 };
 

@@ -99,47 +99,65 @@ extension Dispatcher {
         return (status, status == .ok ? .epoch(hypervisor.translationEpoch.value) : .none)
     }
 
-    /// DMA_PREFETCH: the access as DMA_CACHED, then speculative translations of the ranges that follow it (or,
-    /// v1.2 with bit 31 of `pages`, that precede it), up to `pages` records, stopping before the first that would
-    /// fault (which is recorded nowhere).
+    /// DMA_PREFETCH: the access as DMA_CACHED, then speculative translations (none recorded, none counted): the
+    /// ranges that follow it, or (v1.2, bit 31 of `pages`) that precede it, up to `pages` records, stopping before
+    /// the first that would fault; or (v1.2, bit 30) the mapped ranges met probing up to `pages` pages after the
+    /// access's range and then up to `pages` pages before it, holes skipped.
     /// Payload: `u64 epoch`, `u32 n`, `u32 reserved`, n records of `u64 physical_address` (of the range's
-    /// first byte), `u8 size_shift`, `u8 access`, `u8 reach_shift` (v1.2), `u8 reserved`, `u32 reserved`.
+    /// first byte), `u8 size_shift`, `u8 access`, `u8 reach_shift` (v1.2), `u8 reserved`, `i32 page_offset` (v1.2:
+    /// the range's first page minus the access's page).
     func prefetchDMA(_ p: DMAPrefetchRequest) -> (Status, ResponsePayload) {
-        guard p.count >= 1, p.count <= DMAPrefetchRequest.maxPages else { return (.invalid, .none) }
+        guard p.count >= 1, p.count <= DMAPrefetchRequest.maxPages, !(p.backward && p.window) else { return (.invalid, .none) }
         let d = p.access
         let (first, firstPayload) = cachedDMA(d)
         guard first == .ok, case .cachedDMA(let r) = firstPayload else { return (first, .none) }
         var out: [UInt8] = []
-        out.reserveCapacity(16 + 16 * Int(p.count))
+        out.reserveCapacity(16 + 16 * Int(p.window ? 2 * p.count + 1 : p.count))
         out.appendLE(r.epoch)
         out.appendLE(UInt32(0))   // n, patched below
         out.appendLE(UInt32(0))
-        func record(_ pa: UInt64, _ shift: UInt8, _ access: UInt8, _ reach: UInt8) {
+        let accessPage = d.iova >> 12
+        func record(_ pa: UInt64, _ shift: UInt8, _ access: UInt8, _ reach: UInt8, base: UInt64) {
             out.appendLE(pa)
             out.append(shift)
             out.append(access)
             out.append(reach)
             out.append(0)
-            out.appendLE(UInt32(0))
+            out.appendLE(Int32(truncatingIfNeeded: Int64(bitPattern: (base >> 12) &- accessPage)))
         }
-        record(r.physicalAddress, r.sizeShift, r.access, r.reachShift)
+        let firstBase = d.iova & ~((1 << UInt64(r.sizeShift)) - 1)
+        record(r.physicalAddress, r.sizeShift, r.access, r.reachShift, base: firstBase)
         var n: UInt32 = 1
         let flags = DMAAccess(d.flags)
-        // The boundary the next range starts at (forward) or ends at (backward); 0 ends the walk either way.
-        let firstBase = d.iova & ~((1 << UInt64(r.sizeShift)) - 1)
-        var edge = p.backward ? firstBase : firstBase &+ (1 << UInt64(r.sizeShift))
-        while n < p.count, edge != 0 {
-            // Backward: translate the page just below the edge; its range ends there.
-            let probe = p.backward ? edge - 4096 : edge
-            guard let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags) else { break }
-            let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
-            let base = probe & ~mask
-            var access: UInt8 = 0
-            if t.extent.read { access |= CachedDMAResult.readable }
-            if t.extent.write { access |= CachedDMAResult.writable }
-            record(t.physicalAddress - (probe - base), t.extent.sizeShift, access, t.extent.reachShift)
-            n += 1
-            edge = p.backward ? base : base &+ mask &+ 1
+        /// Walks from `start` (the boundary the next range starts at, or ends at going down) for at most `limit`
+        /// records (contiguous) or probes (window: holes skipped, each 4 KiB); 0 ends it either way.
+        func walk(from start: UInt64, down: Bool, limit: UInt32, skipHoles: Bool) {
+            var edge = start
+            var steps: UInt32 = 0
+            while steps < limit, edge != 0 {
+                steps += 1
+                let probe = down ? edge - 4096 : edge
+                guard let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags) else {
+                    if !skipHoles { return }
+                    edge = down ? probe : probe &+ 4096
+                    continue
+                }
+                let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
+                let base = probe & ~mask
+                var access: UInt8 = 0
+                if t.extent.read { access |= CachedDMAResult.readable }
+                if t.extent.write { access |= CachedDMAResult.writable }
+                record(t.physicalAddress - (probe - base), t.extent.sizeShift, access, t.extent.reachShift, base: base)
+                n += 1
+                edge = down ? base : base &+ mask &+ 1
+            }
+        }
+        let firstEnd = firstBase &+ (1 << UInt64(r.sizeShift))
+        if p.window {
+            walk(from: firstEnd, down: false, limit: p.count, skipHoles: true)
+            walk(from: firstBase, down: true, limit: p.count, skipHoles: true)
+        } else {
+            walk(from: p.backward ? firstBase : firstEnd, down: p.backward, limit: p.count - 1, skipHoles: false)
         }
         withUnsafeBytes(of: n.littleEndian) { for i in 0..<4 { out[8 + i] = $0[i] } }
         return (.ok, .bytes(out))

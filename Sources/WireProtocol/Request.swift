@@ -74,10 +74,14 @@ public struct DMAPrefetchRequest: Hashable, Sendable {
         self.access = access
         self.pages = pages
     }
-    /// At most this many records (1 to 64 is valid).
-    public var count: UInt32 { pages & ~Self.backwardFlag }
+    /// v1.2: bit 30: speculate over the pages on both sides of the access, skipping unmapped ones.
+    public static let windowFlag: UInt32 = 1 << 30
+    /// Records (forward, backward) or pages probed on each side (window): 1 to 64 is valid.
+    public var count: UInt32 { pages & ~(Self.backwardFlag | Self.windowFlag) }
     /// Whether the speculative ranges precede the access (v1.2).
     public var backward: Bool { pages & Self.backwardFlag != 0 }
+    /// Whether the speculation covers both sides and skips holes (v1.2).
+    public var window: Bool { pages & Self.windowFlag != 0 }
 }
 
 /// MEM_READ: `u64 address`, `u32 length` (≤ 65536 − 16), `u32 reserved`.

@@ -173,7 +173,7 @@ struct TranslationCacheTests {
         }
     }
 
-    @Test("DMA_PREFETCH answers the pages after the access (v1.2: or before it) up to the first unmapped one, which faults nowhere")
+    @Test("DMA_PREFETCH answers the pages after the access (v1.2: or before it) up to the first unmapped one, or (v1.2) the mapped ones around it; holes fault nowhere")
     func prefetchStopsSilentlyAtAHole() throws {
         let (daemon, host, domain, deviceClient, _) = try Self.start()
         defer { close(domain.file); daemon.stop() }
@@ -188,6 +188,17 @@ struct TranslationCacheTests {
         #expect(back.ranges.map(\.physicalAddress) == [Domain.data + 2 << 12 | 0x10] + (1...5).map { Domain.data + (2 + $0) << 12 })
         #expect(back.ranges.allSatisfy { $0.sizeShift == 12 && $0.reachShift == 12 })
         #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the speculative miss at 0xFF000 recorded no fault")
+        // v1.2 around, holes skipped: 8 pages probed after the access's page (0x106..0x10D), then 8 before it.
+        domain.map(iova: 0x10_A000, to: Domain.data + 0xA000)
+        domain.map(iova: 0x10_C000, to: Domain.data + 0xC000)
+        domain.map(iova: 0x0F_E000, to: Domain.data + 0xE000)
+        let around = try #require(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_5010, pages: 8,
+                                                               aroundSkippingHoles: true))
+        #expect(around.pageOffsets == [0, 1, 2, 5, 7, -1, -2, -3, -4, -5, -7])
+        #expect(around.ranges.map(\.physicalAddress) == [Domain.data + 2 << 12 | 0x10, Domain.data + 1 << 12, Domain.data,
+                                                          Domain.data + 0xA000, Domain.data + 0xC000]
+                + (3...7).map { Domain.data + $0 << 12 } + [Domain.data + 0xE000])
+        #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the holes probed recorded no fault")
         // The access itself faulting is a real fault: FAULT, recorded in the bank's FSR.
         #expect(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_8000, pages: 4) == nil)
         #expect(try host.read(address: domain.cb0 + 0x58) & 0x2 != 0)
