@@ -1432,7 +1432,7 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT32("context-irqs", SmmuHypdState, context_irqs, 0),
     DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
     DEFINE_PROP_BOOL("verify-cache", SmmuHypdState, verify_cache, false),
-    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 32),
+    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 64),
     DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_BOOL("prefetch-backward", SmmuHypdState, backward_prefetch, true),
     DEFINE_PROP_BOOL("prefetch-around", SmmuHypdState, around_prefetch, true),
