@@ -103,8 +103,16 @@ public final class MMU500 {
     }
 
     /// Puts every register at its reset value and empties the TLB.
-    public func reset() {
-        resetImage.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: $0.count) }
+    public func reset() { reset(to: resetImage) }
+
+    /// The register file as it is, slot by slot: what `reset(to:)` takes back (a fuzzer's checkpoint).
+    public var registerImage: [UInt64] { Array(UnsafeBufferPointer(start: values.base, count: values.count)) }
+
+    /// A reset to `image` (this model's `registerImage`) instead of the reset values: the register file is
+    /// copied, the TLB emptied and everything decoded from the registers dropped, as `reset()` does.
+    public func reset(to image: [UInt64]) {
+        precondition(image.count == values.count, "a register image of another configuration")
+        image.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: $0.count) }
         tlb.invalidateAll()
         tlb.resetStatistics()
         invalidateStreamCache()
