@@ -54,7 +54,8 @@ public enum TraceWords {
         case .write(let x): "WRITE 0x\(hex(x.address)) = 0x\(hex(x.value)) (\(x.width) bytes)"
         case .dma(let d): "DMA " + dma(d)
         case .dmaCached(let d): "DMA_CACHED " + dma(d)
-        case .dmaPrefetch(let p): "DMA_PREFETCH " + dma(p.access) + " pages \(p.pages)"
+        case .dmaPrefetch(let p):
+            "DMA_PREFETCH " + dma(p.access) + " pages \(p.count)" + (p.window ? " around" : p.backward ? " backward" : "")
         case .mcDMA(let d): "MC_DMA client \(d.client) iova 0x\(hex(d.iova)) flags 0x\(hex(d.flags.rawValue))"
         case .memRead(let m): "MEM_READ 0x\(hex(m.address)) length \(m.length)"
         case .memWrite(let m): "MEM_WRITE 0x\(hex(m.address)) length \(m.bytes.count)"

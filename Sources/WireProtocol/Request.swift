@@ -65,12 +65,23 @@ public struct MCDMARequest: Hashable, Sendable {
 /// DMA_PREFETCH (v1.1): DMA's fields, with `u32 pages` (1 to 64) in place of the reserved word.
 public struct DMAPrefetchRequest: Hashable, Sendable {
     public static let maxPages: UInt32 = 64
+    /// v1.2: bit 31 of the `pages` word: speculate over the ranges before the access instead of after it.
+    public static let backwardFlag: UInt32 = 1 << 31
     public var access: DMARequest
+    /// The word as sent: the record count, with `backwardFlag`.
     public var pages: UInt32
     public init(access: DMARequest, pages: UInt32) {
         self.access = access
         self.pages = pages
     }
+    /// v1.2: bit 30: speculate over the pages on both sides of the access, skipping unmapped ones.
+    public static let windowFlag: UInt32 = 1 << 30
+    /// Records (forward, backward) or pages probed on each side (window): 1 to 64 is valid.
+    public var count: UInt32 { pages & ~(Self.backwardFlag | Self.windowFlag) }
+    /// Whether the speculative ranges precede the access (v1.2).
+    public var backward: Bool { pages & Self.backwardFlag != 0 }
+    /// Whether the speculation covers both sides and skips holes (v1.2).
+    public var window: Bool { pages & Self.windowFlag != 0 }
 }
 
 /// MEM_READ: `u64 address`, `u32 length` (≤ 65536 − 16), `u32 reserved`.
