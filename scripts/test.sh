@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs every test: swift build, swift test (with a real journald for the audit tests), the Python client's
 # tests against the built daemon, the load-and-faults script, a short libFuzzer run of both targets, and
-# (as root) the systemd-as-PID-1 test of the units and the real Linux guest in QEMU.
+# (as root) the systemd-as-PID-1 test of the units and the real Linux guests in QEMU (stock and Tegra234).
 # Skip the slow parts with SMMU_SKIP_FUZZ=1, SMMU_SKIP_GUEST=1, SMMU_SKIP_PID1=1; FUZZ_SECONDS sets the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,7 @@ if [ -z "${SMMU_SKIP_FUZZ:-}" ]; then
 fi
 if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
     qemu/guest-test.sh
+    qemu/tegra-guest-test.sh
 else
     echo "test.sh: not root or SMMU_SKIP_GUEST: skipping the QEMU guest test" >&2
 fi
