@@ -84,10 +84,30 @@ public final class Hypervisor {
         case .nothing: return true
         case .refuse: return false
         case .takeOwnership:
-            for instance in instances { takeOwnership(of: instance) }
-            takeOwnershipOfMemoryController()
+            takeOwnershipOfEverything()
             return true
         }
+    }
+
+    /// The host's own finalization (PROT_FINALIZE): what pKVM's `finalize_pkvm()` does on the machine, where it
+    /// donates the SMMUs' MMIO to EL2. Once, before finalization, where the policy grants it; else DENIED and
+    /// audited. `.invalid` when stopping.
+    public func hostFinalize(client: ClientIdentity) -> Outcome<Void> {
+        switch lifecycleMachine.hostFinalize(permitted: policy.hostFinalizes) {
+        case .takeOwnership:
+            takeOwnershipOfEverything()
+            return .ok(())
+        case .refuse(let rule):
+            return .denied(record(AuditEvent(rule: rule, client: client, window: nil, register: "PROT_FINALIZE",
+                                             offset: 0, value: UInt64(lifecycle.rawValue), width: 0)))
+        case .stopping:
+            return .invalid("the hypervisor is stopping")
+        }
+    }
+
+    private func takeOwnershipOfEverything() {
+        for instance in instances { takeOwnership(of: instance) }
+        takeOwnershipOfMemoryController()
     }
 
     /// The safe state: the host's view starts at reset with translation on and unmatched streams

@@ -16,6 +16,9 @@ public struct HypervisorPolicy: Sendable {
     public var reservedSMRs: Int
     /// Streams the hypervisor keeps, per logical SMMU index.
     public var hypervisorStreams: [Int: [StreamID]]
+    /// The host's own pKVM finalization (PROT_FINALIZE) is what finalizes: a guest kernel's `finalize_pkvm()`
+    /// under QEMU. When false the host may not finalize (a timer or the operator does).
+    public var hostFinalizes: Bool
 
     public init(
         topology: Topology,
@@ -24,7 +27,8 @@ public struct HypervisorPolicy: Sendable {
         hostDMARanges: [PhysicalRange] = [],
         reservedContextBanks: Int = 8,
         reservedSMRs: Int = 8,
-        hypervisorStreams: [Int: [StreamID]] = [:]
+        hypervisorStreams: [Int: [StreamID]] = [:],
+        hostFinalizes: Bool = false
     ) {
         self.topology = topology
         self.hostRAM = hostRAM
@@ -33,6 +37,7 @@ public struct HypervisorPolicy: Sendable {
         self.reservedContextBanks = reservedContextBanks
         self.reservedSMRs = reservedSMRs
         self.hypervisorStreams = hypervisorStreams
+        self.hostFinalizes = hostFinalizes
     }
 
     /// Why a policy cannot run on its topology.

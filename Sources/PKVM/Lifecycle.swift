@@ -36,6 +36,29 @@ struct Lifecycle {
         }
     }
 
+    enum HostFinalizeAction: Equatable {
+        /// The host's own pKVM finalization: take the SMMUs now.
+        case takeOwnership
+        /// Refused and audited: the configuration does not let the host finalize, or it already did.
+        case refuse(TrapRule)
+        /// Stopping: too late to finalize.
+        case stopping
+    }
+
+    /// The host's PROT_FINALIZE (pKVM's `__pkvm_prot_finalize`): allowed once, before finalization, and only where
+    /// the configuration makes the host's finalization the one that counts. As pKVM answers -EPERM to a second
+    /// call, a repeat is refused, not ignored.
+    mutating func hostFinalize(permitted: Bool) -> HostFinalizeAction {
+        switch state {
+        case .stopping: return .stopping
+        case _ where !permitted: return .refuse(.finalizeNotHost)
+        case .finalized: return .refuse(.finalizeRepeated)
+        case .notFinalized:
+            state = .finalized
+            return .takeOwnership
+        }
+    }
+
     mutating func stop() { state = .stopping }
 
     /// G1: until finalization no host access may reach an SMMU.

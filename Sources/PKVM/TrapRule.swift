@@ -40,6 +40,11 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
     case mcBypassConfig = "G3.mc-bypass-config"
     /// G4: a stream another host MC client's override routes to cannot be assigned (the host re-points it first).
     case assignStreamMCRouted = "G4.assign-stream-mc-routed"
+    // Finalization by the host (PROT_FINALIZE, Hypervisor.hostFinalize).
+    /// G1: the host finalizes only where the configuration says its finalization is the one that counts.
+    case finalizeNotHost = "G1.finalize-not-host"
+    /// G1: the host finalizes once, before finalization (pKVM answers a second call with -EPERM).
+    case finalizeRepeated = "G1.finalize-repeated"
 
     /// The guarantees of docs/hypervisor-model.md this rule enforces, the first being the one its name carries.
     public var guarantees: [Guarantee] {
@@ -53,6 +58,7 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .mcOverrideForeignStream, .mcForeignClient: [.g2]
         case .mcOverridePassthrough, .mcBypassConfig: [.g3]
         case .assignStreamMCRouted: [.g4]
+        case .finalizeNotHost, .finalizeRepeated: [.g1]
         }
     }
 
@@ -77,12 +83,14 @@ public enum TrapRule: String, CaseIterable, Sendable, Codable {
         case .mcOverridePassthrough: "memory-controller override naming the passthrough stream ID, which bypasses the SMMUs"
         case .mcBypassConfig: "write to the memory controller's SMMU bypass configuration"
         case .assignStreamMCRouted: "VM_ASSIGN_STREAM of a stream a host memory client's override routes to"
+        case .finalizeNotHost: "PROT_FINALIZE from the host where the configuration does not let the host finalize"
+        case .finalizeRepeated: "PROT_FINALIZE from the host after finalization"
         }
     }
 }
 
-/// The guarantees of docs/hypervisor-model.md ("Guarantees"). G1 (DEFERRED before finalization) and G8 (bounded
-/// work) are kept by construction and refuse nothing by a rule; the others each have rules.
+/// The guarantees of docs/hypervisor-model.md ("Guarantees"). G1's DEFERRED before finalization and G8 (bounded
+/// work) are kept by construction; G1's rules refuse only a host finalization the configuration does not grant.
 public enum Guarantee: String, CaseIterable, Sendable {
     /// No early access.
     case g1 = "G1"

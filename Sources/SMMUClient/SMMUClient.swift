@@ -178,6 +178,9 @@ public final class SMMUClient {
     /// FINALIZE: run pKVM finalization now (admin).
     public func finalize() throws(SMMUClientError) { _ = try callOK(.finalize) }
 
+    /// PROT_FINALIZE: the host's own pKVM finalization (host; only with `finalization.mode: host`, once).
+    public func protFinalize() throws(SMMUClientError) { _ = try callOK(.protFinalize) }
+
     /// EVENTS: turns this connection into an event stream; the client can send nothing more.
     public func events() throws(SMMUClientError) -> SMMUEventStream {
         _ = try callOK(.events)

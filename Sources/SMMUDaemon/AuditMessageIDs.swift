@@ -34,6 +34,8 @@ public enum AuditMessageIDs {
         case .mcOverridePassthrough: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a20"
         case .mcBypassConfig: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a21"
         case .assignStreamMCRouted: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a22"
+        case .finalizeNotHost: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a30"
+        case .finalizeRepeated: "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0a31"
         }
     }
 

@@ -91,7 +91,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         server.start()
         scheduleFinalization()
         startTimers()
-        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(configuration.finalization.mode == .manual ? "on admin FINALIZE" : "in \(configuration.finalization.delayMilliseconds) ms")")
+        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(finalizationPlan)")
         publishStatus()
     }
 
@@ -138,6 +138,14 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
     /// and those a MEM_MAP request passes in for a moment.
     static let descriptorHeadroom = 64
 
+    private var finalizationPlan: String {
+        switch configuration.finalization.mode {
+        case .delay: "in \(configuration.finalization.delayMilliseconds) ms"
+        case .manual: "on admin FINALIZE"
+        case .host: "on the host's PROT_FINALIZE (or an admin FINALIZE)"
+        }
+    }
+
     private func scheduleFinalization() {
         guard configuration.finalization.mode == .delay else { return }
         queue.asyncAfter(deadline: .now() + .milliseconds(configuration.finalization.delayMilliseconds)) { [self] in
@@ -153,7 +161,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         readySent = true
         Systemd.notify(.ready, .status(statusLine()))
         lastStatus = statusLine()
-        logger.info("pKVM finalized; READY=1")
+        logger.info("pKVM finalized by \(core?.dispatcher.finalizedBy?.description ?? "?"); READY=1")
     }
 
     private func startTimers() {

@@ -92,6 +92,11 @@ extension DaemonConfiguration.Finalization: Decodable {
         let c = try decoder.container(keyedBy: Keys.self)
         mode = try c.decodeIfPresent(DaemonConfiguration.FinalizationMode.self, forKey: .mode) ?? .delay
         delayMilliseconds = try c.decodeIfPresent(Int.self, forKey: .delay_ms) ?? 200
+        // A delay the mode would ignore is a mistake in the file: say so rather than wait for nothing.
+        if mode != .delay, c.contains(.delay_ms) {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [Keys.delay_ms],
+                                                   debugDescription: "only with mode: delay (mode is \(mode.rawValue))"))
+        }
     }
 }
 

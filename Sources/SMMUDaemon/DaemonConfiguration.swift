@@ -50,6 +50,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case delay
         /// Finalize on an admin FINALIZE request.
         case manual
+        /// Finalize on the host's own PROT_FINALIZE (pKVM's finalize_pkvm() in a guest kernel under QEMU), once;
+        /// an admin FINALIZE still may. In the other modes a PROT_FINALIZE is DENIED and audited.
+        case host
     }
 
     public struct Finalization: Sendable, Equatable {

@@ -70,7 +70,8 @@ public struct DaemonCore {
             hostDMARanges: c.memory.hostDMARanges.map(range),
             reservedContextBanks: c.hypervisor.reservedContextBanks,
             reservedSMRs: c.hypervisor.reservedSMRs,
-            hypervisorStreams: streams)
+            hypervisorStreams: streams,
+            hostFinalizes: c.finalization.mode == .host)
     }
 }
 

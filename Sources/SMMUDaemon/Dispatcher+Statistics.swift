@@ -10,6 +10,7 @@ extension Dispatcher {
     func statisticsJSON(for role: Role) -> String {
         var object = role == .admin ? adminStatistics() : hostStatistics()
         object["state"] = "\(hypervisor.lifecycle)"
+        if let finalizedBy { object["finalized_by"] = finalizedBy.statistics }
         object["denials"] = hypervisor.statistics.denials
         object["denials_by_rule"] = Dictionary(uniqueKeysWithValues: hypervisor.statistics.denialsByRule.map { ($0.key.rawValue, $0.value) })
         object["connections"] = connectionsObject()

@@ -21,6 +21,8 @@ public final class Dispatcher: SessionFactory {
     private(set) weak var server: ServerHandle?
     /// Called once, on the queue, when finalization has completed (the daemon then sends READY=1).
     public var onFinalized: (() -> Void)?
+    /// Who finalized (Dispatcher+Finalization.swift); nil until then.
+    public internal(set) var finalizedBy: Finalizer?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.
     public var auditCounters: () -> [String: Int] = { [:] }
     /// Protocol v1.1: the device connections' shared epoch pages (Dispatcher+TranslationCache.swift), made at the
@@ -51,18 +53,6 @@ public final class Dispatcher: SessionFactory {
         rings.removeValue(forKey: connection)?.stop()
     }
 
-    /// Runs pKVM finalization (the delay timer or FINALIZE) and tells the daemon once it is done.
-    @discardableResult
-    public func finalize() -> Bool {
-        let before = hypervisor.lifecycle
-        guard hypervisor.finalize() else { return false }
-        if before == .notFinalized {
-            onFinalized?()
-            events.publishChanges(to: server)
-        }
-        return true
-    }
-
     public var clientCount: Int { stats.connectionsOpen }
     public var operationCount: Int { stats.totalOperations }
 
@@ -90,6 +80,7 @@ public final class Dispatcher: SessionFactory {
         case .ring: role == .host || role == .device
         case .stats: role == .host || role == .admin
         case .dump, .finalize: role == .admin
+        case .protFinalize: role == .host
         case .event: false
         }
     }
@@ -225,7 +216,9 @@ public final class Dispatcher: SessionFactory {
         case .dump:
             answer(.ok, .text(DumpDocument(hypervisor: hypervisor).json(limit: Int(FrameHeader.maxPayloadLength))))
         case .finalize:
-            answer(finalize() ? .ok : .shuttingDown)
+            answer(finalize(by: .admin(client)) ? .ok : .shuttingDown)
+        case .protFinalize:
+            report(hostFinalize(client: client))
         }
         return .none
     }

@@ -155,6 +155,7 @@ public enum Request: Hashable, Sendable {
     case stats
     case dump
     case finalize
+    case protFinalize
     case events
 
     public var opcode: Opcode {
@@ -178,6 +179,7 @@ public enum Request: Hashable, Sendable {
         case .stats: .stats
         case .dump: .dump
         case .finalize: .finalize
+        case .protFinalize: .protFinalize
         case .events: .events
         }
     }
@@ -194,7 +196,7 @@ extension Opcode {
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
         case .vmDestroy: .exactly(4)
-        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring: .exactly(0)
+        case .vmCreate, .stats, .dump, .finalize, .protFinalize, .events, .dmaEpoch, .ring: .exactly(0)
         case .event: nil
         }
     }
@@ -265,6 +267,7 @@ extension Request {
         case .stats: return .stats
         case .dump: return .dump
         case .finalize: return .finalize
+        case .protFinalize: return .protFinalize
         case .events: return .events
         case .event: throw .unknownOpcode(opcode.rawValue)
         }
@@ -336,7 +339,7 @@ extension Request {
             out.appendLE(a.streamID)
         case .vmDestroy(let vm):
             out.appendLE(vm)
-        case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring:
+        case .vmCreate, .stats, .dump, .finalize, .protFinalize, .events, .dmaEpoch, .ring:
             break
         }
         let length = UInt32(truncatingIfNeeded: out.count - start - FrameHeader.size)

@@ -210,7 +210,7 @@ extension Opcode {
         case .dmaEpoch: 8
         case .vmCreate: 4
         case .hello, .memRead, .stats, .dump, .dmaPrefetch: nil
-        case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .events, .ring: 0
+        case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .protFinalize, .events, .ring: 0
         case .event: Event.size
         }
     }

@@ -25,7 +25,7 @@ struct SMMUHypd: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Finalize this many milliseconds after start (finalization.delay_ms).", valueName: "ms"))
     var finalizeDelay: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Finalization mode: 'manual' (on an admin FINALIZE) or 'delay'.", valueName: "mode"))
+    @Option(name: .long, help: ArgumentHelp("Finalization mode: 'delay', 'manual' (on an admin FINALIZE) or 'host' (on the host's PROT_FINALIZE).", valueName: "mode"))
     var finalize: DaemonConfiguration.FinalizationMode?
 
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))

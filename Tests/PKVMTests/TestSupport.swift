@@ -23,10 +23,12 @@ final class Machine {
     let client = ClientIdentity(name: "hvtest-host", pid: 4242, uid: 1000)
     private var nextTablePool = hostTablePool.lowerBound
 
-    init(finalized: Bool = true, hypervisorStreams: [Int: [StreamID]] = [:], hostDMARanges: [PhysicalRange] = []) {
+    init(finalized: Bool = true, hypervisorStreams: [Int: [StreamID]] = [:], hostDMARanges: [PhysicalRange] = [],
+         hostFinalizes: Bool = false) {
         memory = try! MemoryMap(regions: [(hostRAM.base, hostRAM.size), (hypervisorRAM.base, hypervisorRAM.size)])
         let policy = HypervisorPolicy(topology: .tegra234, hostRAM: [hostRAM], hypervisorRAM: hypervisorRAM,
-                                      hostDMARanges: hostDMARanges, hypervisorStreams: hypervisorStreams)
+                                      hostDMARanges: hostDMARanges, hypervisorStreams: hypervisorStreams,
+                                      hostFinalizes: hostFinalizes)
         hv = try! Hypervisor(policy: policy, memory: memory, audit: audit)
         if finalized { #expect(hv.finalize()) }
     }

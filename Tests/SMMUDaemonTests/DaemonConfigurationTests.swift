@@ -41,6 +41,14 @@ struct DaemonConfigurationTests {
         #expect(config.audit.maxRecordsPerSecond == 200)
     }
 
+    /// `mode: host` grants the host's PROT_FINALIZE to the hypervisor's policy; the other modes do not.
+    @Test(arguments: [("host", true), ("manual", false), ("delay", false)])
+    func finalizationModeGrantsHostFinalization(mode: String, grants: Bool) throws {
+        let config = try DaemonConfiguration.parse(yaml: Self.minimal + "\nfinalization: {mode: \(mode)}")
+        #expect(config.finalization.mode.rawValue == mode)
+        #expect(try DaemonCore.policy(config).hostFinalizes == grants)
+    }
+
     @Test func limitsDecode() throws {
         let config = try DaemonConfiguration.parse(yaml: Self.minimal + "\nlimits: {max_connections: 64, hello_timeout_ms: 250, max_buffered_output: 0x200000}")
         #expect(config.limits == .init(maxConnections: 64, helloTimeoutMilliseconds: 250, maxBufferedOutput: 2 << 20))
@@ -82,6 +90,8 @@ struct DaemonConfigurationTests {
         ("topology: generic4k", "topology: generic4k\nsocket: {path: relative.sock}", "config error: socket.path: must be an absolute path"),
         ("topology: generic4k", "topology: generic4k\nfinalization: {mode: later}", "config error: finalization.mode:"),
         ("topology: generic4k", "topology: generic4k\nfinalization: {delay_ms: -1}", "config error: finalization.delay_ms: must be between 0 and 600000"),
+        ("topology: generic4k", "topology: generic4k\nfinalization: {mode: host, delay_ms: 100}", "config error: finalization.delay_ms: only with mode: delay (mode is host)"),
+        ("topology: generic4k", "topology: generic4k\nfinalization: {mode: guest}", "config error: finalization.mode:"),
         ("topology: generic4k", "topology: generic4k\naudit: {burst: 0}", "config error: audit.burst: must be between"),
         ("topology: generic4k", "topology: generic4k\naudit: {max_records_per_second: 301}", "config error: audit.max_records_per_second: must be between 1 and 300"),
         ("topology: generic4k", "topology: generic4k\naudit: {max_record_per_second: 10}", "config error: audit.max_record_per_second: unknown key"),

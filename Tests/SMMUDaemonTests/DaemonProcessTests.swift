@@ -48,6 +48,41 @@ struct DaemonProcessTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// `--finalize host`: the host's own PROT_FINALIZE (a guest kernel's finalize_pkvm() under QEMU) is what
+    /// finalizes, and READY=1 follows it; the host's register access before it is DEFERRED, a second PROT_FINALIZE
+    /// is DENIED, and STATS says who finalized.
+    @Test func hostFinalizationIsWhatMakesTheDaemonReady() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize", "host"])
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "guest-pkvm") + Frame.read(address: Self.tegraSCR0, tag: 2))
+        #expect(try Frame.response(from: client).status == 0)
+        #expect(try Frame.response(from: client).status == 1, "READ before the host finalized must be DEFERRED")
+        #expect(daemon.notify.wait(for: "READY=1", seconds: 0.8) == nil, "READY=1 before the host finalized")
+        try client.write(Frame.request(0x25, tag: 3))
+        let finalize = try Frame.response(from: client)
+        #expect(finalize.opcode == 0xA5 && finalize.tag == 3 && finalize.status == 0)
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        try client.write(Frame.request(0x25, tag: 4) + Frame.request(0x20, tag: 5))
+        #expect(try Frame.response(from: client).status == 2, "a second PROT_FINALIZE must be DENIED")
+        let stats = try Frame.response(from: client)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(stats.payload)) as? [String: Any])
+        let by = try #require(json["finalized_by"] as? [String: Any])
+        #expect(by["by"] as? String == "host" && by["client"] as? String == "guest-pkvm")
+        #expect((json["denials_by_rule"] as? [String: Int])?["G1.finalize-repeated"] == 1)
+        #expect(daemon.stop() == 0)
+    }
+
+    /// In the other modes the host may not finalize: DENIED, and the daemon still finalizes on its own terms.
+    @Test func hostFinalizationIsDeniedUnlessConfigured() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize", "manual"])
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "early-guest") + Frame.request(0x25, tag: 2))
+        #expect(try Frame.response(from: client).status == 0)
+        #expect(try Frame.response(from: client).status == 2, "PROT_FINALIZE without finalization.mode host")
+        #expect(daemon.notify.wait(for: "READY=1", seconds: 0.5) == nil)
+        #expect(daemon.stop() == 0)
+    }
+
     @Test func sigtermSendsStoppingAnswersAndExitsZero() throws {
         let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
         #expect(daemon.notify.wait(for: "READY=1") != nil)

@@ -16,7 +16,7 @@ let sampleRequests: [Request] = [
     .vmDonate(VMDonateRequest(vm: 3, address: 0x9000_0000, size: 0x4000)),
     .vmAssignStream(VMAssignStreamRequest(vm: 3, window: 1, streamID: 0x29)),
     .vmDestroy(vm: 3),
-    .stats, .dump, .finalize, .events,
+    .stats, .dump, .finalize, .protFinalize, .events,
     .dmaEpoch, .ring,
     .dmaCached(DMARequest(window: 1, streamID: 0x8, iova: 0x20_1234, flags: [.write])),
     .dmaPrefetch(DMAPrefetchRequest(access: DMARequest(window: 0, streamID: 0x10, iova: 0x10_0000, flags: []), pages: 32)),
@@ -60,7 +60,7 @@ func requests(_ verdicts: [(FrameDecoder.Verdict, [UInt8])]) -> [Request?] {
             .hello: .between(8, 72), .read: .exactly(16), .write: .exactly(24), .dma: .exactly(24), .mcDMA: .exactly(24),
             .memRead: .exactly(16), .memWrite: .between(16, 65536), .memMap: .exactly(24), .vmCreate: .exactly(0),
             .vmDonate: .exactly(24), .vmAssignStream: .exactly(12), .vmDestroy: .exactly(4), .stats: .exactly(0),
-            .dump: .exactly(0), .finalize: .exactly(0), .events: .exactly(0),
+            .dump: .exactly(0), .finalize: .exactly(0), .protFinalize: .exactly(0), .events: .exactly(0),
             .dmaEpoch: .exactly(0), .dmaCached: .exactly(24), .dmaPrefetch: .exactly(24), .ring: .exactly(0),
         ]
         for op in Opcode.allCases where op.isRequest {

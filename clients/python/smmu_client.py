@@ -40,6 +40,7 @@ class Opcode(enum.IntEnum):
     STATS = 0x20
     DUMP = 0x21
     FINALIZE = 0x22
+    PROT_FINALIZE = 0x25
     EVENTS = 0x30
     EVENT = 0xB0  # event messages on an EVENTS connection
 
@@ -86,6 +87,7 @@ REQUEST_SIZES = {
     Opcode.HELLO: (8, 8 + 64), Opcode.READ: 16, Opcode.WRITE: 24, Opcode.DMA: 24, Opcode.MEM_READ: 16,
     Opcode.MEM_WRITE: (16, MAX_PAYLOAD), Opcode.MEM_MAP: 24, Opcode.VM_CREATE: 0, Opcode.VM_DONATE: 24,
     Opcode.VM_ASSIGN_STREAM: 12, Opcode.VM_DESTROY: 4, Opcode.STATS: 0, Opcode.DUMP: 0, Opcode.FINALIZE: 0,
+    Opcode.PROT_FINALIZE: 0,
     Opcode.EVENTS: 0,
 }
 # Fixed response payload sizes (always present, zero-filled unless OK; a DMA FAULT fills the fault).
@@ -410,6 +412,10 @@ class SMMUClient:
 
     def finalize(self):
         self.call_ok(Opcode.FINALIZE)
+
+    def prot_finalize(self):
+        """The host's own pKVM finalization (finalization.mode: host; once)."""
+        self.call_ok(Opcode.PROT_FINALIZE)
 
     def events(self):
         """Turns this connection into an event stream; yields Event tuples until the daemon closes."""
