@@ -49,12 +49,13 @@ else
     KERNEL=$("$HERE/build-kernel.sh" | tail -n1) || die "guest kernel build failed"
 fi
 [ -f "$KERNEL" ] || die "no guest kernel at $KERNEL"
-# busybox from the stock guest's cache; this guest's /init is tegra-guest-init.sh (all built in).
+# busybox from the package the stock guest's cache holds (unpacked here: the cache's unpacked tree
+# is redone whenever fetch-guest.sh runs); this guest's /init is tegra-guest-init.sh.
 read -r _ STOCK_INITRD < <("$HERE/fetch-guest.sh" | tail -n1)
-BUSYBOX=$(dirname "${STOCK_INITRD:-/nonexistent}")/busybox/bin/busybox
-[ -x "$BUSYBOX" ] || die "no busybox at $BUSYBOX"
+BUSYBOX_DEB=$(ls "$(dirname "${STOCK_INITRD:-/nonexistent}")"/busybox-static_*_arm64.deb 2>/dev/null | head -n1)
+[ -f "$BUSYBOX_DEB" ] && dpkg -x "$BUSYBOX_DEB" "$TMP/busybox" || die "no busybox-static package in the guest cache"
 mkdir -p "$TMP/root/bin" "$TMP/root/dev" "$TMP/root/proc" "$TMP/root/sys"
-cp "$BUSYBOX" "$TMP/root/bin/busybox"
+cp "$TMP/busybox/bin/busybox" "$TMP/root/bin/busybox"
 for applet in sh mount cat dd hexdump poweroff sleep echo grep awk sed head tr basename printf devmem; do
     ln -s busybox "$TMP/root/bin/$applet"
 done
@@ -83,6 +84,7 @@ NISO0A=$(python3 -c 'import json,sys; print([w["base"] for w in json.load(sys.st
     die "the daemon has no niso0 window at 0x12000000: $HELLO"
 
 say "booting the guest (console: $CONSOLE)"
+G0=$(date +%s%N)
 timeout 120 "$QEMU" -M virt,memory-backend=ram0 -cpu cortex-a57 -m $MEM_MB -smp 1 \
     -object memory-backend-memfd,id=ram0,size=${MEM_MB}M,share=on,seal=on \
     -nographic -no-reboot -nic none -monitor none -serial "file:$CONSOLE" \
@@ -107,6 +109,7 @@ else
 fi
 wait_for "$CONSOLE" "reboot: Power down" 30 $QEMU_PID || { say "the guest did not power off: stopping it"; kill $QEMU_PID 2>/dev/null; }
 wait $QEMU_PID 2>/dev/null
+GUEST_MS=$(( ($(date +%s%N) - G0) / 1000000 ))
 $WIRE "$SOCK" stats > "$ART/smmu-hypd-stats.json" 2>&1
 $WIRE "$SOCK" dump > "$ART/smmu-hypd-dump.json" 2>&1
 
@@ -233,7 +236,7 @@ check "no other SMMU or MC error in the guest log; the MC channel windows were n
     "${noise:-no SMMU/MC trouble}${warn:+; $warn}; $idle"
 
 echo
-echo "== smmu-hypd Tegra234 guest test ($(($(date +%s) - T0)) s) =="
+echo "== smmu-hypd Tegra234 guest test ($(($(date +%s) - T0)) s, the guest from start to power-off $GUEST_MS ms) =="
 echo "guest console: $CONSOLE"
 echo "QEMU stderr:   $QEMU_LOG"
 echo "daemon:        $DAEMON_LOG, $ART/smmu-hypd-dump.json, $ART/smmu-hypd-stats.json"
