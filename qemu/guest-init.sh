@@ -27,7 +27,9 @@ echo "GUEST: hwrng read ${#bytes} hex digits: $bytes"
 # command line repeats it and blkrepeat=M writes and reads the 32 MiB M times per round (the
 # benchmark: a longer run for the centisecond clock), blkonly=1 powers off right after it.
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | head -n1; }
-cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }   # centiseconds since boot
+# Centiseconds since boot, without leading zeros: under a second "0.98" would be "098", which
+# shell arithmetic reads as a bad octal number (the project's kernel reaches /init that early).
+cs() { cut -d' ' -f1 /proc/uptime | tr -d . | sed 's/^0*\([0-9]\)/\1/'; }
 if [ -b /dev/vda ]; then
     mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
     dd if=/dev/urandom of=/tmp/data bs=1M count=32 2>/dev/null

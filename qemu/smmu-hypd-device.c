@@ -23,6 +23,13 @@
  * Tegra234's SPIs, and the dtsi's iommu@ and memory-controller@ nodes, so the guest's stock
  * arm-smmu-nvidia and Tegra MC drivers drive them (smmu-hypd-tegra234.c.inc).
  *
+ * pKVM finalization (property finalize): "ready" (the default) starts the guest only against a
+ * finalized daemon; "realize" finalizes the daemon (PROT_FINALIZE) at realize, before the guest's
+ * first instruction, for a guest without pKVM; "guest" starts whatever the daemon's state and
+ * exposes a doorbell page (property doorbell, described in the device tree as
+ * "smmu-hypd,pkvm-doorbell") that the guest kernel's finalize_pkvm() writes: the device forwards
+ * that write as PROT_FINALIZE, so the guest's own pKVM finalization is the daemon's.
+ *
  * Usage (must come before the PCI devices it translates):
  *   -machine virt,memory-backend=ram0
  *   -object memory-backend-memfd,id=ram0,size=512M,share=on,seal=on
@@ -43,6 +50,7 @@
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
+#include "qemu/log.h"
 #include "qemu/module.h"
 #include "qemu/main-loop.h"
 #include "qemu/thread.h"
@@ -75,7 +83,7 @@ enum {
     SH_MAGIC = 0x4D53, SH_VERSION = 1, SH_HEADER = 16, SH_MAX_PAYLOAD = 65536,
     SH_OP_HELLO = 0x01, SH_OP_READ = 0x02, SH_OP_WRITE = 0x03, SH_OP_DMA = 0x04,
     SH_OP_MEM_MAP = 0x07, SH_OP_DMA_EPOCH = 0x08, SH_OP_DMA_CACHED = 0x09,
-    SH_OP_EVENTS = 0x30, SH_OP_EVENT = 0xB0,
+    SH_OP_EVENTS = 0x30, SH_OP_EVENT = 0xB0, SH_OP_PROT_FINALIZE = 0x25,
     SH_ROLE_HOST = 1, SH_ROLE_DEVICE = 2,
     SH_OK = 0, SH_DEFERRED = 1, SH_DENIED = 2, SH_UNSUPPORTED = 6, SH_FAULT = 8,
     SH_STATE_FINALIZED = 1,
@@ -85,6 +93,9 @@ enum {
     SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
     SH_RING_SIZE = 0x23000, SH_RING_REQUEST = 0x1000, SH_RING_RESPONSE = 0x12000,
     SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
+    /* The doorbell page (finalize=guest): registers and the one value FINALIZE accepts ("FINL"). */
+    SH_DOORBELL_SIZE = 0x1000, SH_DB_FINALIZE = 0x0, SH_DB_STATE = 0x4, SH_DB_STATUS = 0x8,
+    SH_DB_FINALIZE_MAGIC = 0x46494e4c, SH_DB_NO_STATUS = 0xffffffff,
 };
 
 static const char *const sh_status_names[] = {
@@ -167,6 +178,8 @@ struct SmmuHypdState {
     bool use_ring;          /* MMIO and DMA through shared-memory rings (RING) instead of the sockets */
     char *layout;           /* "mmu-500" (one generic node) or "tegra234" */
     uint64_t offset;        /* tegra234: guest address of a window = its Tegra234 address + offset */
+    char *finalize;         /* "ready", "realize" or "guest": who finalizes the daemon */
+    uint64_t doorbell;      /* finalize=guest: the doorbell page's guest address; 0: none */
 
     /* learned from HELLO */
     SmmuHypdWindow windows[SH_MAX_WINDOWS];
@@ -183,6 +196,9 @@ struct SmmuHypdState {
 
     qemu_irq spis[SH_NUM_SPIS];
     uint16_t spi_sources[SH_NUM_SPIS];  /* raised (window, line) pairs per SPI: lines that share one OR */
+    MemoryRegion doorbell_mem;
+    uint32_t daemon_state;  /* the lifecycle as HELLO or PROT_FINALIZE last showed it */
+    uint32_t finalize_status; /* the last PROT_FINALIZE's wire status, SH_DB_NO_STATUS before one */
     GHashTable *iommu_by_bus;   /* PCIBus * -> SmmuHypdIOMMU *[PCI_DEVFN_MAX] */
 
     /* Translation cache (protocol v1.1); epoch_page is NULL against a v1.0 daemon. */
@@ -702,6 +718,105 @@ static const MemoryRegionOps smmu_hypd_mc_ops = {
     .impl = { .min_access_size = 4, .max_access_size = 4 },
 };
 
+/* ---- pKVM finalization: PROT_FINALIZE and the guest's doorbell ---- */
+
+/* Asks the daemon to finalize as the host's pKVM does; the daemon decides (once, where its
+ * configuration says finalization.mode: host) and audits a refusal. Logged before it is sent, so
+ * the log's time stamp (-msg timestamp=on) is the moment READY=1 must follow. */
+static uint32_t smmu_hypd_prot_finalize(SmmuHypdState *s, const char *why)
+{
+    uint32_t status;
+
+    info_report("smmu-hypd: PROT_FINALIZE sent (%s)", why);
+    if (!sh_call(&s->mmio, SH_OP_PROT_FINALIZE, NULL, 0, -1, &status, NULL, 0, NULL)) {
+        return SH_DB_NO_STATUS;
+    }
+    if (status == SH_OK) {
+        s->daemon_state = SH_STATE_FINALIZED;
+    }
+    s->finalize_status = status;
+    return status;
+}
+
+static uint64_t smmu_hypd_doorbell_read(void *opaque, hwaddr offset, unsigned size)
+{
+    SmmuHypdState *s = opaque;
+
+    switch (offset) {
+    case SH_DB_STATE:
+        return s->daemon_state;
+    case SH_DB_STATUS:
+        return s->finalize_status;
+    default:
+        return 0;
+    }
+}
+
+static void smmu_hypd_doorbell_write(void *opaque, hwaddr offset, uint64_t value, unsigned size)
+{
+    SmmuHypdState *s = opaque;
+    uint32_t status;
+
+    if (offset != SH_DB_FINALIZE || value != SH_DB_FINALIZE_MAGIC) {
+        qemu_log_mask(LOG_GUEST_ERROR, "smmu-hypd: doorbell write 0x%" PRIx64 " at 0x%" PRIx64
+                      " ignored\n", value, (uint64_t)offset);
+        return;
+    }
+    status = smmu_hypd_prot_finalize(s, "the guest's pKVM finalization, doorbell");
+    info_report("smmu-hypd: the guest's pKVM finalization (doorbell): PROT_FINALIZE %s; "
+                "daemon state %u", status == SH_DB_NO_STATUS ? "got no answer" : sh_status_name(status),
+                s->daemon_state);
+}
+
+static const MemoryRegionOps smmu_hypd_doorbell_ops = {
+    .read = smmu_hypd_doorbell_read,
+    .write = smmu_hypd_doorbell_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = { .min_access_size = 4, .max_access_size = 4 },
+    .impl = { .min_access_size = 4, .max_access_size = 4 },
+};
+
+/* Who finalizes (property finalize), checked against what HELLO said. */
+static bool smmu_hypd_finalization(SmmuHypdState *s, Error **errp)
+{
+    uint32_t status;
+
+    if (!strcmp(s->finalize, "ready")) {
+        if (s->daemon_state != SH_STATE_FINALIZED) {
+            /* A guest MMIO read cannot be deferred: start the guest after the daemon's READY. */
+            error_setg(errp, "smmu-hypd: the daemon is not finalized (state %u); start the "
+                       "guest after smmu-hypd reports READY, or use finalize=guest (a guest "
+                       "kernel running pKVM) or finalize=realize", s->daemon_state);
+            return false;
+        }
+        return true;
+    }
+    if (!strcmp(s->finalize, "realize")) {
+        if (s->daemon_state == SH_STATE_FINALIZED) {
+            info_report("smmu-hypd: the daemon was finalized before realize");
+            return true;
+        }
+        status = smmu_hypd_prot_finalize(s, "finalize=realize");
+        if (status != SH_OK) {
+            error_setg(errp, "smmu-hypd: finalize=realize: PROT_FINALIZE %s (the daemon needs "
+                       "finalization.mode: host)", status == SH_DB_NO_STATUS ? "got no answer" :
+                       sh_status_name(status));
+            return false;
+        }
+        info_report("smmu-hypd: finalized the daemon at realize, before the guest's first "
+                    "instruction (the emulator's signal for a guest without pKVM)");
+        return true;
+    }
+    if (!strcmp(s->finalize, "guest")) {
+        info_report("smmu-hypd: the guest's pKVM finalizes the daemon (state %u now)%s",
+                    s->daemon_state, s->doorbell ? "" : "; no doorbell on this device");
+        return true;
+    }
+    error_setg(errp, "smmu-hypd: finalize must be ready, realize or guest, not \"%s\"",
+               s->finalize);
+    return false;
+}
+
 /* ---- interrupts: EVENTS to GIC SPI levels ---- */
 
 static void smmu_hypd_events_close(SmmuHypdState *s, const char *why)
@@ -1173,6 +1288,17 @@ static void smmu_hypd_fdt_pci_map(void *fdt, uint32_t phandle)
     }
 }
 
+/* finalize=guest: the doorbell page the guest kernel's finalize_pkvm() writes. */
+static void smmu_hypd_fdt_doorbell(SmmuHypdState *s, void *fdt)
+{
+    if (!strcmp(s->finalize, "guest") && s->doorbell) {
+        g_autofree char *db = g_strdup_printf("/smmu-hypd-doorbell@%" PRIx64, s->doorbell);
+        qemu_fdt_add_subnode(fdt, db);
+        qemu_fdt_setprop_string(fdt, db, "compatible", "smmu-hypd,pkvm-doorbell");
+        qemu_fdt_setprop_sized_cells(fdt, db, "reg", 2, s->doorbell, 2, SH_DOORBELL_SIZE);
+    }
+}
+
 static bool smmu_hypd_write_fdt(SmmuHypdState *s, Error **errp)
 {
     MachineState *ms = MACHINE(qdev_get_machine());
@@ -1194,6 +1320,7 @@ static bool smmu_hypd_write_fdt(SmmuHypdState *s, Error **errp)
     qemu_fdt_setprop_cell(fdt, node, "#iommu-cells", 1);
     qemu_fdt_setprop_cell(fdt, node, "phandle", phandle);
     smmu_hypd_fdt_pci_map(fdt, phandle);
+    smmu_hypd_fdt_doorbell(s, fdt);
     return true;
 }
 
@@ -1290,10 +1417,12 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
     }
     state = ldl_le_p(hello + 4);
     nwin = ldl_le_p(hello + 8);
-    if (state != SH_STATE_FINALIZED) {
-        /* A guest MMIO read cannot be deferred: start the guest after the daemon's READY. */
-        error_setg(errp, "smmu-hypd: the daemon is not finalized (state %u); start the "
-                   "guest after smmu-hypd reports READY", state);
+    s->daemon_state = state;
+    s->finalize_status = SH_DB_NO_STATUS;
+    if (!s->finalize) {
+        s->finalize = g_strdup("ready");
+    }
+    if (!smmu_hypd_finalization(s, errp)) {
         return;
     }
     if (tegra ? !smmu_hypd_setup_tegra234(s, hello, hello_len, nwin, errp)
@@ -1336,6 +1465,11 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
     for (uint32_t i = 0; i < s->num_windows; i++) {
         smmu_hypd_map_window(s, &s->windows[i]);
     }
+    if (!strcmp(s->finalize, "guest") && s->doorbell) {
+        memory_region_init_io(&s->doorbell_mem, OBJECT(s), &smmu_hypd_doorbell_ops, s,
+                              "smmu-hypd-doorbell", SH_DOORBELL_SIZE);
+        memory_region_add_subregion(get_system_memory(), s->doorbell, &s->doorbell_mem);
+    }
     if (tegra ? !smmu_hypd_write_fdt_tegra234(s, errp) : !smmu_hypd_write_fdt(s, errp)) {
         return;
     }
@@ -1363,6 +1497,9 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_STRING("layout", SmmuHypdState, layout),
     DEFINE_PROP_UINT64("offset", SmmuHypdState, offset, 0x100000000ULL),
+    DEFINE_PROP_STRING("finalize", SmmuHypdState, finalize),
+    /* A free page on virt (between the secure GPIO at 0x090b0000 and virtio-mmio at 0x0a000000). */
+    DEFINE_PROP_UINT64("doorbell", SmmuHypdState, doorbell, 0x090f0000),
     DEFINE_PROP_END_OF_LIST(),
 };
 

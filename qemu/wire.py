@@ -8,6 +8,8 @@
     wire.py SOCKET write ADDR VALUE WIDTH        one host WRITE; print the status
     wire.py SOCKET stats                         STATS as role host; print the JSON
     wire.py SOCKET dump                          DUMP as role admin; print the JSON
+    wire.py SOCKET hello SECONDS                 HELLO once the daemon listens, whatever its state; print it
+    wire.py SOCKET prot-finalize                 PROT_FINALIZE as role host; print the status
 Each prints one JSON object on stdout; the exit status is 0 when the exchange happened.
 The HELLO name is $WIRE_NAME (default "guest-test"): the audit's SMMU_CLIENT.
 """
@@ -31,13 +33,13 @@ def connect(path, role, name=NAME):
     return client
 
 
-def wait_ready(path, seconds):
+def wait_ready(path, seconds, finalized=True):
     deadline = time.monotonic() + seconds
     last = "no connection"
     while time.monotonic() < deadline:
         try:
             with connect(path, Role.HOST, "guest-test-probe") as c:
-                if c.greeting.state == State.FINALIZED:
+                if c.greeting.state == State.FINALIZED or not finalized:
                     return {"state": int(c.greeting.state), "windows": [w._asdict() for w in c.greeting.windows]}
                 last = "state %d" % c.greeting.state
         except (OSError, ProtocolError, SMMUError) as e:  # the daemon may not listen yet
@@ -76,6 +78,12 @@ def main(argv):
     elif cmd == "dump":
         with connect(path, Role.ADMIN) as c:
             print(c.dump())
+    elif cmd == "hello":
+        print(json.dumps(wait_ready(path, float(args[0]), finalized=False)))
+    elif cmd == "prot-finalize":
+        with connect(path, Role.HOST) as c:
+            frame = c.call(Opcode.PROT_FINALIZE, b"")
+        print(json.dumps({"status": Status(frame.header.status).name}))
     else:
         print(__doc__, file=sys.stderr)
         return 2

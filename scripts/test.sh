@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs every test: swift build, swift test (with a real journald for the audit tests), the Python client's
 # tests against the built daemon, the load-and-faults script, a short libFuzzer run of both targets, and
-# (as root) the systemd-as-PID-1 test of the units and the real Linux guests in QEMU (stock and Tegra234).
+# (as root) the systemd-as-PID-1 test of the units and the real Linux guests in QEMU (Debian's kernel, the
+# project's kernel running pKVM, and the project's kernel on Tegra234's SMMUs and memory controller).
 # Skip the slow parts with SMMU_SKIP_FUZZ=1, SMMU_SKIP_GUEST=1, SMMU_SKIP_PID1=1; FUZZ_SECONDS sets the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,10 @@ if [ -z "${SMMU_SKIP_FUZZ:-}" ]; then
     fuzz/run.sh "${FUZZ_SECONDS:-30}"
 fi
 if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
-    qemu/guest-test.sh
+    qemu/guest-test.sh stock
+    # The project's kernel running pKVM: the seed's deferral for real (builds the kernel once, cached).
+    qemu/guest-test.sh pkvm
+    # The project's kernel on Tegra234's SMMU and MC drivers (the same cached kernel).
     qemu/tegra-guest-test.sh
 else
     echo "test.sh: not root or SMMU_SKIP_GUEST: skipping the QEMU guest test" >&2
