@@ -187,6 +187,7 @@ struct SmmuHypdState {
     uint32_t dma_window;    /* HELLO index of the instance that translates PCI DMA */
     uint64_t idle_accesses; /* tegra234: accesses to the MC channel windows the daemon does not model */
     MemoryRegion mc_channels[16];
+    uint32_t tegra_slot[3][2];  /* windows[] index of each Tegra234 node's instances */
 
     SmmuHypdConn mmio;      /* READ/WRITE, MEM_MAP (role host) */
     SmmuHypdConn dma;       /* DMA (role device) */
