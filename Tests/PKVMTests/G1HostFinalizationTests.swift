@@ -37,11 +37,14 @@ import SMMUModel
     /// DENIED and audited before finalization and after, and the lifecycle does not move.
     @Test func withoutTheGrantTheHostCannotFinalize() {
         let m = Machine(finalized: false, hostFinalizes: false)
+        let reset = m.state()
         guard case .denied(let before) = m.hv.hostFinalize(client: m.client) else {
             Issue.record("PROT_FINALIZE accepted without the grant"); return
         }
-        #expect(before.rule == .finalizeNotHost && before.value == 0)
+        #expect(before.rule == .finalizeNotHost && before.value == 0 && before.register == "PROT_FINALIZE")
         #expect(m.hv.lifecycle == .notFinalized)
+        #expect(m.state() == reset, "a refused finalization changes nothing")
+        #expect(m.hv.statistics.denialsByRule[.finalizeNotHost] == 1)
         #expect(m.hv.finalize())
         guard case .denied(let after) = m.hv.hostFinalize(client: m.client) else {
             Issue.record("PROT_FINALIZE accepted after finalization"); return
