@@ -13,13 +13,21 @@
 # with pci=nomsi: virt's MSI doorbell (0x08020000) lies, in the daemon's Tegra234 map, inside niso1's
 # first instance, which no host DMA may reach (qemu/README.md).
 #
+# Mode (first argument): plain (the default) starts the guest after the daemon's READY; pkvm runs
+# pKVM in the guest (-M virt,virtualization=on, kvm-arm.mode=protected): the daemon waits for the
+# host's finalization (finalization.mode: host), the Tegra MC and arm-smmu drivers defer until the
+# guest's finalize_pkvm() rings the device's doorbell, and no register access reaches the daemon
+# before that (patches 0002 and 0004).
+#
 # Environment: SMMU_HYPD_BIN (default .build/debug/smmu-hypd), SMMU_HYPD_ARTIFACTS (default
-# .build/qemu-tegra), SMMU_HYPD_CACHE (default ~/.cache/smmu-hypd), SMMU_HYPD_GUEST_KERNEL (an
+# .build/qemu-tegra-MODE), SMMU_HYPD_CACHE (default ~/.cache/smmu-hypd), SMMU_HYPD_GUEST_KERNEL (an
 # Image to use instead of building one).
 set -u
+MODE=${1:-plain}
+case "$MODE" in plain|pkvm) ;; *) echo "usage: $0 [plain|pkvm]" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-ART=${SMMU_HYPD_ARTIFACTS:-$ROOT/.build/qemu-tegra}
+ART=${SMMU_HYPD_ARTIFACTS:-$ROOT/.build/qemu-tegra-$MODE}
 DAEMON=${SMMU_HYPD_BIN:-$ROOT/.build/debug/smmu-hypd}
 MEM_MB=256                  # Config/tegra234.yaml's host_ram size; only its base moves (to virt's RAM)
 OFFSET=0x100000000          # the device's default: guest address = Tegra234 address + 4 GiB
@@ -66,31 +74,42 @@ chmod +x "$TMP/root/init"
 [ -x "$DAEMON" ] || die "no smmu-hypd binary at $DAEMON (build it, or set SMMU_HYPD_BIN)"
 ensure_journald
 # Config/tegra234.yaml with three changes: host_ram is the guest's RAM (virt's 0x40000000, -m
-# 256), the socket is this run's, and no watchdog (no systemd here).
+# 256), the socket is this run's, and no watchdog (no systemd here); pkvm: finalization by the host.
+FINALIZATION=(-e "s|^  mode: delay|  mode: host|" -e "/^  delay_ms:/d")
+[ "$MODE" = pkvm ] || FINALIZATION=()
 sed -e "/^ *host_ram:/{n;s|{ *base: *[x0-9a-fA-F]*, *size: *[x0-9a-fA-F]* *}|{ base: 0x40000000, size: $(printf 0x%x $((MEM_MB << 20))) }|}" \
-    -e "s|^\( *path:\).*|\1 $SOCK|" -e "s|^watchdog:.*|watchdog: false|" \
+    -e "s|^\( *path:\).*|\1 $SOCK|" -e "s|^watchdog:.*|watchdog: false|" "${FINALIZATION[@]}" \
     "$ROOT/Config/tegra234.yaml" > "$ART/tegra234-guest.yaml"
 diff "$ROOT/Config/tegra234.yaml" "$ART/tegra234-guest.yaml" > "$ART/config.diff"
-[ "$(grep -c '^>' "$ART/config.diff")" -eq 3 ] || die "deriving the config changed $(grep -c '^>' "$ART/config.diff") lines, not 3: $(cat "$ART/config.diff")"
+changed=$(grep -c '^>' "$ART/config.diff")
+want=3; [ "$MODE" = pkvm ] && want=4
+[ "$changed" -eq $want ] || die "deriving the config changed $changed lines, not $want: $(cat "$ART/config.diff")"
 
 SINCE=$(date '+%Y-%m-%d %H:%M:%S')
 NAME=tegra-guest-$$         # the device's HELLO name: the journal's SMMU_CLIENT
 say "starting $DAEMON --config $ART/tegra234-guest.yaml"
 "$DAEMON" --config "$ART/tegra234-guest.yaml" >"$DAEMON_LOG" 2>&1 &
 PIDS+=($!)
-HELLO=$($WIRE "$SOCK" wait-ready 20) || { cat "$DAEMON_LOG" >&2; die "smmu-hypd never finalized: $HELLO"; }
+if [ "$MODE" = pkvm ]; then
+    HELLO=$($WIRE "$SOCK" hello 20) || { cat "$DAEMON_LOG" >&2; die "smmu-hypd never answered: $HELLO"; }
+    # loglevel=8: patch 0002's deferral message is arm-smmu's dev_dbg.
+    MACHINE=virt,memory-backend=ram0,virtualization=on KVM_ARG=" kvm-arm.mode=protected loglevel=8" FINALIZE=guest
+else
+    HELLO=$($WIRE "$SOCK" wait-ready 20) || { cat "$DAEMON_LOG" >&2; die "smmu-hypd never finalized: $HELLO"; }
+    MACHINE=virt,memory-backend=ram0 KVM_ARG="" FINALIZE=ready
+fi
 echo "$HELLO" > "$ART/hello.json"
 NISO0A=$(python3 -c 'import json,sys; print([w["base"] for w in json.load(sys.stdin)["windows"]].index(0x12000000))' < "$ART/hello.json") ||
     die "the daemon has no niso0 window at 0x12000000: $HELLO"
 
 say "booting the guest (console: $CONSOLE)"
 G0=$(date +%s%N)
-timeout 120 "$QEMU" -M virt,memory-backend=ram0 -cpu cortex-a57 -m $MEM_MB -smp 1 \
+timeout 120 "$QEMU" -M $MACHINE -cpu cortex-a57 -m $MEM_MB -smp 1 \
     -object memory-backend-memfd,id=ram0,size=${MEM_MB}M,share=on,seal=on \
     -nographic -no-reboot -nic none -monitor none -serial "file:$CONSOLE" \
     -kernel "$KERNEL" -initrd "$TMP/initrd.gz" \
-    -append "console=ttyAMA0 panic=-1 loglevel=7 iommu.strict=1 pci=nomsi smmuhypd.mcsid=$(printf 0x%x $MC_SID)" \
-    -device smmu-hypd,socket=$SOCK,name=$NAME,layout=tegra234,offset=$OFFSET,ring=on \
+    -append "console=ttyAMA0 panic=-1 loglevel=7 iommu.strict=1 pci=nomsi smmuhypd.mcsid=$(printf 0x%x $MC_SID)$KVM_ARG" \
+    -device smmu-hypd,socket=$SOCK,name=$NAME,layout=tegra234,offset=$OFFSET,ring=on,finalize=$FINALIZE \
     -device virtio-rng-pci,iommu_platform=on,disable-legacy=on \
     2>"$QEMU_LOG" &
 QEMU_PID=$!
@@ -228,15 +247,43 @@ check "each fault raised its SPI once, nothing spurious" $? "interrupts that fir
 # Nothing else from the SMMU or MC drivers that reads as trouble, and no kernel warning at all.
 noise=$(con "arm-smmu\|tegra-mc\|memory-controller\|iommu" |
     grep -aiE "fail|error|warn|unhandled|unexpected|blocked|timed out|deferr|invalid resource|missing|probe of" |
-    grep -av "Unhandled context fault\|Unexpected global fault" | head -n 3)
+    grep -av "Unhandled context fault\|Unexpected global fault\|Deferring probe until pKVM is initialized" | head -n 3)
 warn=$(con "WARNING:\|Call trace" | head -n 1)
 idle=$(grep -o "MC channel windows (read as zero): [0-9]* accesses" "$QEMU_LOG")
 [ -z "$noise" ] && [ -z "$warn" ] && [ "$idle" = "MC channel windows (read as zero): 0 accesses" ]
 check "no other SMMU or MC error in the guest log; the MC channel windows were never touched" $? \
     "${noise:-no SMMU/MC trouble}${warn:+; $warn}; $idle"
 
+if [ "$MODE" = pkvm ]; then
+    # The seed on Tegra234: the MC and the three SMMUs defer until the guest's own finalize_pkvm(),
+    # whose doorbell finalizes the daemon; then they probe.
+    order=$(con -n "tegra-mc.*Deferring probe until pKVM\|arm-smmu.*Deferring probe until pKVM\|pKVM finalized\|SMMUv2 with:\|GUEST: driver tegra-mc bound" |
+        python3 -c '
+import sys
+lines = sys.stdin.read().splitlines()
+at = lambda *s: [int(l.split(":")[0]) for l in lines if all(x in l for x in s)]
+mc, smmu = at("tegra-mc", "Deferring"), at("arm-smmu", "Deferring")
+fin, probe = at("pKVM finalized"), at("SMMUv2 with:")
+ok = len(mc) >= 1 and len(smmu) >= 3 and len(fin) == 1 and len(probe) == 3 and max(mc + smmu) < fin[0] < min(probe)
+print("%s: MC deferred %d, SMMUs deferred %d, then pKVM finalized, then %d SMMUv2 probes" % ("ok" if ok else "WRONG", len(mc), len(smmu), len(probe)))')
+    echo "$order" | grep -q "^ok" && con -q "GUEST: driver tegra-mc bound" && grep -q "PROT_FINALIZE OK" "$QEMU_LOG"
+    check "pKVM: the MC and arm-smmu deferred until the guest's finalize_pkvm() finalized the daemon" $? \
+        "$order; $(grep -o "PROT_FINALIZE [A-Z_]*; daemon state [0-9]" "$QEMU_LOG" | head -n1)"
+    early=$(python3 -c '
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except ValueError:
+    print("no STATS"); sys.exit()
+ops = s.get("operations", {})
+print("READ %s WRITE %s, finalized by %s" % (ops.get("READ", {}).get("DEFERRED", 0), ops.get("WRITE", {}).get("DEFERRED", 0),
+                                           (s.get("finalized_by") or {}).get("by")))' "$ART/smmu-hypd-stats.json")
+    [ "$early" = "READ 0 WRITE 0, finalized by host" ]
+    check "pKVM: not one SMMU or MC register access before finalization (none DEFERRED)" $? "DEFERRED: $early"
+fi
+
 echo
-echo "== smmu-hypd Tegra234 guest test ($(($(date +%s) - T0)) s, the guest from start to power-off $GUEST_MS ms) =="
+echo "== smmu-hypd Tegra234 guest test, $MODE ($(($(date +%s) - T0)) s, the guest from start to power-off $GUEST_MS ms) =="
 echo "guest console: $CONSOLE"
 echo "QEMU stderr:   $QEMU_LOG"
 echo "daemon:        $DAEMON_LOG, $ART/smmu-hypd-dump.json, $ART/smmu-hypd-stats.json"

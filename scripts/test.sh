@@ -34,8 +34,9 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
     qemu/guest-test.sh stock
     # The project's kernel running pKVM: the seed's deferral for real (builds the kernel once, cached).
     qemu/guest-test.sh pkvm
-    # The project's kernel on Tegra234's SMMU and MC drivers (the same cached kernel).
-    qemu/tegra-guest-test.sh
+    # The project's kernel on Tegra234's SMMU and MC drivers (the same cached kernel), without and with pKVM.
+    qemu/tegra-guest-test.sh plain
+    qemu/tegra-guest-test.sh pkvm
 else
     echo "test.sh: not root or SMMU_SKIP_GUEST: skipping the QEMU guest test" >&2
 fi
