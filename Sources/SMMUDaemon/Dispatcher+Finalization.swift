@@ -49,6 +49,7 @@ extension Dispatcher {
 
     private func completeFinalization(by finalizer: Finalizer) {
         finalizedBy = finalizer
+        trace?.finalized()   // a record only for the timer: FINALIZE and PROT_FINALIZE are exchanges of their own
         onFinalized?()
         events.publishChanges(to: server)
     }

@@ -53,6 +53,10 @@ public final class MemoryMap: PhysicalMemory {
     }
 
     private var regions: [Region] = []
+    /// While set, called with every read of client-supplied memory (`replace`): what an answer depended on that no
+    /// request wrote, which the daemon's trace records so a replay can put it back (docs/trace-format.md). Scrubs
+    /// (`zero`) are writes and are not reported. Unset, it costs one test on a client-memory read.
+    public var clientReadObserver: ((_ address: UInt64, _ bytes: UnsafeRawBufferPointer) -> Void)?
     /// The region of the last access: descriptor walks and DMA stay in one region.
     private var lastRegion: Region?
 
@@ -104,13 +108,13 @@ public final class MemoryMap: PhysicalMemory {
     /// Host memory behind `address` and how many bytes follow it contiguously; nil if not RAM.
     /// `forWrite` allocates the region's storage; a read of an untouched region gets nil pointer.
     private func segment(_ address: UInt64, forWrite: Bool)
-        -> (pointer: UnsafeMutableRawPointer?, available: UInt64)? {
+        -> (pointer: UnsafeMutableRawPointer?, available: UInt64, client: Bool)? {
         guard let r = region(address) else { return nil }
         let offset = address - r.base
         var limit = r.size - offset
         if !r.overlays.isEmpty { for o in r.overlays {
             if address >= o.base && address - o.base < o.size {
-                return (o.pointer + Int(address - o.base), o.size - (address - o.base))
+                return (o.pointer + Int(address - o.base), o.size - (address - o.base), true)
             }
             if o.base > address { limit = min(limit, o.base - address) }
         } }
@@ -119,7 +123,7 @@ public final class MemoryMap: PhysicalMemory {
             guard let p, p != MAP_FAILED else { return nil }
             r.storage = p
         }
-        return (r.storage.map { $0 + Int(offset) }, limit)
+        return (r.storage.map { $0 + Int(offset) }, limit, false)
     }
 
     // MARK: PhysicalMemory
@@ -127,16 +131,17 @@ public final class MemoryMap: PhysicalMemory {
     /// An unaligned address is no descriptor: nil, as a bus would abort it. Aligned, the 8 bytes lie in one
     /// page, so they are in one piece of backing memory and one page of the ownership table.
     public func read64(at address: UInt64) -> UInt64? {
-        guard address & 7 == 0, let (p, available) = segment(address, forWrite: false), available >= 8 else {
+        guard address & 7 == 0, let (p, available, client) = segment(address, forWrite: false), available >= 8 else {
             return nil
         }
         guard let p else { return 0 }
+        if client, let clientReadObserver { clientReadObserver(address, UnsafeRawBufferPointer(start: p, count: 8)) }
         return UInt64(littleEndian: p.load(as: UInt64.self))
     }
 
     @discardableResult
     public func write64(_ value: UInt64, at address: UInt64) -> Bool {
-        guard address & 7 == 0, let (p, available) = segment(address, forWrite: true), available >= 8, let p else {
+        guard address & 7 == 0, let (p, available, _) = segment(address, forWrite: true), available >= 8, let p else {
             return false
         }
         p.storeBytes(of: value.littleEndian, as: UInt64.self)
@@ -146,14 +151,17 @@ public final class MemoryMap: PhysicalMemory {
     // MARK: Bytes
 
     /// Calls `body` for each contiguous piece of [address, address + count); false if any is not RAM.
-    private func forEachSegment(_ address: UInt64, _ count: Int, forWrite: Bool,
+    private func forEachSegment(_ address: UInt64, _ count: Int, forWrite: Bool, observed: Bool = false,
                                 _ body: (UnsafeMutableRawPointer?, Int, Int) -> Void) -> Bool {
         guard count >= 0, contains(address: address, count: count) || count == 0 else { return false }
         var done = 0
         while done < count {
-            guard let (p, available) = segment(address + UInt64(done), forWrite: forWrite) else { return false }
+            guard let (p, available, client) = segment(address + UInt64(done), forWrite: forWrite) else { return false }
             let n = Int(min(available, UInt64(count - done)))
             body(p, done, n)
+            if observed, client, let p, let clientReadObserver {
+                clientReadObserver(address + UInt64(done), UnsafeRawBufferPointer(start: p, count: n))
+            }
             done += n
         }
         return true
@@ -164,7 +172,7 @@ public final class MemoryMap: PhysicalMemory {
         guard contains(address: address, count: count) || count == 0 else { return nil }
         var out = [UInt8](repeating: 0, count: count)
         let ok = out.withUnsafeMutableBytes { buffer in
-            forEachSegment(address, count, forWrite: false) { p, at, n in
+            forEachSegment(address, count, forWrite: false, observed: true) { p, at, n in
                 if let p, let base = buffer.baseAddress { (base + at).copyMemory(from: p, byteCount: n) }
             }
         }

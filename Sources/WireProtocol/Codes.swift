@@ -26,6 +26,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case stats = 0x20
     case dump = 0x21
     case finalize = 0x22
+    /// Start, stop or ask about the MMIO trace (admin; docs/trace-format.md).
+    case trace = 0x23
     /// The host's own pKVM finalization (pKVM's `__pkvm_prot_finalize`), where the configuration grants it.
     case protFinalize = 0x25
     case events = 0x30
@@ -71,6 +73,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .stats: "STATS"
         case .dump: "DUMP"
         case .finalize: "FINALIZE"
+        case .trace: "TRACE"
         case .protFinalize: "PROT_FINALIZE"
         case .events: "EVENTS"
         case .event: "EVENT"

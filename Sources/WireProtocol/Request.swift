@@ -130,6 +130,30 @@ public struct VMAssignStreamRequest: Hashable, Sendable {
     }
 }
 
+/// TRACE (admin): `u32 command` (0 status, 1 start, 2 stop), `u32 reserved`, `u64 max_bytes` (start: 0 takes the
+/// configuration's), then the path as n ≤ 4096 bytes of UTF-8 (start: empty takes the configuration's).
+public struct TraceControlRequest: Hashable, Sendable {
+    public enum Command: UInt32, Sendable {
+        case status = 0
+        case start = 1
+        case stop = 2
+    }
+    public static let maxPathLength = 4096
+    /// The raw command (the daemon answers INVALID to an unknown one; see ``command``).
+    public var commandValue: UInt32
+    public var maxBytes: UInt64
+    public var path: String
+    public var command: Command? { Command(rawValue: commandValue) }
+    public init(_ command: Command, maxBytes: UInt64 = 0, path: String = "") {
+        self.init(commandValue: command.rawValue, maxBytes: maxBytes, path: path)
+    }
+    public init(commandValue: UInt32, maxBytes: UInt64, path: String) {
+        self.commandValue = commandValue
+        self.maxBytes = maxBytes
+        self.path = path
+    }
+}
+
 /// One decoded request.
 public enum Request: Hashable, Sendable {
     case hello(HelloRequest)
@@ -155,6 +179,7 @@ public enum Request: Hashable, Sendable {
     case stats
     case dump
     case finalize
+    case trace(TraceControlRequest)
     case protFinalize
     case events
 
@@ -179,6 +204,7 @@ public enum Request: Hashable, Sendable {
         case .stats: .stats
         case .dump: .dump
         case .finalize: .finalize
+        case .trace: .trace
         case .protFinalize: .protFinalize
         case .events: .events
         }
@@ -196,6 +222,7 @@ extension Opcode {
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
         case .vmDestroy: .exactly(4)
+        case .trace: .between(16, 16 + TraceControlRequest.maxPathLength)
         case .vmCreate, .stats, .dump, .finalize, .protFinalize, .events, .dmaEpoch, .ring: .exactly(0)
         case .event: nil
         }
@@ -268,6 +295,10 @@ extension Request {
         case .dump: return .dump
         case .finalize: return .finalize
         case .protFinalize: return .protFinalize
+        case .trace:
+            let path = String(decoding: UnsafeRawBufferPointer(rebasing: p[16...]), as: UTF8.self)
+            return .trace(TraceControlRequest(commandValue: p.loadLE(UInt32.self, at: 0),
+                                              maxBytes: p.loadLE(UInt64.self, at: 8), path: path))
         case .events: return .events
         case .event: throw .unknownOpcode(opcode.rawValue)
         }
@@ -339,6 +370,11 @@ extension Request {
             out.appendLE(a.streamID)
         case .vmDestroy(let vm):
             out.appendLE(vm)
+        case .trace(let t):
+            out.appendLE(t.commandValue)
+            out.appendLE(UInt32(0))
+            out.appendLE(t.maxBytes)
+            out.append(contentsOf: t.path.utf8)
         case .vmCreate, .stats, .dump, .finalize, .protFinalize, .events, .dmaEpoch, .ring:
             break
         }

@@ -209,7 +209,7 @@ extension Opcode {
         case .dmaCached: CachedDMAResult.size
         case .dmaEpoch: 8
         case .vmCreate: 4
-        case .hello, .memRead, .stats, .dump, .dmaPrefetch: nil
+        case .hello, .memRead, .stats, .dump, .dmaPrefetch, .trace: nil
         case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .protFinalize, .events, .ring: 0
         case .event: Event.size
         }
@@ -249,7 +249,8 @@ public enum ResponseEncoder {
         guard status == .ok else { return 0 }
         switch (opcode, payload) {
         case (.hello, .hello(let h)): return h.encodedLength
-        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)), (.dmaPrefetch, .bytes(let b)):
+        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)), (.dmaPrefetch, .bytes(let b)),
+             (.trace, .bytes(let b)):
             return b.count
         case (.memRead, .text(let t)), (.stats, .text(let t)), (.dump, .text(let t)): return t.utf8.count
         default: return 0

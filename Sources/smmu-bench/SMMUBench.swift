@@ -36,6 +36,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only the worst time one request holds the server's queue (G8).")
     var worstCaseOnly = false
 
+    @Flag(help: "Measure only what recording a trace costs the request path, in process (docs/trace-format.md).")
+    var traceCostOnly = false
+
     @Option(help: "Run only FixedWorkload.swift's in-process rounds (trapped accesses, DMAs), to count instructions.")
     var fixedRounds: Int?
 
@@ -59,9 +62,10 @@ struct SMMUBench: ParsableCommand {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
-        if translationOnly || worstCaseOnly {
+        if translationOnly || worstCaseOnly || traceCostOnly {
             if translationOnly { translationRows(&report) }
             if worstCaseOnly { worstCaseRows(&report) }
+            if traceCostOnly { traceCostRows(&report, directory: directory) }
             print(report.render())
             return
         }
@@ -178,6 +182,7 @@ struct SMMUBench: ParsableCommand {
         }
 
         translationRows(&report)
+        traceCostRows(&report, directory: directory)
 
         // DMA translation over the socket, as a device.
         if let s = scenarios, let host = daemonClient, let hello = host.greeting {
@@ -217,6 +222,14 @@ struct SMMUBench: ParsableCommand {
     /// G8: the longest one request holds the server's queue, in the worst state a host can build.
     func worstCaseRows(_ report: inout Report) {
         do { try WorstCaseRequests().rows(&report) } catch { report.failed("worst-case requests", "\(error)", target: "< 10 ms") }
+    }
+
+    /// What recording a trace costs, in process: trace off, to /dev/null, to a file (TraceCost.swift).
+    func traceCostRows(_ report: inout Report, directory: String) {
+        do {
+            var cost = try TraceCost(directory: directory)
+            try cost.rows(&report, rounds: rounds, seconds: seconds)
+        } catch { report.failed("trace cost", "\(error)") }
     }
 
     /// DMA translation in process: IOTLB hits (the target) and misses.
