@@ -9,12 +9,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${SMMU_HYPD_CACHE:-$HOME/.cache/smmu-hypd}/qemu
 QEMU_VERSION_PREFIX="1:7.2+dfsg"      # pinned: the device uses 7.2's softmmu_ss and pci_setup_iommu API
 DEVICE_SRC="$HERE/smmu-hypd-device.c"
+DEVICE_INC="$HERE/smmu-hypd-tegra234.c.inc"   # included by the device (layout=tegra234)
 BIN="$CACHE/build/qemu-system-aarch64"
 STAMP="$CACHE/device.sha256"
 log() { echo "build-qemu: $*" >&2; }
 
 mkdir -p "$CACHE"
-want=$(cat "$DEVICE_SRC" "$0" | sha256sum | cut -d' ' -f1)   # contents only: any checkout of the same files reuses the build
+want=$(cat "$DEVICE_SRC" "$DEVICE_INC" "$0" | sha256sum | cut -d' ' -f1)   # contents only: any checkout of the same files reuses the build
 if [ -x "$BIN" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     echo "$BIN"; exit 0
 fi
@@ -47,7 +48,9 @@ fi
 SRC=${SRC%/}
 
 # Our device: the file, one meson line, a minimal device config.
-cmp -s "$DEVICE_SRC" "$SRC/hw/misc/smmu-hypd-device.c" || cp "$DEVICE_SRC" "$SRC/hw/misc/smmu-hypd-device.c"
+for f in "$DEVICE_SRC" "$DEVICE_INC"; do
+    cmp -s "$f" "$SRC/hw/misc/$(basename "$f")" || cp "$f" "$SRC/hw/misc/"
+done
 grep -q smmu-hypd-device.c "$SRC/hw/misc/meson.build" ||
     echo "softmmu_ss.add(when: 'CONFIG_ARM_VIRT', if_true: files('smmu-hypd-device.c'))" >> "$SRC/hw/misc/meson.build"
 DEVCFG="$SRC/configs/devices/aarch64-softmmu/smmu-hypd.mak"

@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${SMMU_HYPD_CACHE:-$HOME/.cache/smmu-hypd}/guest
 log() { echo "fetch-guest: $*" >&2; }
 mkdir -p "$CACHE"
-want=$(sha256sum "$0" "$HERE/guest-init.sh" | sha256sum | cut -d' ' -f1)
+want=$(cat "$0" "$HERE/guest-init.sh" | sha256sum | cut -d' ' -f1)   # contents only: every checkout shares the cache
 if [ -f "$CACHE/Image" ] && [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$want" ]; then
     echo "$CACHE/Image $CACHE/initrd.gz"; exit 0
 fi

@@ -42,40 +42,10 @@ rm -f "$ART"/*.log
 
 TMP=$(mktemp -d /tmp/smmu-hypd-guest.XXXXXX)
 SOCK=$TMP/smmu-hypd.sock
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    rm -rf "$TMP"
-}
+TAG=guest-test
+source "$HERE/guest-lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-FAILS=0
-RESULTS=()
-check() {   # check NAME CONDITION-STATUS DETAIL
-    if [ "$2" -eq 0 ]; then RESULTS+=("PASS  $1: $3"); else RESULTS+=("FAIL  $1: $3"); FAILS=$((FAILS + 1)); fi
-}
-say() { echo "guest-test: $*" >&2; }
-die() {
-    say "$*"
-    echo "FAIL  setup: $*"
-    exit 1
-}
-wait_for() {   # wait_for FILE PATTERN SECONDS [PID]
-    local i=0
-    while [ $i -lt $(($3 * 10)) ]; do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
-            grep -q -- "$2" "$1" 2>/dev/null
-            return
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
 
 T0=$(date +%s)
 say "building QEMU (cached after the first run)"
@@ -97,17 +67,7 @@ if [ "$MODE" = pkvm ]; then
     DEVICE_FINALIZE=guest
 fi
 
-# journald receives the daemon's audit records; start one if none listens (CI has one). A socket
-# file alone proves nothing: a journald that exited leaves it behind.
-journald_listening() {
-    python3 -c 'import socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).connect("/run/systemd/journal/socket")' 2>/dev/null
-}
-if [ -z "${SMMU_HYPD_STANDIN:-}" ] && ! journald_listening; then
-    mkdir -p /run/systemd/journal
-    /lib/systemd/systemd-journald >/dev/null 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 50); do journald_listening && break; sleep 0.1; done
-fi
+[ -z "${SMMU_HYPD_STANDIN:-}" ] && ensure_journald
 
 QEMU_ARGS=(-M "$MACHINE" -cpu cortex-a57 -m $MEM_MB -smp 1
     -object memory-backend-memfd,id=ram0,size=${MEM_MB}M,share=on,seal=on
@@ -282,17 +242,7 @@ if [ -n "${SMMU_HYPD_STANDIN:-}" ]; then
     RESULTS+=("SKIP  refused write audited: the stand-in has no policy")
 else
     # The record of exactly this write: its client name is unique to this run.
-    audit=$(journalctl -o json --since "$SINCE" --no-pager SMMU_CLIENT="$DENIED_CLIENT" 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if "SMMU_RULE" in e and e.get("PRIORITY") == "4":
-        print("SMMU_RULE=%s SMMU_REGISTER=%s MESSAGE_ID=%s" % (e["SMMU_RULE"], e.get("SMMU_REGISTER", ""),
-                                                             e.get("MESSAGE_ID", "")))
-        break')
+    audit=$(audit_record "$SINCE" "$DENIED_CLIENT")
     echo "$DENIED" | grep -q DENIED && [ -n "$audit" ]
     check "refused write audited in the journal" $? "$DENIED_ADDR: $DENIED; journal: ${audit:-no SMMU_RULE record for SMMU_CLIENT=$DENIED_CLIENT}"
 

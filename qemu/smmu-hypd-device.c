@@ -19,6 +19,12 @@
  * answers in order. The property verify-cache=on checks every cache hit against the daemon
  * (the guest test's stale-translation check).
  *
+ * With layout=tegra234 the device serves a daemon on the tegra234 topology instead: all five
+ * MMU-500 instances and the memory controller's windows at their Tegra234 addresses plus a fixed
+ * offset (4 GiB by default: 0-0x13000000 is flash, GIC and UART on virt), their interrupts at
+ * Tegra234's SPIs, and the dtsi's iommu@ and memory-controller@ nodes, so the guest's stock
+ * arm-smmu-nvidia and Tegra MC drivers drive them (smmu-hypd-tegra234.c.inc).
+ *
  * pKVM finalization (property finalize): "ready" (the default) starts the guest only against a
  * finalized daemon; "realize" finalizes the daemon (PROT_FINALIZE) at realize, before the guest's
  * first instruction, for a guest without pKVM; "guest" starts whatever the daemon's state and
@@ -29,7 +35,7 @@
  * Usage (must come before the PCI devices it translates):
  *   -machine virt,memory-backend=ram0
  *   -object memory-backend-memfd,id=ram0,size=512M,share=on,seal=on
- *   -device smmu-hypd,socket=/run/smmu-hypd.sock
+ *   -device smmu-hypd,socket=/run/smmu-hypd.sock[,layout=tegra234]
  *
  * Copyright (c) 2026 the smmu-hypd authors
  *
@@ -44,6 +50,7 @@
 #include <sys/un.h>
 #include <libfdt.h>
 #include "qapi/error.h"
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/module.h"
@@ -84,6 +91,7 @@ enum {
     SH_STATE_FINALIZED = 1,
     SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
     SH_MAX_IRQS = 1 + 128,
+    SH_MAX_WINDOWS = 8, SH_NUM_SPIS = 256,
     SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
     SH_RING_SIZE = 0x23000, SH_RING_REQUEST = 0x1000, SH_RING_RESPONSE = 0x12000,
     SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
@@ -153,6 +161,26 @@ typedef struct SmmuHypdIOMMU {
     int devfn;
 } SmmuHypdIOMMU;
 
+/*
+ * One register window the guest sees: an MMU-500 instance or a memory-controller window. A guest
+ * access at guest_base + offset goes to the daemon at daemon_base + offset.
+ */
+typedef struct SmmuHypdWindow {
+    SmmuHypdState *s;
+    MemoryRegion mr;
+    uint64_t daemon_base;
+    uint64_t guest_base;
+    uint64_t size;
+    uint32_t page_size;     /* 0: a memory-controller window (32-bit registers, nothing posted) */
+    uint32_t index;         /* HELLO's window index (MMU-500 instances only) */
+    uint16_t num_cb, num_smrg;
+    char name[9];
+    uint32_t num_lines;     /* interrupt lines: 0 global, 1 + n context bank n */
+    uint16_t line_spi[SH_MAX_IRQS];
+    uint8_t line_level[SH_MAX_IRQS];
+    uint64_t reads, writes; /* guest accesses, printed at exit (the test compares the instances) */
+} SmmuHypdWindow;
+
 struct SmmuHypdState {
     DeviceState parent_obj;
 
@@ -171,14 +199,18 @@ struct SmmuHypdState {
     bool backward_prefetch; /* a miss just below the previous one prefetches downwards (v1.2) */
     bool around_prefetch;   /* a miss prefetches the mapped pages on both sides (v1.2) */
     uint64_t last_miss_page;
+    char *layout;           /* "mmu-500" (one generic node) or "tegra234" */
+    uint64_t offset;        /* tegra234: guest address of a window = its Tegra234 address + offset */
     char *finalize;         /* "ready", "realize" or "guest": who finalizes the daemon */
     uint64_t doorbell;      /* finalize=guest: the doorbell page's guest address; 0: none */
 
     /* learned from HELLO */
-    uint64_t daemon_base;
-    uint32_t page_size;
-    uint16_t num_cb, num_smrg;
-    char window_name[9];
+    SmmuHypdWindow windows[SH_MAX_WINDOWS];
+    uint32_t num_windows;
+    uint32_t dma_window;    /* HELLO index of the instance that translates PCI DMA */
+    uint64_t idle_accesses; /* tegra234: accesses to the MC channel windows the daemon does not model */
+    MemoryRegion mc_channels[16];
+    uint32_t tegra_slot[3][2];  /* windows[] index of each Tegra234 node's instances */
 
     SmmuHypdConn mmio;      /* READ/WRITE, MEM_MAP (role host) */
     SmmuHypdConn dma;       /* DMA (role device) */
@@ -186,12 +218,11 @@ struct SmmuHypdState {
     uint8_t events_buf[SH_HEADER + SH_EVENT_PAYLOAD];
     size_t events_len;
 
-    MemoryRegion iomem;
+    qemu_irq spis[SH_NUM_SPIS];
+    uint16_t spi_sources[SH_NUM_SPIS];  /* raised (window, line) pairs per SPI: lines that share one OR */
     MemoryRegion doorbell_mem;
     uint32_t daemon_state;  /* the lifecycle as HELLO or PROT_FINALIZE last showed it */
     uint32_t finalize_status; /* the last PROT_FINALIZE's wire status, SH_DB_NO_STATUS before one */
-    qemu_irq irqs[SH_MAX_IRQS];
-    uint32_t num_irqs;
     GHashTable *iommu_by_bus;   /* PCIBus * -> SmmuHypdIOMMU *[PCI_DEVFN_MAX] */
 
     /* Translation cache (protocol v1.1); epoch_page is NULL against a v1.0 daemon. */
@@ -628,20 +659,21 @@ static void smmu_hypd_events_readable(void *opaque);
 
 static uint64_t smmu_hypd_read(void *opaque, hwaddr offset, unsigned size)
 {
-    SmmuHypdState *s = opaque;
+    SmmuHypdWindow *w = opaque;
     uint8_t req[16], resp[8] = { 0 };
     uint32_t status;
 
-    stq_le_p(req, s->daemon_base + offset);
+    w->reads++;
+    stq_le_p(req, w->daemon_base + offset);
     stl_le_p(req + 8, size);
     stl_le_p(req + 12, 0);
-    if (!sh_call(&s->mmio, SH_OP_READ, req, sizeof(req), -1, &status, resp, sizeof(resp),
+    if (!sh_call(&w->s->mmio, SH_OP_READ, req, sizeof(req), -1, &status, resp, sizeof(resp),
                  NULL)) {
         return 0;
     }
     if (status != SH_OK) {
         warn_report_once("smmu-hypd: READ 0x%" PRIx64 " (%u bytes): %s; reads as zero",
-                         s->daemon_base + offset, size, sh_status_name(status));
+                         w->daemon_base + offset, size, sh_status_name(status));
         return 0;
     }
     return ldq_le_p(resp);
@@ -651,33 +683,38 @@ static uint64_t smmu_hypd_read(void *opaque, hwaddr offset, unsigned size)
  * TLB maintenance and sync writes change no interrupt line and answer nothing the guest reads:
  * they may be posted. The driver's TLBSTATUS / sTLBGSTATUS poll is a read, which waits for them.
  * GR0: STLBIALL, TLBIVMID, TLBIALLNSNH, TLBIALLH, sTLBGSYNC (0x60-0x70); a context bank: TLBIVA
- * to TLBIIPAS2L (0x600-0x638), TLBSYNC (0x7f0).
+ * to TLBIIPAS2L (0x600-0x638), TLBSYNC (0x7f0). Nothing is posted to a memory-controller window.
  */
-static bool smmu_hypd_write_may_post(SmmuHypdState *s, hwaddr offset)
+static bool smmu_hypd_write_may_post(SmmuHypdWindow *w, hwaddr offset)
 {
-    uint64_t half = s->size / 2, reg;
+    uint64_t half = w->size / 2, reg;
 
-    if (offset < s->page_size) {
-        return offset >= 0x60 && offset <= 0x70;
-    }
-    if (offset < half || !s->page_size) {
+    if (!w->page_size) {
         return false;
     }
-    reg = (offset - half) % s->page_size;
+    if (offset < w->page_size) {
+        return offset >= 0x60 && offset <= 0x70;
+    }
+    if (offset < half) {
+        return false;
+    }
+    reg = (offset - half) % w->page_size;
     return (reg >= 0x600 && reg < 0x640) || reg == 0x7f0;
 }
 
 static void smmu_hypd_write(void *opaque, hwaddr offset, uint64_t value, unsigned size)
 {
-    SmmuHypdState *s = opaque;
+    SmmuHypdWindow *w = opaque;
+    SmmuHypdState *s = w->s;
     uint8_t req[24];
     uint32_t status;
 
-    stq_le_p(req, s->daemon_base + offset);
+    w->writes++;
+    stq_le_p(req, w->daemon_base + offset);
     stq_le_p(req + 8, value);
     stl_le_p(req + 16, size);
     stl_le_p(req + 20, 0);
-    if (smmu_hypd_write_may_post(s, offset)) {
+    if (smmu_hypd_write_may_post(w, offset)) {
         sh_post(&s->mmio, SH_OP_WRITE, req, sizeof(req));
         return;
     }
@@ -687,7 +724,7 @@ static void smmu_hypd_write(void *opaque, hwaddr offset, uint64_t value, unsigne
     if (status != SH_OK) {
         /* A refused write changes nothing; the daemon audits it. */
         warn_report("smmu-hypd: WRITE 0x%" PRIx64 " = 0x%" PRIx64 " (%u bytes): %s",
-                    s->daemon_base + offset, value, size, sh_status_name(status));
+                    w->daemon_base + offset, value, size, sh_status_name(status));
     }
     /*
      * On hardware a W1C write lowers the fault line at once. The daemon has sent the level
@@ -703,6 +740,15 @@ static const MemoryRegionOps smmu_hypd_ops = {
     .endianness = DEVICE_LITTLE_ENDIAN,
     .valid = { .min_access_size = 4, .max_access_size = 8 },
     .impl = { .min_access_size = 4, .max_access_size = 8 },
+};
+
+/* A memory-controller window: every register is 32 bits wide (the daemon refuses other widths). */
+static const MemoryRegionOps smmu_hypd_mc_ops = {
+    .read = smmu_hypd_read,
+    .write = smmu_hypd_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = { .min_access_size = 4, .max_access_size = 4 },
+    .impl = { .min_access_size = 4, .max_access_size = 4 },
 };
 
 /* ---- pKVM finalization: PROT_FINALIZE and the guest's doorbell ---- */
@@ -814,6 +860,39 @@ static void smmu_hypd_events_close(SmmuHypdState *s, const char *why)
     s->events_fd = -1;
 }
 
+/*
+ * One line of one instance changed level. Several lines may share an SPI (Tegra234 wires every
+ * context bank of a pair to one or two SPIs): the SPI is the OR of the lines raised on it.
+ */
+static void smmu_hypd_set_line(SmmuHypdState *s, uint32_t window, uint32_t line, uint32_t level)
+{
+    SmmuHypdWindow *w = NULL;
+    uint16_t spi;
+
+    for (uint32_t i = 0; i < s->num_windows; i++) {
+        if (s->windows[i].page_size && s->windows[i].index == window) {
+            w = &s->windows[i];
+        }
+    }
+    if (!w) {
+        return;     /* an instance this device does not serve */
+    }
+    if (line >= w->num_lines) {
+        warn_report_once("smmu-hypd: event for line %u, only %u wired", line, w->num_lines);
+        return;
+    }
+    spi = w->line_spi[line];
+    /* One line per change: the test reads these to see a fault raised and cleared. */
+    info_report("smmu-hypd: window %u %s line %u -> SPI %u level %u", window,
+                line == 0 ? "global" : "context", line, spi, level);
+    if (w->line_level[line] == level) {
+        return;
+    }
+    w->line_level[line] = level;
+    s->spi_sources[spi] += level ? 1 : -1;
+    qemu_set_irq(s->spis[spi], s->spi_sources[spi] != 0);
+}
+
 static void smmu_hypd_events_readable(void *opaque)
 {
     SmmuHypdState *s = opaque;
@@ -845,19 +924,8 @@ static void smmu_hypd_events_readable(void *opaque)
         }
         window = ldl_le_p(s->events_buf + SH_HEADER);
         line = ldl_le_p(s->events_buf + SH_HEADER + 4);
-        level = ldl_le_p(s->events_buf + SH_HEADER + 8);
-        if (window != s->window) {
-            continue;
-        }
-        if (line >= s->num_irqs) {
-            warn_report_once("smmu-hypd: event for line %u, only %u wired", line,
-                             s->num_irqs);
-            continue;
-        }
-        /* One line per change: the test reads these to see a fault raised and cleared. */
-        info_report("smmu-hypd: window %u %s line %u -> SPI %u level %u", window,
-                    line == 0 ? "global" : "context", line, s->spi + line, level);
-        qemu_set_irq(s->irqs[line], level != 0);
+        level = ldl_le_p(s->events_buf + SH_HEADER + 8) != 0;
+        smmu_hypd_set_line(s, window, line, level);
     }
 }
 
@@ -971,7 +1039,7 @@ static void smmu_hypd_cache_sync(SmmuHypdState *s)
         }
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (rec[i].window != s->window) {
+        if (rec[i].window != s->dma_window) {
             continue;       /* this device caches its own window's translations only */
         }
         if (!smmu_hypd_cache_drop_range(s, rec[i].address & SH_LOG_ADDRESS_MASK, rec[i].pages)) {
@@ -1039,7 +1107,7 @@ static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool wr
     uint8_t req[24], resp[24] = { 0 };
     bool cached = s->epoch_page != NULL;
 
-    stl_le_p(req, s->window);
+    stl_le_p(req, s->dma_window);
     stl_le_p(req + 4, sid);
     stq_le_p(req + 8, iova);
     stl_le_p(req + 16, write ? 1 : 0);
@@ -1093,7 +1161,7 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
     bool backward = !around && s->backward_prefetch && last > page && last - page <= SH_MAX_PREFETCH;
 
     qatomic_set(&s->last_miss_page, page);
-    stl_le_p(req, s->window);
+    stl_le_p(req, s->dma_window);
     stl_le_p(req + 4, sid);
     stq_le_p(req + 8, iova);
     stl_le_p(req + 16, write ? 1 : 0);
@@ -1256,6 +1324,15 @@ static void smmu_hypd_exit_summary(Notifier *n, void *data)
                 PRIu64 " ranges applied dropping %" PRIu64 " entries", s->cache_hits,
                 s->cache_misses, s->cache_faults, s->cache_verified, s->cache_stale,
                 s->cache_full_flushes, s->cache_ranges, s->cache_range_drops);
+    for (uint32_t i = 0; i < s->num_windows; i++) {
+        SmmuHypdWindow *w = &s->windows[i];
+        info_report("smmu-hypd: window \"%s\" at 0x%" PRIx64 ": %" PRIu64 " reads, %" PRIu64
+                    " writes", w->name, w->guest_base, w->reads, w->writes);
+    }
+    if (s->layout && !strcmp(s->layout, "tegra234")) {
+        info_report("smmu-hypd: MC channel windows (read as zero): %" PRIu64 " accesses",
+                    s->idle_accesses);
+    }
 }
 
 /* Shares an epoch page with the daemon (DMA_EPOCH); without one (a v1.0 daemon) nothing is cached. */
@@ -1395,15 +1472,50 @@ static DeviceState *smmu_hypd_find_gic(void)
     return gic ? DEVICE(gic) : NULL;
 }
 
+/* Fills an "interrupts" property: one level-high SPI per cell triple. */
+static void smmu_hypd_fdt_spis(void *fdt, const char *node, const uint16_t *spis, uint32_t n)
+{
+    g_autofree uint32_t *cells = g_new(uint32_t, 3 * n);
+
+    for (uint32_t i = 0; i < n; i++) {
+        cells[3 * i] = cpu_to_be32(GIC_FDT_IRQ_TYPE_SPI);
+        cells[3 * i + 1] = cpu_to_be32(spis[i]);
+        cells[3 * i + 2] = cpu_to_be32(GIC_FDT_IRQ_FLAGS_LEVEL_HI);
+    }
+    qemu_fdt_setprop(fdt, node, "interrupts", cells, 3 * n * sizeof(uint32_t));
+}
+
+/* Every PCI requester ID is its stream ID on the SMMU with this phandle. */
+static void smmu_hypd_fdt_pci_map(void *fdt, uint32_t phandle)
+{
+    char pcie_path[256];
+    int pcie = fdt_node_offset_by_compatible(fdt, -1, "pci-host-ecam-generic");
+
+    if (pcie >= 0 && fdt_get_path(fdt, pcie, pcie_path, sizeof(pcie_path)) == 0) {
+        qemu_fdt_setprop_cells(fdt, pcie_path, "iommu-map", 0, phandle, 0, 0x10000);
+    } else {
+        warn_report("smmu-hypd: no PCIe host node; PCI masters bypass the SMMU description");
+    }
+}
+
+/* finalize=guest: the doorbell page the guest kernel's finalize_pkvm() writes. */
+static void smmu_hypd_fdt_doorbell(SmmuHypdState *s, void *fdt)
+{
+    if (!strcmp(s->finalize, "guest") && s->doorbell) {
+        g_autofree char *db = g_strdup_printf("/smmu-hypd-doorbell@%" PRIx64, s->doorbell);
+        qemu_fdt_add_subnode(fdt, db);
+        qemu_fdt_setprop_string(fdt, db, "compatible", "smmu-hypd,pkvm-doorbell");
+        qemu_fdt_setprop_sized_cells(fdt, db, "reg", 2, s->doorbell, 2, SH_DOORBELL_SIZE);
+    }
+}
+
 static bool smmu_hypd_write_fdt(SmmuHypdState *s, Error **errp)
 {
     MachineState *ms = MACHINE(qdev_get_machine());
     void *fdt = ms->fdt;
-    g_autofree char *node = g_strdup_printf("/smmu@%" PRIx64, s->base);
-    g_autofree uint32_t *irqs = g_new(uint32_t, 3 * s->num_irqs);
+    SmmuHypdWindow *w = &s->windows[0];
+    g_autofree char *node = g_strdup_printf("/smmu@%" PRIx64, w->guest_base);
     uint32_t phandle;
-    char pcie_path[256];
-    int pcie;
 
     if (!fdt) {
         error_setg(errp, "smmu-hypd: this machine has no device tree to describe the SMMU in");
@@ -1412,40 +1524,83 @@ static bool smmu_hypd_write_fdt(SmmuHypdState *s, Error **errp)
     phandle = qemu_fdt_alloc_phandle(fdt);
     qemu_fdt_add_subnode(fdt, node);
     qemu_fdt_setprop_string(fdt, node, "compatible", "arm,mmu-500");
-    qemu_fdt_setprop_sized_cells(fdt, node, "reg", 2, s->base, 2, s->size);
+    qemu_fdt_setprop_sized_cells(fdt, node, "reg", 2, w->guest_base, 2, w->size);
     qemu_fdt_setprop_cell(fdt, node, "#global-interrupts", 1);
-    for (uint32_t i = 0; i < s->num_irqs; i++) {
-        irqs[3 * i] = cpu_to_be32(GIC_FDT_IRQ_TYPE_SPI);
-        irqs[3 * i + 1] = cpu_to_be32(s->spi + i);
-        irqs[3 * i + 2] = cpu_to_be32(GIC_FDT_IRQ_FLAGS_LEVEL_HI);
-    }
-    qemu_fdt_setprop(fdt, node, "interrupts", irqs, 3 * s->num_irqs * sizeof(uint32_t));
+    smmu_hypd_fdt_spis(fdt, node, w->line_spi, w->num_lines);
     qemu_fdt_setprop_cell(fdt, node, "#iommu-cells", 1);
     qemu_fdt_setprop_cell(fdt, node, "phandle", phandle);
-
-    if (!strcmp(s->finalize, "guest") && s->doorbell) {
-        g_autofree char *db = g_strdup_printf("/smmu-hypd-doorbell@%" PRIx64, s->doorbell);
-        qemu_fdt_add_subnode(fdt, db);
-        qemu_fdt_setprop_string(fdt, db, "compatible", "smmu-hypd,pkvm-doorbell");
-        qemu_fdt_setprop_sized_cells(fdt, db, "reg", 2, s->doorbell, 2, SH_DOORBELL_SIZE);
-    }
-
-    /* Every PCI requester ID is its stream ID. */
-    pcie = fdt_node_offset_by_compatible(fdt, -1, "pci-host-ecam-generic");
-    if (pcie >= 0 && fdt_get_path(fdt, pcie, pcie_path, sizeof(pcie_path)) == 0) {
-        qemu_fdt_setprop_cells(fdt, pcie_path, "iommu-map", 0, phandle, 0, 0x10000);
-    } else {
-        warn_report("smmu-hypd: no PCIe host node; PCI masters bypass the SMMU description");
-    }
+    smmu_hypd_fdt_pci_map(fdt, phandle);
+    smmu_hypd_fdt_doorbell(s, fdt);
     return true;
 }
+
+/* HELLO's record i as a window the guest sees at guest_base (UINT64_MAX: the daemon's base). */
+static void smmu_hypd_window_from_hello(SmmuHypdWindow *w, SmmuHypdState *s, const uint8_t *hello,
+                                        uint32_t i, uint64_t guest_base, uint64_t size)
+{
+    const uint8_t *r = hello + SH_HEADER + SH_WINDOW_RECORD * i;
+
+    w->s = s;
+    w->index = i;
+    w->daemon_base = ldq_le_p(r);
+    w->size = size ? size : ldq_le_p(r + 8);
+    w->page_size = ldl_le_p(r + 16);
+    w->num_cb = lduw_le_p(r + 20);
+    w->num_smrg = lduw_le_p(r + 22);
+    memcpy(w->name, r + 24, 8);
+    w->name[8] = 0;
+    w->guest_base = guest_base == UINT64_MAX ? w->daemon_base : guest_base;
+}
+
+/* Maps a window into the guest's physical address space. */
+static void smmu_hypd_map_window(SmmuHypdState *s, SmmuHypdWindow *w)
+{
+    g_autofree char *name = g_strdup_printf("smmu-hypd-%s", w->name);
+
+    memory_region_init_io(&w->mr, OBJECT(s), w->page_size ? &smmu_hypd_ops : &smmu_hypd_mc_ops,
+                          w, name, w->size);
+    memory_region_add_subregion(get_system_memory(), w->guest_base, &w->mr);
+}
+
+/* The generic layout: the one window the `window` property names, as an "arm,mmu-500" node. */
+static bool smmu_hypd_setup_generic(SmmuHypdState *s, const uint8_t *hello, uint32_t hello_len,
+                                    uint32_t nwin, Error **errp)
+{
+    SmmuHypdWindow *w = &s->windows[0];
+
+    if (s->window >= nwin ||
+        MIN(hello_len, SH_HEADER + SH_WINDOW_RECORD * 64) <
+            SH_HEADER + SH_WINDOW_RECORD * ((uint64_t)s->window + 1)) {
+        error_setg(errp, "smmu-hypd: window %u does not exist (the daemon has %u)",
+                   s->window, nwin);
+        return false;
+    }
+    smmu_hypd_window_from_hello(w, s, hello, s->window, s->base, s->size);
+    s->num_windows = 1;
+    s->dma_window = s->window;
+    w->num_lines = 1 + (s->context_irqs ? s->context_irqs : w->num_cb);
+    if (w->num_lines > SH_MAX_IRQS || s->spi + w->num_lines > SH_NUM_SPIS) {
+        error_setg(errp, "smmu-hypd: too many interrupts (%u from SPI %u)", w->num_lines, s->spi);
+        return false;
+    }
+    for (uint32_t i = 0; i < w->num_lines; i++) {
+        w->line_spi[i] = s->spi + i;
+    }
+    info_report("smmu-hypd: window %u \"%s\" at 0x%" PRIx64 " size 0x%" PRIx64
+                ", %u KiB pages, host sees %u context banks and %u SMRs; SPIs %u-%u",
+                s->window, w->name, w->guest_base, w->size, w->page_size / 1024,
+                w->num_cb, w->num_smrg, s->spi, s->spi + w->num_lines - 1);
+    return true;
+}
+
+#include "smmu-hypd-tegra234.c.inc"
 
 static void smmu_hypd_realize(DeviceState *dev, Error **errp)
 {
     SmmuHypdState *s = SMMU_HYPD(dev);
     uint8_t hello[SH_HEADER + SH_WINDOW_RECORD * 64];
     uint32_t hello_len = 0, state, nwin;
-    const uint8_t *w;
+    bool tegra;
     DeviceState *gic;
     Object *host;
 
@@ -1455,6 +1610,11 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
     }
     if (!s->client_name) {
         s->client_name = g_strdup("qemu-smmu-hypd");
+    }
+    tegra = s->layout && !strcmp(s->layout, "tegra234");
+    if (s->layout && !tegra && strcmp(s->layout, "mmu-500")) {
+        error_setg(errp, "smmu-hypd: layout must be mmu-500 or tegra234, not %s", s->layout);
+        return;
     }
     s->events_fd = -1;
     s->mmio.fd = s->dma.fd = -1;
@@ -1475,34 +1635,10 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
     if (!smmu_hypd_finalization(s, errp)) {
         return;
     }
-    if (s->window >= nwin ||
-        MIN(hello_len, sizeof(hello)) < SH_HEADER + SH_WINDOW_RECORD * ((uint64_t)s->window + 1)) {
-        error_setg(errp, "smmu-hypd: window %u does not exist (the daemon has %u)",
-                   s->window, nwin);
+    if (tegra ? !smmu_hypd_setup_tegra234(s, hello, hello_len, nwin, errp)
+              : !smmu_hypd_setup_generic(s, hello, hello_len, nwin, errp)) {
         return;
     }
-    w = hello + SH_HEADER + SH_WINDOW_RECORD * s->window;
-    s->daemon_base = ldq_le_p(w);
-    if (s->size == 0) {
-        s->size = ldq_le_p(w + 8);
-    }
-    s->page_size = ldl_le_p(w + 16);
-    s->num_cb = lduw_le_p(w + 20);
-    s->num_smrg = lduw_le_p(w + 22);
-    memcpy(s->window_name, w + 24, 8);
-    s->window_name[8] = 0;
-    if (s->base == UINT64_MAX) {
-        s->base = s->daemon_base;
-    }
-    s->num_irqs = 1 + (s->context_irqs ? s->context_irqs : s->num_cb);
-    if (s->num_irqs > SH_MAX_IRQS) {
-        error_setg(errp, "smmu-hypd: too many interrupts (%u)", s->num_irqs);
-        return;
-    }
-    info_report("smmu-hypd: window %u \"%s\" at 0x%" PRIx64 " size 0x%" PRIx64
-                ", %u KiB pages, host sees %u context banks and %u SMRs; SPIs %u-%u",
-                s->window, s->window_name, s->base, s->size, s->page_size / 1024,
-                s->num_cb, s->num_smrg, s->spi, s->spi + s->num_irqs - 1);
 
     if (!smmu_hypd_map_ram(s, errp)) {
         return;
@@ -1514,7 +1650,7 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
         }
     }
     smmu_hypd_open_cache(s);
-    s->mmio.idr0_address = s->daemon_base + 0x20;
+    s->mmio.idr0_address = s->windows[0].daemon_base + 0x20;
     if (s->use_ring && sh_open_ring(&s->mmio, "MMIO") && sh_open_ring(&s->dma, "DMA")) {
         info_report("smmu-hypd: MMIO and DMA through shared-memory rings");
     }
@@ -1524,21 +1660,27 @@ static void smmu_hypd_realize(DeviceState *dev, Error **errp)
         error_setg(errp, "smmu-hypd: no GIC to wire the SMMU's interrupts to");
         return;
     }
-    for (uint32_t i = 0; i < s->num_irqs; i++) {
-        s->irqs[i] = qdev_get_gpio_in(gic, s->spi + i);
+    for (uint32_t i = 0; i < s->num_windows; i++) {
+        for (uint32_t l = 0; l < s->windows[i].num_lines; l++) {
+            uint16_t spi = s->windows[i].line_spi[l];
+            if (!s->spis[spi]) {
+                s->spis[spi] = qdev_get_gpio_in(gic, spi);
+            }
+        }
     }
     if (!smmu_hypd_open_events(s, errp)) {
         return;
     }
 
-    memory_region_init_io(&s->iomem, OBJECT(s), &smmu_hypd_ops, s, "smmu-hypd", s->size);
-    memory_region_add_subregion(get_system_memory(), s->base, &s->iomem);
+    for (uint32_t i = 0; i < s->num_windows; i++) {
+        smmu_hypd_map_window(s, &s->windows[i]);
+    }
     if (!strcmp(s->finalize, "guest") && s->doorbell) {
         memory_region_init_io(&s->doorbell_mem, OBJECT(s), &smmu_hypd_doorbell_ops, s,
                               "smmu-hypd-doorbell", SH_DOORBELL_SIZE);
         memory_region_add_subregion(get_system_memory(), s->doorbell, &s->doorbell_mem);
     }
-    if (!smmu_hypd_write_fdt(s, errp)) {
+    if (tegra ? !smmu_hypd_write_fdt_tegra234(s, errp) : !smmu_hypd_write_fdt(s, errp)) {
         return;
     }
 
@@ -1565,6 +1707,8 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_BOOL("prefetch-backward", SmmuHypdState, backward_prefetch, true),
     DEFINE_PROP_BOOL("prefetch-around", SmmuHypdState, around_prefetch, true),
+    DEFINE_PROP_STRING("layout", SmmuHypdState, layout),
+    DEFINE_PROP_UINT64("offset", SmmuHypdState, offset, 0x100000000ULL),
     DEFINE_PROP_STRING("finalize", SmmuHypdState, finalize),
     /* A free page on virt (between the secure GPIO at 0x090b0000 and virtio-mmio at 0x0a000000). */
     DEFINE_PROP_UINT64("doorbell", SmmuHypdState, doorbell, 0x090f0000),

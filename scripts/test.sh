@@ -1,8 +1,8 @@
 #!/bin/bash
 # Runs every test: swift build, swift test (with a real journald for the audit tests), the Python client's
 # tests against the built daemon, the load-and-faults script, a short libFuzzer run of both targets, and
-# (as root) the systemd-as-PID-1 test of the units and the real Linux guests in QEMU (Debian's kernel, and the
-# project's kernel running pKVM).
+# (as root) the systemd-as-PID-1 test of the units and the real Linux guests in QEMU (Debian's kernel, the
+# project's kernel running pKVM, and the project's kernel on Tegra234's SMMUs and memory controller).
 # Skip the slow parts with SMMU_SKIP_FUZZ=1, SMMU_SKIP_GUEST=1, SMMU_SKIP_PID1=1; FUZZ_SECONDS sets the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,9 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
     qemu/guest-test.sh stock
     # The project's kernel running pKVM: the seed's deferral for real (builds the kernel once, cached).
     qemu/guest-test.sh pkvm
+    # The project's kernel on Tegra234's SMMU and MC drivers (the same cached kernel), without and with pKVM.
+    qemu/tegra-guest-test.sh plain
+    qemu/tegra-guest-test.sh pkvm
 else
     echo "test.sh: not root or SMMU_SKIP_GUEST: skipping the QEMU guest test" >&2
 fi
