@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import PKVM
 import WireProtocol
 
@@ -68,6 +71,18 @@ extension Dispatcher {
     public func reattachRing(fd: Int32, session: Session) -> Bool {
         guard let s = session as? DispatcherSession else { return false }
         return attachRing(fd: fd, context: s.sessionContext) == .ok
+    }
+
+    /// The highest epoch any device connection may have seen: the largest value in the epoch pages they kept (each
+    /// `fd` a DMA_EPOCH file, read at offset 0). Pass it as `Hypervisor.restore`'s `epochFloor`, before the pages are
+    /// attached again: changes after the last image may have advanced the epoch past the image's.
+    public static func epochFloor(pageFDs: [Int32]) -> UInt64 {
+        var highest: UInt64 = 0
+        for fd in pageFDs {
+            var value: UInt64 = 0
+            if pread(fd, &value, 8, 0) == 8 { highest = max(highest, UInt64(littleEndian: value)) }
+        }
+        return highest
     }
 
     /// The server restored sessions belong to (what `makeSession` records for a new one).
