@@ -35,12 +35,19 @@ extension Dispatcher {
     /// attaches each to its connection's socket, sets the server's counters (`image.serverCounters`), restores the
     /// audit sink (`JournalAuditSink.restore`) and attaches again what needs a file: `reattachEpochPage` and
     /// `reattachRing` for the sessions that say so. Refused (nothing changed) when the image does not fit the
-    /// hypervisor: another number of windows or interrupt lines, or MEM_MAPs the hypervisor does not have.
+    /// hypervisor: another number of windows or interrupt lines, or MEM_MAPs the hypervisor does not have; and refused
+    /// (`configurationMismatch`) when a session holds a role the configuration no longer grants its peer.
     public func restore(_ image: DispatcherStateImage) throws(StateImageError) -> [(session: Session, output: [UInt8])] {
         let mapped = Set(hypervisor.sharedRanges.map(\.base))
         let claimed = image.sessions.flatMap(\.mappedBases)
         guard Set(claimed) == mapped, claimed.count == mapped.count else {
             throw .corrupt(reason: "the sessions' MEM_MAPs are not the hypervisor's client mappings")
+        }
+        // A role is kept only while the configuration still grants it to that peer (HELLO's check, again).
+        for s in image.sessions {
+            if let role = s.role, !roles.permits(role, s.peer) {
+                throw .configurationMismatch(reason: "session #\(s.id) (uid \(s.peer.uid)) holds role \(role), which the configuration no longer grants it")
+            }
         }
         guard image.connectionsOpen == image.sessions.count else {
             throw .corrupt(reason: "\(image.connectionsOpen) connections counted open, \(image.sessions.count) sessions")

@@ -211,7 +211,7 @@ import WireProtocol
         let memory = Layer.memory()
         let h = try Hypervisor.restore(policy: Layer.policy, memory: memory, audit: CollectingAuditSink(), image: hImage,
                                        epochFloor: floor) { m throws(StateImageError) in try Dispatcher.sharedMemory(fd: memfd, for: m) }
-        let d = Dispatcher(hypervisor: h)
+        let d = Dispatcher(hypervisor: h, roles: a.dispatcher.roles)
         let restored = try d.restore(dImage)
         #expect(d.reattachEpochPage(fd: dup(page), session: restored[1].session))
         var value: UInt64 = 0
@@ -281,6 +281,13 @@ import WireProtocol
         wrong.interruptLines = image.interruptLines
         wrong.connectionsOpen -= 1
         #expect(throws: StateImageError.self) { try fresh.dispatcher.restore(wrong) }
+        // A role the configuration no longer grants (uid 1000 is no host under the default roles).
+        let strict = Dispatcher(hypervisor: fresh.hypervisor)
+        wrong = image
+        wrong.sessions[0].mappedBases = []
+        #expect(throws: StateImageError.configurationMismatch(reason: "session #10 (uid 1000) holds role host, which the configuration no longer grants it")) {
+            try strict.restore(wrong)
+        }
     }
 }
 
