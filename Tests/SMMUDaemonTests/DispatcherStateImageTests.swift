@@ -249,6 +249,32 @@ import WireProtocol
         #expect(journal.sum + journal2.sum == 5 && restored.counters.denials == 5 && restored.counters.awaitingSummary == 0)
     }
 
+    /// The shipped configuration's core, restored by `DaemonCore.restore`: the same state; another configuration refused.
+    @Test func daemonCoreRestoresUnderItsConfigurationOnly() throws {
+        let config = try DaemonConfiguration.load(path: repositoryRoot + "/Config/tegra234.yaml")
+        let sink = { JournalAuditSink(burst: 8, summaryInterval: .seconds(3600), queue: DispatchQueue(label: "core"),
+                                      destination: Journal().destination) }
+        let core = try DaemonCore.make(config, audit: sink())
+        let h = core.hypervisor
+        h.finalize()
+        let vm = try #require(h.vmCreate(client: ClientIdentity(name: "t")).value)
+        let ram = try #require(h.policy.hostRAM.first)
+        #expect(h.vmDonate(vm, range: PhysicalRange(base: ram.base + 0x10_0000, size: 0x4000), client: ClientIdentity(name: "t")).value != nil)
+        let image = h.stateImage()
+        let restored = try DaemonCore.restore(config, audit: sink(), image: image, sharedMemory: Hypervisor.noSharedMemory)
+        var expected = image
+        expected.translationEpoch += 1
+        #expect(restored.hypervisor.stateImage() == expected)
+        #expect(restored.dispatcher.roles == config.roles)
+        let other = try DaemonConfiguration.load(path: repositoryRoot + "/Config/generic4k.yaml")
+        #expect {
+            try DaemonCore.restore(other, audit: sink(), image: image, sharedMemory: Hypervisor.noSharedMemory)
+        } throws: { error in
+            guard case .configurationMismatch(let reason) = error as? StateImageError else { return false }
+            return reason.hasPrefix("window[0]")
+        }
+    }
+
     @Test func damagedOrForeignImagesAreRefused() throws {
         let (a, sessions, output, memfd) = try Self.busy()
         defer { close(memfd) }
