@@ -18,12 +18,14 @@ let package = Package(
             name: "FuzzProtocol",
             dependencies: [
                 "FuzzSupport",
+                "CFuzzShims",
                 .product(name: "SMMUDaemon", package: "smmu-hypd"),
                 .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
                 .product(name: "WireProtocol", package: "smmu-hypd"),
             ]
         ),
+        // memfd_create and seals for Swift, and ASan's defaults for every target (sanitizer_options.c).
         .target(name: "CFuzzShims"),
         .executableTarget(
             name: "FuzzMemory",
@@ -48,6 +50,7 @@ let package = Package(
             name: "FuzzTrap",
             dependencies: [
                 "FuzzSupport",
+                "CFuzzShims",
                 .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
             ]

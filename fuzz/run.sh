@@ -7,9 +7,12 @@ seconds="${1:-30}"
 export SWIFT_BACKTRACE=enable=no
 # Swift's exclusivity checks stay in the fuzzed modules: Package.swift drops them only under SMMU_RELEASE_FLAGS.
 unset SMMU_RELEASE_FLAGS
-# --sanitize=fuzzer instruments only this package's targets; the coverage flag instruments the
-# project's modules too, so libFuzzer sees their edges. Only the fuzz products are built.
-flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz)
+# SwiftPM hands swiftc its sanitizers as separate -sanitize= flags in an order that changes from one run to the
+# next, and swiftc keeps only the last one: the repeated -Xswiftc flag makes every Swift module get both ASan and
+# the fuzzer's instrumentation (without it, some builds had no ASan at all). The coverage flag instruments every
+# module, the project's too, so libFuzzer sees their edges. Only the fuzz products are built.
+flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=address,fuzzer
+       -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz)
 targets=(protocol trap memory stateimage)
 product() { case "$1" in stateimage) echo FuzzStateImage ;; *) echo "Fuzz${1^}" ;; esac; }
 for target in "${targets[@]}"; do

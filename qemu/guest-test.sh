@@ -9,7 +9,9 @@
 #
 # Environment: SMMU_HYPD_BIN (default .build/debug/smmu-hypd), SMMU_HYPD_ARTIFACTS (default
 # .build/qemu-guest), SMMU_HYPD_CACHE (default ~/.cache/smmu-hypd), SMMU_HYPD_STANDIN=1 to run
-# against qemu/standin-daemon.py instead (device development only: no policy, no journal).
+# against qemu/standin-daemon.py instead (device development only: no policy, no journal),
+# SMMU_HYPD_TRACE=FILE where the daemon's trace of the run goes (default $ART/guest-test.smmutrace; it is
+# replayed as the last check), SMMU_HYPD_TRACE_MAX_BYTES its bound (256 MiB), SMMUCTL_BIN (beside the daemon).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -114,8 +116,11 @@ if [ -n "${SMMU_HYPD_STANDIN:-}" ]; then
     python3 "$HERE/standin-daemon.py" "$SOCK" >"$DAEMON_LOG" 2>&1 &
 else
     sed "s|^\( *socket:.*path: *\)[^,}]*|\1$SOCK|" "$ROOT/Config/qemu-virt.yaml" > "$TMP/qemu-virt.yaml"
-    say "starting $DAEMON --config $TMP/qemu-virt.yaml"
-    "$DAEMON" --config "$TMP/qemu-virt.yaml" >"$DAEMON_LOG" 2>&1 &
+    # The daemon records the whole run (docs/trace-format.md), replayed on a fresh daemon at the end.
+    TRACE=${SMMU_HYPD_TRACE:-$ART/guest-test.smmutrace}
+    TRACE_ARGS=(--trace "$TRACE" --trace-max-bytes "${SMMU_HYPD_TRACE_MAX_BYTES:-268435456}")
+    say "starting $DAEMON --config $TMP/qemu-virt.yaml ${TRACE_ARGS[*]}"
+    "$DAEMON" --config "$TMP/qemu-virt.yaml" "${TRACE_ARGS[@]}" >"$DAEMON_LOG" 2>&1 &
 fi
 DAEMON_PID=$!
 PIDS+=($DAEMON_PID)
@@ -238,6 +243,16 @@ for line in sys.stdin:
         break')
     echo "$DENIED" | grep -q DENIED && [ -n "$audit" ]
     check "refused write audited in the journal" $? "$DENIED_ADDR: $DENIED; journal: ${audit:-no SMMU_RULE record for SMMU_CLIENT=$DENIED_CLIENT}"
+
+    # Record and replay: the daemon stops (its trace ends complete) and the whole run, guest and fault injections,
+    # is replayed on a fresh daemon, every answer compared.
+    kill "$DAEMON_PID" 2>/dev/null
+    wait "$DAEMON_PID" 2>/dev/null
+    SMMUCTL=${SMMUCTL_BIN:-$(dirname "$DAEMON")/smmuctl}
+    "$SMMUCTL" replay "$TRACE" --daemon "$DAEMON" >"$ART/replay.log" 2>&1
+    replay_rc=$?
+    check "the run's trace ($(stat -c %s "$TRACE" 2>/dev/null || echo 0) bytes) replays identically on a fresh daemon" $replay_rc \
+        "$(head -c 1500 "$ART/replay.log")"
 fi
 
 echo

@@ -10,9 +10,11 @@
  *
  * With a protocol v1.1 daemon the device caches translations (DMA_EPOCH, DMA_CACHED): each
  * answer carries the mapping's size (a 2 MiB block is one entry) and directions, and is used
- * only while the epoch page the daemon shares still shows the epoch it was answered in; the
- * daemon advances the epoch before any change that could alter a translation takes effect
- * (docs/protocol-v1.md, "Version 1.1"). TLB maintenance writes are posted: the vCPU does not
+ * only while nothing since the epoch it was answered in may have ended it: the daemon advances
+ * the epoch before any change that could alter a translation takes effect (docs/protocol-v1.md,
+ * "Version 1.1"), and a v1.2 daemon records in the same page what each advance ended ("Version
+ * 1.2": a TLBIVA(L)'s address, or anything), so the device drops only the entries a TLBIVA(L)
+ * names and empties the whole cache for anything else (or when the log overflowed). TLB maintenance writes are posted: the vCPU does not
  * wait for them, and the next blocking access (the driver's TLBSTATUS poll) collects their
  * answers in order. The property verify-cache=on checks every cache hit against the daemon
  * (the guest test's stale-translation check).
@@ -70,14 +72,26 @@ enum {
     SH_OP_MEM_MAP = 0x07, SH_OP_DMA_EPOCH = 0x08, SH_OP_DMA_CACHED = 0x09,
     SH_OP_EVENTS = 0x30, SH_OP_EVENT = 0xB0,
     SH_ROLE_HOST = 1, SH_ROLE_DEVICE = 2,
-    SH_OK = 0, SH_DEFERRED = 1, SH_DENIED = 2, SH_UNSUPPORTED = 6, SH_FAULT = 8,
+    SH_OK = 0, SH_DEFERRED = 1, SH_DENIED = 2, SH_UNSUPPORTED = 6, SH_FAULT = 8, SH_INVALID = 9,
     SH_STATE_FINALIZED = 1,
     SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
     SH_MAX_IRQS = 1 + 128,
     SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
     SH_RING_SIZE = 0x23000, SH_RING_REQUEST = 0x1000, SH_RING_RESPONSE = 0x12000,
     SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
+    /* v1.2's invalidation log in the epoch page */
+    SH_LOG_FORMAT = 0x08, SH_LOG_FIRST_SLOT = 0x40, SH_LOG_SLOT = 32, SH_LOG_SLOTS = 126,
+    SH_LOG_EVERYTHING = 0, SH_LOG_ADDRESS = 1, SH_LOG_ADDRESS_ANY_ASID = 2,
+    SH_CACHE_SIDS = 8,
 };
+
+/* v1.2: DMA_PREFETCH's pages word with this bit speculates over the ranges before the access;
+ * with the next, over the mapped pages on both sides of it (holes skipped). */
+#define SH_PREFETCH_BACKWARD 0x80000000u
+#define SH_PREFETCH_AROUND 0x40000000u
+
+/* IOVA bits 55:12: what a log record's address is compared on. */
+#define SH_LOG_ADDRESS_MASK 0x00FFFFFFFFFFF000ULL
 
 static const char *const sh_status_names[] = {
     "OK", "DEFERRED", "DENIED", "BAD_ADDRESS", "BAD_ACCESS", "MALFORMED",
@@ -104,13 +118,19 @@ typedef struct SmmuHypdConn {
     uint64_t idr0_address;  /* what a full batch is flushed with */
 } SmmuHypdConn;
 
-/* One cached DMA_CACHED answer: [iova_base, iova_base + 2^shift) -> pa_base, while epoch holds. */
+/*
+ * One cached DMA_CACHED answer: [iova_base, iova_base + 2^shift) -> pa_base, while gen is the
+ * cache's generation (a full flush starts a new one) and no log record named its mapping (the
+ * 2^reach bytes around iova_base). epoch: the epoch it was answered in (only while inserting).
+ */
 typedef struct SmmuHypdCacheEntry {
     uint64_t iova_base;
     uint64_t pa_base;
-    uint64_t epoch;         /* 0: empty (the daemon's epoch starts at 1) */
+    uint64_t epoch;
+    uint32_t gen;           /* 0: empty */
     uint32_t sid;
     uint8_t shift;
+    uint8_t reach;
     uint8_t access;         /* bit 0 read, bit 1 write */
 } SmmuHypdCacheEntry;
 
@@ -137,6 +157,9 @@ struct SmmuHypdState {
     bool verify_cache;      /* ask the daemon on every cache hit too, and count disagreements */
     uint32_t prefetch;      /* on a miss, translate this many ranges at once (DMA_PREFETCH); 0: off */
     bool use_ring;          /* MMIO and DMA through shared-memory rings (RING) instead of the sockets */
+    bool backward_prefetch; /* a miss just below the previous one prefetches downwards (v1.2) */
+    bool around_prefetch;   /* a miss prefetches the mapped pages on both sides (v1.2) */
+    uint64_t last_miss_page;
 
     /* learned from HELLO */
     uint64_t daemon_base;
@@ -157,10 +180,19 @@ struct SmmuHypdState {
 
     /* Translation cache (protocol v1.1); epoch_page is NULL against a v1.0 daemon. */
     const uint64_t *epoch_page;
+    bool log_kept;          /* the daemon keeps v1.2's invalidation log in the page */
     QemuMutex cache_lock;
+    uint64_t seen;          /* the epoch every live entry is valid in */
+    uint32_t gen;           /* live entries carry it; a full flush increments it */
+    /* Entries only a scan could find for a range (a piece smaller than its mapping, a size other
+     * than 4 KiB or 2 MiB): while any is live, a ranged record flushes everything. */
+    uint32_t wide_entries;
+    uint32_t sids[SH_CACHE_SIDS], num_sids;   /* the streams with live entries (probed per range) */
+    bool sids_overflow;
     SmmuHypdCacheEntry cache_pages[SH_CACHE_PAGES];
     SmmuHypdCacheEntry cache_blocks[SH_CACHE_BLOCKS];
     uint64_t cache_hits, cache_misses, cache_faults, cache_verified, cache_stale;
+    uint64_t cache_full_flushes, cache_ranges, cache_range_drops;
     Notifier exit_notifier;
 };
 
@@ -726,15 +758,157 @@ static SmmuHypdCacheEntry *smmu_hypd_cache_slot(SmmuHypdState *s, uint32_t sid,
                  : &s->cache_pages[(key >> 40) % SH_CACHE_PAGES];
 }
 
+static void smmu_hypd_cache_flush(SmmuHypdState *s)
+{
+    s->gen++;
+    if (s->gen == 0) {      /* wrapped: no entry may carry a reused generation */
+        memset(s->cache_pages, 0, sizeof(s->cache_pages));
+        memset(s->cache_blocks, 0, sizeof(s->cache_blocks));
+        s->gen = 1;
+    }
+    s->wide_entries = 0;
+    s->num_sids = 0;
+    s->sids_overflow = false;
+    s->cache_full_flushes++;
+}
+
+static void smmu_hypd_cache_drop(SmmuHypdState *s, SmmuHypdCacheEntry *e, uint32_t sid,
+                                 uint64_t first, uint64_t end)
+{
+    uint64_t base = e->iova_base & SH_LOG_ADDRESS_MASK;
+
+    if (e->gen == s->gen && e->sid == sid && base < end && first < base + (1ULL << e->shift)) {
+        e->gen = 0;
+        s->cache_range_drops++;
+    }
+}
+
+/*
+ * Drops what one log record names: window's translations whose mapping overlaps
+ * [first, first + pages * 4 KiB). Narrow entries sit in the slot of their own base, so probing
+ * each page's (and each 2 MiB block's) slot for each stream finds every one. False when only a
+ * full flush would do.
+ */
+static bool smmu_hypd_cache_drop_range(SmmuHypdState *s, uint64_t first, uint32_t pages)
+{
+    uint64_t end = first + ((uint64_t)pages << 12);
+
+    if (s->wide_entries || s->sids_overflow || pages > 512) {
+        return false;
+    }
+    for (uint32_t i = 0; i < s->num_sids; i++) {
+        uint32_t sid = s->sids[i];
+        for (uint64_t page = first; page < end; page += 0x1000) {
+            smmu_hypd_cache_drop(s, smmu_hypd_cache_slot(s, sid, page, false), sid, first, end);
+        }
+        for (uint64_t block = first & ~((1ULL << SH_BLOCK_SHIFT) - 1); block < end;
+             block += 1ULL << SH_BLOCK_SHIFT) {
+            smmu_hypd_cache_drop(s, smmu_hypd_cache_slot(s, sid, block, true), sid, first, end);
+        }
+    }
+    return true;
+}
+
+/*
+ * Brings the cache to the epoch now (cache lock held): the reader's half of v1.2's seqlock
+ * (docs/protocol-v1.md, "Version 1.2"). Each record of the advances since the epoch last seen
+ * is trusted only if its sequence, loaded with acquire before its fields and again after an
+ * acquire fence, is its epoch both times: the daemon zeroes a slot's sequence (then a release
+ * fence) before it rewrites the fields, and stores the record's epoch there (release) before
+ * the page's epoch. Anything else (no log, overflow, a torn or unranged record) empties all.
+ */
+static void smmu_hypd_cache_sync(SmmuHypdState *s)
+{
+    struct { uint64_t address; uint32_t pages; uint16_t window; } rec[SH_LOG_SLOTS];
+    uint64_t now = le64_to_cpu(qatomic_load_acquire(s->epoch_page));
+    uint32_t n = 0;
+
+    if (now == s->seen) {
+        return;
+    }
+    if (!s->log_kept || now < s->seen || now - s->seen > SH_LOG_SLOTS) {
+        goto flush;
+    }
+    for (uint64_t e = s->seen + 1; e <= now; e++) {
+        const uint64_t *slot = s->epoch_page + (SH_LOG_FIRST_SLOT + (e % SH_LOG_SLOTS) * SH_LOG_SLOT) / 8;
+        uint64_t w1, w2;
+        uint8_t kind;
+
+        if (le64_to_cpu(qatomic_load_acquire(&slot[0])) != e) {
+            goto flush;
+        }
+        rec[n].address = le64_to_cpu(qatomic_read(&slot[1]));
+        w1 = le64_to_cpu(qatomic_read(&slot[2]));
+        w2 = le64_to_cpu(qatomic_read(&slot[3]));
+        kind = w2 >> 16;
+        if (kind != SH_LOG_ADDRESS && kind != SH_LOG_ADDRESS_ANY_ASID) {
+            goto flush;     /* anything may have changed (or a kind this device does not know) */
+        }
+        rec[n].pages = (uint32_t)w1;
+        rec[n].window = (uint16_t)(w1 >> 32);
+        n++;
+    }
+    smp_rmb();
+    for (uint64_t e = s->seen + 1; e <= now; e++) {
+        const uint64_t *slot = s->epoch_page + (SH_LOG_FIRST_SLOT + (e % SH_LOG_SLOTS) * SH_LOG_SLOT) / 8;
+        if (le64_to_cpu(qatomic_read(&slot[0])) != e) {
+            goto flush;     /* rewritten while read */
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (rec[i].window != s->window) {
+            continue;       /* this device caches its own window's translations only */
+        }
+        if (!smmu_hypd_cache_drop_range(s, rec[i].address & SH_LOG_ADDRESS_MASK, rec[i].pages)) {
+            goto flush;
+        }
+    }
+    s->cache_ranges += n;
+    s->seen = now;
+    return;
+flush:
+    smmu_hypd_cache_flush(s);
+    s->seen = now;
+}
+
+/* Keeps an answer (cache lock held) if it was given in the epoch the cache has reached. */
+static void smmu_hypd_cache_insert(SmmuHypdState *s, const SmmuHypdCacheEntry *answer)
+{
+    SmmuHypdCacheEntry *slot;
+    bool known = false;
+
+    smmu_hypd_cache_sync(s);
+    if (answer->epoch != s->seen) {
+        return;             /* something may have changed since: use it once, keep nothing */
+    }
+    for (uint32_t i = 0; i < s->num_sids; i++) {
+        known |= s->sids[i] == answer->sid;
+    }
+    if (!known) {
+        if (s->num_sids < SH_CACHE_SIDS) {
+            s->sids[s->num_sids++] = answer->sid;
+        } else {
+            s->sids_overflow = true;
+        }
+    }
+    if (!((answer->shift == 12 && answer->reach <= 12) ||
+          (answer->shift == SH_BLOCK_SHIFT && answer->reach <= SH_BLOCK_SHIFT)) ||
+        answer->iova_base > SH_LOG_ADDRESS_MASK) {
+        s->wide_entries++;
+    }
+    slot = smmu_hypd_cache_slot(s, answer->sid, answer->iova_base, answer->shift == SH_BLOCK_SHIFT);
+    *slot = *answer;
+    slot->gen = s->gen;
+}
+
 /* A usable cached entry covering iova for the access, copied into *out. Cache lock held. */
 static bool smmu_hypd_cache_lookup(SmmuHypdState *s, uint32_t sid, uint64_t iova,
                                    uint8_t need, SmmuHypdCacheEntry *out)
 {
-    uint64_t now = qatomic_load_acquire(s->epoch_page);
-
+    smmu_hypd_cache_sync(s);
     for (int block = 0; block < 2; block++) {
         SmmuHypdCacheEntry *e = smmu_hypd_cache_slot(s, sid, iova, block);
-        if (e->epoch == now && e->sid == sid && (e->access & need) == need &&
+        if (e->gen == s->gen && e->sid == sid && (e->access & need) == need &&
             iova - e->iova_base < (1ULL << e->shift)) {
             *out = *e;
             return true;
@@ -762,6 +936,7 @@ static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool wr
     *fault = ldl_le_p(resp + 8);
     e->sid = sid;
     e->epoch = 0;
+    e->reach = 12;
     if (*status != SH_OK) {
         return true;
     }
@@ -769,6 +944,7 @@ static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool wr
         uint64_t mask = (1ULL << resp[12]) - 1;
         e->shift = resp[12];
         e->access = resp[13] & 3;
+        e->reach = MAX(resp[14], resp[12]);     /* 0 from a v1.1 daemon, which keeps no log */
         e->iova_base = iova & ~mask;
         e->pa_base = ldq_le_p(resp) & ~mask;
         e->epoch = ldq_le_p(resp + 16);
@@ -788,18 +964,34 @@ static bool smmu_hypd_ask(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool wr
 static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bool write,
                                uint32_t *status, SmmuHypdCacheEntry *e)
 {
-    uint8_t req[24], resp[16 + 16 * SH_MAX_PREFETCH];
-    uint32_t len = 0, n;
-    uint64_t epoch, next = 0;
+    uint8_t req[24], resp[16 + 16 * (2 * SH_MAX_PREFETCH + 1)];
+    uint32_t len = 0, n, max_records;
+    uint64_t epoch, edge = 0;
+    uint64_t page = iova >> 12, last = qatomic_read(&s->last_miss_page);
+    /*
+     * A v1.2 daemon probes the pages on both sides of the access and answers the mapped ones
+     * (Linux's lazy mode reuses IOVAs in no order, so a buffer's pages are scattered). Else:
+     * Linux hands out fresh IOVAs from the top down, so a buffer's pages often sit at
+     * descending IOVAs: when this miss is just below the previous one, speculate downwards.
+     */
+    bool around = s->around_prefetch && s->log_kept;
+    bool backward = !around && s->backward_prefetch && last > page && last - page <= SH_MAX_PREFETCH;
 
+    qatomic_set(&s->last_miss_page, page);
     stl_le_p(req, s->window);
     stl_le_p(req + 4, sid);
     stq_le_p(req + 8, iova);
     stl_le_p(req + 16, write ? 1 : 0);
-    stl_le_p(req + 20, MIN(s->prefetch, SH_MAX_PREFETCH));
+    stl_le_p(req + 20, MIN(s->prefetch, SH_MAX_PREFETCH) | (backward ? SH_PREFETCH_BACKWARD : 0) |
+                       (around ? SH_PREFETCH_AROUND : 0));
     if (!sh_call(&s->dma, SH_OP_DMA_PREFETCH, req, sizeof(req), -1, status, resp, sizeof(resp),
                  &len)) {
         return false;
+    }
+    if (*status == SH_INVALID && (backward || around)) {
+        /* A v1.1 daemon: pages with bit 31 or 30 is out of range (nothing was translated). */
+        s->backward_prefetch = s->around_prefetch = false;
+        return smmu_hypd_prefetch(s, sid, iova, write, status, e);
     }
     if (*status == SH_UNSUPPORTED) {
         /* A daemon with DMA_EPOCH but no DMA_PREFETCH: ask one access at a time from now on. */
@@ -812,7 +1004,8 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
     }
     epoch = ldq_le_p(resp);
     n = ldl_le_p(resp + 8);
-    if (len < 16 || n == 0 || n > SH_MAX_PREFETCH || len != 16 + 16 * n) {
+    max_records = around ? 2 * SH_MAX_PREFETCH + 1 : SH_MAX_PREFETCH;
+    if (len < 16 || n == 0 || n > max_records || len != 16 + 16 * n) {
         error_report("smmu-hypd: malformed DMA_PREFETCH answer (%u bytes, %u records)", len, n);
         *status = SH_FAULT;
         return true;
@@ -828,16 +1021,24 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
             break;
         }
         mask = (1ULL << shift) - 1;
-        at = i == 0 ? iova : next;
+        /*
+         * v1.2 says where each record starts: page_offset pages from the access's page. A 1.1
+         * daemon's record i > 0 starts where record i - 1 ends.
+         */
+        if (s->log_kept) {
+            at = (iova & ~0xfffULL) + (uint64_t)(int64_t)(int32_t)ldl_le_p(r + 12) * 0x1000;
+        } else {
+            at = i == 0 ? iova : backward ? edge - 0x1000 : edge;
+        }
         rec = (SmmuHypdCacheEntry) {
             .iova_base = at & ~mask, .pa_base = ldq_le_p(r) & ~mask, .epoch = epoch, .sid = sid,
-            .shift = shift, .access = r[9] & 3,
+            .shift = shift, .reach = MAX(r[10], shift), .access = r[9] & 3,
         };
         if (i == 0) {
             *e = rec;
         }
-        *smmu_hypd_cache_slot(s, sid, rec.iova_base, shift == SH_BLOCK_SHIFT) = rec;
-        next = rec.iova_base + mask + 1;
+        smmu_hypd_cache_insert(s, &rec);
+        edge = backward ? rec.iova_base : rec.iova_base + mask + 1;
     }
     qemu_mutex_unlock(&s->cache_lock);
     return true;
@@ -920,7 +1121,7 @@ static IOMMUTLBEntry smmu_hypd_translate(IOMMUMemoryRegion *iommu, hwaddr addr,
         }
         if (e.epoch) {
             qemu_mutex_lock(&s->cache_lock);
-            *smmu_hypd_cache_slot(s, sid, addr, e.shift == SH_BLOCK_SHIFT) = e;
+            smmu_hypd_cache_insert(s, &e);
             qemu_mutex_unlock(&s->cache_lock);
         }
     }
@@ -936,8 +1137,10 @@ static void smmu_hypd_exit_summary(Notifier *n, void *data)
     SmmuHypdState *s = container_of(n, SmmuHypdState, exit_notifier);
 
     info_report("smmu-hypd: translation cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
-                " faults; verified %" PRIu64 " hits, %" PRIu64 " stale", s->cache_hits,
-                s->cache_misses, s->cache_faults, s->cache_verified, s->cache_stale);
+                " faults; verified %" PRIu64 " hits, %" PRIu64 " stale; %" PRIu64 " full flushes, %"
+                PRIu64 " ranges applied dropping %" PRIu64 " entries", s->cache_hits,
+                s->cache_misses, s->cache_faults, s->cache_verified, s->cache_stale,
+                s->cache_full_flushes, s->cache_ranges, s->cache_range_drops);
 }
 
 /* Shares an epoch page with the daemon (DMA_EPOCH); without one (a v1.0 daemon) nothing is cached. */
@@ -967,8 +1170,14 @@ static void smmu_hypd_open_cache(SmmuHypdState *s)
         munmap(page, 4096);
         goto out;
     }
+    s->seen = ldq_le_p(resp);
+    s->gen = 1;
+    /* v1.2: format 1 with 126 slots at 0x08 (a v1.1 daemon leaves the zeros of the memfd). */
+    s->log_kept = le64_to_cpu(qatomic_load_acquire((const uint64_t *)page + SH_LOG_FORMAT / 8)) ==
+                  (1 | (uint64_t)SH_LOG_SLOTS << 32);
     s->epoch_page = page;
-    info_report("smmu-hypd: caching DMA translations (epoch %" PRIu64 "%s)", ldq_le_p(resp),
+    info_report("smmu-hypd: caching DMA translations (epoch %" PRIu64 "%s%s)", s->seen,
+                s->log_kept ? ", ranged invalidation log" : "",
                 s->verify_cache ? ", every hit verified" : "");
 out:
     s->exit_notifier.notify = smmu_hypd_exit_summary;
@@ -1223,8 +1432,10 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT32("context-irqs", SmmuHypdState, context_irqs, 0),
     DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
     DEFINE_PROP_BOOL("verify-cache", SmmuHypdState, verify_cache, false),
-    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 32),
+    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 64),
     DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
+    DEFINE_PROP_BOOL("prefetch-backward", SmmuHypdState, backward_prefetch, true),
+    DEFINE_PROP_BOOL("prefetch-around", SmmuHypdState, around_prefetch, true),
     DEFINE_PROP_END_OF_LIST(),
 };
 

@@ -41,7 +41,10 @@ public final class Hypervisor {
         memoryController = try policy.topology.memoryController.map { c throws(HypervisorPolicy.Problem) in
             try HostedMemoryController(c, topology: policy.topology)
         }
-        for instance in built { instance.physical.epoch = translationEpoch }
+        for (i, instance) in built.enumerated() {
+            instance.physical.epoch = translationEpoch
+            instance.physical.windowIndex = i
+        }
         ownership.epoch = translationEpoch
         for (smmu, streams) in policy.hypervisorStreams {
             let needed = streams.count

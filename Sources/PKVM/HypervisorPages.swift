@@ -16,7 +16,7 @@ struct HypervisorPages {
 
     mutating func allocate(zeroing memory: MemoryMap) -> UInt64? {
         guard let page = free.popLast() else { return nil }
-        _ = memory.zero(at: page, count: Int(Ownership.pageSize))
+        _ = memory.zero(at: page, count: Int(Ownership.pageSize), discard: false)   // a table page: written next
         return page
     }
 

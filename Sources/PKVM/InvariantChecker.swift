@@ -14,8 +14,9 @@ public struct InvariantViolation: Sendable, Equatable, CustomStringConvertible {
 /// 2. Hidden resources are as the hypervisor left them (the host cannot have reached them).
 /// 3. Sampled DMAs by host streams land only in host pages or host DMA ranges; by VM streams, only in
 ///    that VM's pages.
-/// 4. Memory a client's shared file backs (MEM_MAP) is host-owned, so no VM page is ever in a host's file. The probe DMAs are real translations; the fault registers they may set are
-///    put back as they were, so checking changes nothing the host or a VM can see.
+/// 4. Memory a client's shared file backs (MEM_MAP) is host-owned, so no VM page is ever in a host's file. The probe
+///    DMAs are real translations that record no fault (`MMU500.probe`, a prefetch's), so checking changes no
+///    register the host or a VM can see.
 /// 5. Every memory-controller client routes to its owner's stream (`Hypervisor.memoryControllerViolations`).
 public struct InvariantChecker {
     public let hypervisor: Hypervisor
@@ -101,38 +102,18 @@ public struct InvariantChecker {
             }
             for (s, _) in h.ownership.foreignStreams(smmu: instance.smmu) { streams.insert(s) }
             streams.formUnion([StreamID(0), StreamID(1), StreamID(instance.idMask)])
-            let saved = FaultRegisters(instance.physical)
             for stream in streams.sorted() {
                 let owner = h.ownership.owner(ofStream: stream, smmu: instance.smmu)
                 for iova in iovas {
                     for access: DMAAccess in [.read, .write] {
-                        guard let pa = p.translate(stream: stream, iova: iova, access: access).physicalAddress else { continue }
+                        guard let pa = p.probe(stream: stream, iova: iova, access: access).physicalAddress else { continue }
                         if !h.ownership.permits(owner, address: pa, kind: .data(write: access.isWrite)) {
                             fail("DMA by \(stream) (\(owner)) at 0x\(String(iova, radix: 16)) reached 0x\(String(pa, radix: 16)) owned by \(h.ownership.owner(ofAddress: pa).map { "\($0)" } ?? "nobody")")
                         }
                     }
                 }
             }
-            saved.restore(instance.physical)
         }
         return violations
-    }
-}
-
-/// The fault-recording registers of an instance, saved and put back around probe DMAs.
-private struct FaultRegisters {
-    private var values: [(RegisterName, Int, UInt64)] = []
-    private static let global: [RegisterName] = [.sGFSR, .sGFSYNR0, .sGFSYNR1, .sGFSYNR2, .sGFAR]
-    private static let perBank: [RegisterName] = [.FSR, .FAR, .FSYNR0, .FSYNR1, .IPAFAR, .CBFRSYNRA]
-
-    init(_ mmu: MMU500) {
-        for name in Self.global { values.append((name, 0, mmu.peek(name))) }
-        for bank in 0..<mmu.configuration.numContextBanks {
-            for name in Self.perBank { values.append((name, bank, mmu.peek(name, index: bank))) }
-        }
-    }
-
-    func restore(_ mmu: MMU500) {
-        for (name, index, value) in values { mmu.poke(name, index: index, value) }
     }
 }

@@ -160,6 +160,31 @@ public final class Ownership {
         tablePages[vm] = pages.isEmpty ? nil : pages
     }
 
+    // MARK: Checkpoint
+
+    /// Everything in the table that changes (stream owners, page codes, counts, table pages), for
+    /// `Hypervisor.checkpoint()`.
+    struct State {
+        fileprivate var streamOwners: [[UInt16: Owner]]
+        fileprivate var pageCodes: [[UInt32]]
+        fileprivate var vmPageCounts: [UInt32: Int]
+        fileprivate var tablePages: [VMHandle: Set<UInt64>]
+    }
+
+    var state: State {
+        get {
+            State(streamOwners: streamOwners, pageCodes: regions.map(\.owners), vmPageCounts: vmPageCounts,
+                  tablePages: tablePages)
+        }
+        set {
+            epoch?.advance()
+            streamOwners = newValue.streamOwners
+            for i in regions.indices { regions[i].owners = newValue.pageCodes[i] }
+            vmPageCounts = newValue.vmPageCounts
+            tablePages = newValue.tablePages
+        }
+    }
+
     // MARK: The owners' stage-2
 
     /// Whether a memory access the SMMU makes for a stream of `owner` may proceed: the owner's stage-2.

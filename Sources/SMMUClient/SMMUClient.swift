@@ -92,12 +92,17 @@ public final class SMMUClient {
         return try decode { () throws(WireError) in try frame.payload.withBytes { p throws(WireError) in try CachedDMAResult.decode(p) } }
     }
 
-    /// DMA_PREFETCH (v1.1): the access, then speculative translations of up to `pages` - 1 ranges after it.
+    /// DMA_PREFETCH (v1.1): the access, then speculative translations of up to `pages` - 1 ranges after it (v1.2
+    /// `backward`: before it, each ending where the previous record starts; `aroundSkippingHoles`: the mapped ranges
+    /// among `pages` pages probed on each side). v1.2 gives each record's first page relative to the access's.
     /// Nil when the access itself faults (FAULT); else the epoch and one record per range, in order.
-    public func dmaPrefetch(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = [],
-                            pages: UInt32) throws(SMMUClientError) -> (epoch: UInt64, ranges: [CachedDMAResult])? {
+    public func dmaPrefetch(window: UInt32, stream: UInt32, iova: UInt64, flags: DMAFlags = [], pages: UInt32,
+                            backward: Bool = false, aroundSkippingHoles: Bool = false)
+        throws(SMMUClientError) -> (epoch: UInt64, ranges: [CachedDMAResult], pageOffsets: [Int32])? {
         let frame = try call(.dmaPrefetch(DMAPrefetchRequest(
-            access: DMARequest(window: window, streamID: stream, iova: iova, flags: flags), pages: pages)))
+            access: DMARequest(window: window, streamID: stream, iova: iova, flags: flags),
+            pages: pages | (backward ? DMAPrefetchRequest.backwardFlag : 0)
+                | (aroundSkippingHoles ? DMAPrefetchRequest.windowFlag : 0))))
         if frame.status == .fault { return nil }
         guard frame.status == .ok else { throw .status(frame.status ?? .malformed) }
         let p = frame.payload
@@ -105,11 +110,13 @@ public final class SMMUClient {
         return p.withBytes { b in
             let epoch = b.loadLE(UInt64.self, at: 0)
             let n = Int(b.loadLE(UInt32.self, at: 8))
-            let ranges = (0..<min(n, (p.count - 16) / 16)).map { i in
+            let records = 0..<min(n, (p.count - 16) / 16)
+            let ranges = records.map { i in
                 CachedDMAResult(physicalAddress: b.loadLE(UInt64.self, at: 16 + 16 * i), fault: 0,
-                                sizeShift: b[16 + 16 * i + 8], access: b[16 + 16 * i + 9], epoch: epoch)
+                                sizeShift: b[16 + 16 * i + 8], access: b[16 + 16 * i + 9],
+                                reachShift: b[16 + 16 * i + 10], epoch: epoch)
             }
-            return (epoch, ranges)
+            return (epoch, ranges, records.map { b.loadLE(Int32.self, at: 16 + 16 * $0 + 12) })
         }
     }
 

@@ -26,6 +26,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
     }
 
     public let configuration: DaemonConfiguration
+    /// The configuration file's text, which a trace keeps in its header (docs/trace-format.md).
+    public var configurationText = ""
     public let queue = DispatchQueue(label: "smmu-hypd")
     private let logger: Logger
     private var core: DaemonCore?
@@ -82,6 +84,10 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         } catch {
             throw .socket("cannot poll connections: \(error)")
         }
+        if let why = core.dispatcher.startConfiguredTrace(configuration.trace, text: configurationText) {
+            throw .configuration("trace: \(why)")
+        }
+        if let path = configuration.trace.path { logger.info("recording a trace to \(path), at most \(configuration.trace.maxBytes) bytes") }
         self.core = core
         self.server = server
         self.audit = audit
@@ -203,6 +209,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         core.hypervisor.beginStopping()
         server.beginShutdown { [self] in
             audit?.stop()
+            core.dispatcher.stopTrace(wait: true)
             for timer in timers { timer.cancel() }
             logger.info("stopped")
             exit(0)

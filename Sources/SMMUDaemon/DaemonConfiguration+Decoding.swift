@@ -3,7 +3,7 @@
 extension DaemonConfiguration: Decodable {
     enum Keys: String, CodingKey, CaseIterable {
         case topology, memory, hypervisor, finalization, socket, roles, audit, limits, watchdog
-        case memory_controller
+        case memory_controller, trace
     }
 
     public init(from decoder: any Decoder) throws {
@@ -25,6 +25,7 @@ extension DaemonConfiguration: Decodable {
             ?? Limits(maxConnections: 1024, helloTimeoutMilliseconds: 5000, maxBufferedOutput: 64 << 20)
         watchdog = try c.decodeIfPresent(Bool.self, forKey: .watchdog) ?? true
         memoryController = try c.decodeIfPresent(MemoryController.self, forKey: .memory_controller)
+        trace = try c.decodeIfPresent(Trace.self, forKey: .trace) ?? Trace()
     }
 }
 

@@ -24,6 +24,7 @@ extension DaemonConfiguration {
         try validateRange(limits.helloTimeoutMilliseconds, 10...3_600_000, "limits.hello_timeout_ms")
         try validateRange(limits.maxBufferedOutput, 1 << 20...1 << 40, "limits.max_buffered_output")
         try validateMemoryController(topology: topology.topology)
+        try trace.validate()
     }
 
     private func validateMemory() throws(ConfigurationError) {

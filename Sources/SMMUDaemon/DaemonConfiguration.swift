@@ -126,6 +126,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var watchdog: Bool
     /// The memory controller's stream-ID windows (DaemonConfiguration+MemoryController.swift); nil: the topology's.
     public var memoryController: MemoryController?
+    /// The MMIO trace (DaemonConfiguration+Trace.swift).
+    public var trace = Trace()
 
     /// Reads, decodes and validates a configuration file.
     public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {

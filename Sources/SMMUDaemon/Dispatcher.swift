@@ -28,6 +28,11 @@ public final class Dispatcher: SessionFactory {
     var epochPages: EpochPages?
     /// Protocol v1.1: connections' shared-memory rings (SharedRing.swift).
     var rings: [ConnectionID: SharedRing] = [:]
+    /// The MMIO trace being (or last) recorded (TraceRecorder.swift), and what it records into its header.
+    var trace: TraceRecorder? {
+        didSet { events.trace = trace }
+    }
+    public var traceSettings = TraceSettings()
 
     public init(hypervisor: Hypervisor, roles: DaemonConfiguration.Roles = .init()) {
         self.hypervisor = hypervisor
@@ -39,11 +44,13 @@ public final class Dispatcher: SessionFactory {
         self.server = server
         stats.connectionsOpened += 1
         stats.connectionsOpen += 1
+        trace?.sessionOpened(connection, peer: peer)
         return DispatcherSession(connection: connection, peer: peer, dispatcher: self)
     }
 
     /// A connection is gone: it hears no more events, and the memory it mapped goes back to the daemon, zeroed.
     func sessionClosed(_ connection: ConnectionID, mapped: [UInt64]) {
+        trace?.sessionClosed(connection)
         events.unsubscribe(connection)
         stats.connectionsOpen -= 1
         for base in mapped { hypervisor.unmapHostMemory(base: base) }
@@ -57,6 +64,7 @@ public final class Dispatcher: SessionFactory {
         let before = hypervisor.lifecycle
         guard hypervisor.finalize() else { return false }
         if before == .notFinalized {
+            trace?.finalized()
             onFinalized?()
             events.publishChanges(to: server)
         }
@@ -89,7 +97,7 @@ public final class Dispatcher: SessionFactory {
         case .dma, .mcDMA, .dmaEpoch, .dmaCached, .dmaPrefetch: role == .device
         case .ring: role == .host || role == .device
         case .stats: role == .host || role == .admin
-        case .dump, .finalize: role == .admin
+        case .dump, .finalize, .trace: role == .admin
         case .event: false
         }
     }
@@ -98,6 +106,12 @@ public final class Dispatcher: SessionFactory {
     func handle(_ op: Opcode, header: FrameHeader, payload: UnsafeRawBufferPointer, fds: inout [Int32],
                 context: SessionContext, output: inout [UInt8]) -> SessionEffect {
         let tag = header.tag
+        let tracing = traceBegin(op, fds: fds, output: output)
+        let traceRing = tracing != nil && rings[context.connection] != nil
+        defer {
+            tracing?.endExchange(session: context.connection, role: context.role, viaRing: traceRing, header: header,
+                                 payload: payload, output: output)
+        }
         func answer(_ status: Status, _ response: ResponsePayload = .none) {
             stats.count(op.rawValue, status, role: context.role)
             ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: tag, status: status, payload: response)
@@ -226,6 +240,9 @@ public final class Dispatcher: SessionFactory {
             answer(.ok, .text(DumpDocument(hypervisor: hypervisor).json(limit: Int(FrameHeader.maxPayloadLength))))
         case .finalize:
             answer(finalize() ? .ok : .shuttingDown)
+        case .trace(let t):
+            let (status, payload) = traceControl(t)
+            answer(status, payload)
         }
         return .none
     }

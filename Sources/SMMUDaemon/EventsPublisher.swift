@@ -10,6 +10,8 @@ struct EventsPublisher {
     private var subscribers: [ConnectionID] = []
     /// Last interrupt-line levels sent to subscribers, per window.
     private var lines: [[Bool]]
+    /// The MMIO trace, told of every event sent (its order against requests is what a replay checks).
+    var trace: TraceRecorder?
 
     init(hypervisor: Hypervisor) {
         self.hypervisor = hypervisor
@@ -30,7 +32,10 @@ struct EventsPublisher {
             lines[w] = now
         }
         guard !bytes.isEmpty, let server else { return }
-        for c in subscribers { server.send(bytes, to: c) }
+        for c in subscribers {
+            server.send(bytes, to: c)
+            trace?.event(bytes, to: c)
+        }
     }
 
     /// Adds a subscriber: the others hear what changed so far, then it hears every line that is up now.

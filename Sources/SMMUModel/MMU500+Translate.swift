@@ -119,6 +119,7 @@ extension MMU500 {
         }
         var t = Translation(outcome: .translated(physicalAddress: address))
         t.mappingShift = 12
+        t.reachShift = 12
         t.effectiveAccess = access
         t.otherDirectionPermitted = true
         return t
@@ -132,7 +133,8 @@ extension MMU500 {
             return finish(bank: bank, stream: stream, iova: iova, access: access,
                           physical: e.paPage << 12 | iova & 0xFFF, permissions: e.permissions,
                           level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true,
-                          mappingShift: e.hasIPA ? min(e.leafShift, e.s2LeafShift) : e.leafShift)
+                          mappingShift: e.hasIPA ? min(e.leafShift, e.s2LeafShift) : e.leafShift,
+                          reachShift: e.leafShift)
         }
         guard ctx.aarch64 else {
             // Only AArch64 descriptors are modelled: a VA64 = 0 bank faults every transaction.
@@ -239,14 +241,15 @@ extension MMU500 {
         return finish(bank: bank, stream: stream, iova: iova, access: access, physical: address,
                       permissions: permissions, level: level, ipa: entry.hasIPA ? entry.ipaPage << 12 | iova & 0xFFF : nil,
                       tlbHit: false,
-                      mappingShift: !walked ? 12 : entry.hasIPA ? min(entry.leafShift, entry.s2LeafShift) : entry.leafShift)
+                      mappingShift: !walked ? 12 : entry.hasIPA ? min(entry.leafShift, entry.s2LeafShift) : entry.leafShift,
+                      reachShift: walked ? entry.leafShift : 12)
     }
 
     /// The last checks on a translated address: permissions (for TLB hits) and the filter.
     @inline(__always)
     private func finish(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess, physical: UInt64,
                         permissions: TLB.Permissions, level: Int, ipa: UInt64?, tlbHit: Bool,
-                        mappingShift: UInt8) -> Translation {
+                        mappingShift: UInt8, reachShift: UInt8) -> Translation {
         guard permissions.permits(access) else {
             return fail(bank, stream, iova, access, WalkFault(kind: .permission, level: level, duringWalk: false))
         }
@@ -255,6 +258,7 @@ extension MMU500 {
         }
         var t = Translation(outcome: .translated(physicalAddress: physical), contextBank: bank, tlbHit: tlbHit)
         t.mappingShift = mappingShift
+        t.reachShift = reachShift
         t.effectiveAccess = access
         t.otherDirectionPermitted = permissions.permits(access.symmetricDifference(.write))
         return t
@@ -287,7 +291,7 @@ extension MMU500 {
             }
         }
         return TranslationExtent(sizeShift: shift, read: access.isWrite ? otherOK : true,
-                                 write: access.isWrite ? true : otherOK)
+                                 write: access.isWrite ? true : otherOK, reachShift: t.reachShift)
     }
 
     private func fail(_ bank: Int, _ stream: StreamID, _ iova: UInt64, _ access: DMAAccess,

@@ -33,6 +33,8 @@ public final class MMU500 {
     /// Advanced before any write or reset that could change a translation takes effect (TranslationEpoch.swift);
     /// nil for a model nobody caches translations of (the host's virtual view).
     public var epoch: TranslationEpoch?
+    /// The number of this instance's window on the bus: what the epoch's ranged changes name.
+    public var windowIndex = 0
     /// [0]: faults are recorded (false only inside `probe`, the speculative translation of a prefetch).
     let recordsFaults = FixedArray<Bool>(repeating: true, count: 1)
     /// Stream ID → (generation << 16 | matching SMR index, or `noMatch`/`multipleMatches`); an
@@ -101,8 +103,16 @@ public final class MMU500 {
     }
 
     /// Puts every register at its reset value and empties the TLB.
-    public func reset() {
-        resetImage.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: $0.count) }
+    public func reset() { reset(to: resetImage) }
+
+    /// The register file as it is, slot by slot: what `reset(to:)` takes back (a fuzzer's checkpoint).
+    public var registerImage: [UInt64] { Array(UnsafeBufferPointer(start: values.base, count: values.count)) }
+
+    /// A reset to `image` (this model's `registerImage`) instead of the reset values: the register file is
+    /// copied, the TLB emptied and everything decoded from the registers dropped, as `reset()` does.
+    public func reset(to image: [UInt64]) {
+        precondition(image.count == values.count, "a register image of another configuration")
+        image.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: $0.count) }
         tlb.invalidateAll()
         tlb.resetStatistics()
         invalidateStreamCache()
@@ -173,7 +183,9 @@ public final class MMU500 {
         case .readOnly:
             return
         }
-        if let epoch, Self.mayAlterTranslations(d.effect, changed: values[s] != old) { epoch.advance() }
+        if let epoch, Self.mayAlterTranslations(d.effect, changed: values[s] != old) {
+            epoch.advance(change(d.effect, index: location.index, value: values[s]))
+        }
         // Actions complete with the low (or only) half: a split 64-bit write goes high then low.
         if location.byteOffset == 0 {
             sideEffect(of: d, index: location.index, value: values[s])
@@ -259,7 +271,9 @@ public final class MMU500 {
         let d = RegisterMap.descriptor(name)
         let changed = values[s] != value & d.width.mask
         values[s] = value & d.width.mask
-        if let epoch, Self.mayAlterTranslations(d.effect, changed: changed) { epoch.advance() }
+        if let epoch, Self.mayAlterTranslations(d.effect, changed: changed) {
+            epoch.advance(change(d.effect, index: index, value: values[s]))
+        }
         invalidateCaches(after: d, index: index)
     }
 
@@ -274,6 +288,23 @@ public final class MMU500 {
         case .invalidateTLB: true
         case .globalConfiguration, .streamMatch, .streamRouting, .contextConfiguration: changed
         case .none, .restore, .sync, .addressTranslation: false
+        }
+    }
+
+    /// What a write that advances the epoch may have changed: a TLBI by address (a 64-bit register whose value
+    /// is, once the low half is written, the whole operand; an earlier half invalidates nothing) only what its
+    /// address names in the bank's context; everything else, anything.
+    @inline(__always)
+    private func change(_ effect: RegisterEffect, index bank: Int, value: UInt64) -> TranslationChange {
+        guard case .invalidateTLB(let scope) = effect else { return .anything }
+        let operand = TLBIOperand(value)
+        switch scope {
+        case .address:
+            return .address(window: windowIndex, bank: bank, asid: operand.asid, address: operand.address)
+        case .addressAnyASID:
+            return .address(window: windowIndex, bank: bank, asid: nil, address: operand.address)
+        case .allNonSecure, .vmid, .hypervisor, .secure, .context, .asid, .intermediateAddress:
+            return .anything
         }
     }
 

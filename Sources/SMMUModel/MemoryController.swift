@@ -167,6 +167,21 @@ public final class MemoryController {
         byOffset = table
     }
 
+    /// Every register value, to put back with `restore(_:)` (a fuzzer's checkpoint).
+    public struct Registers: Sendable, Equatable {
+        fileprivate var overrides, securities: [UInt32]
+        fileprivate var bypassConfig, interruptMask: UInt32
+    }
+
+    public var registers: Registers {
+        Registers(overrides: overrides, securities: securities, bypassConfig: bypassConfig, interruptMask: interruptMask)
+    }
+
+    public func restore(_ r: Registers) {
+        precondition(r.overrides.count == overrides.count, "registers of another memory controller")
+        (overrides, securities, bypassConfig, interruptMask) = (r.overrides, r.securities, r.bypassConfig, r.interruptMask)
+    }
+
     /// The state the boot firmware leaves: every client's override is its own stream ID with the override on
     /// and writes allowed; the bypass configuration lets only the passthrough stream ID around the TBUs, locked.
     public func reset() {

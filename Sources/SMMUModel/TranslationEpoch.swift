@@ -4,14 +4,15 @@
 /// ownership of a stream or a page.
 ///
 /// It lets a bus master cache translations outside the SMMU (protocol v1.1, DMA_EPOCH): an entry is usable
-/// only while the epoch it was answered in is still current. The counter says nothing about what changed, so
-/// it may advance when nothing relevant did (a miss, never a stale hit); it must never fail to advance when
-/// something did. `publish` is called with each new value before the change it announces can be observed
-/// (the owner then stores it where clients read it).
+/// only while the epoch it was answered in is still current. Each advance also says what it may have changed
+/// (protocol v1.2's invalidation log): a TLBIVA(L)/TLBIVAA(L) names one address, everything else anything. It
+/// may advance when nothing relevant changed (a miss, never a stale hit); it must never fail to advance when
+/// something did, nor name less than what changed. `publish` is called with each new value before the change
+/// it announces can be observed (the owner then stores it where clients read it).
 public final class TranslationEpoch {
     public private(set) var value: UInt64 = 1
-    /// Called with every new value, synchronously, from `advance`.
-    public var publish: ((UInt64) -> Void)?
+    /// Called with every new value and what it may have changed, synchronously, from `advance`.
+    public var publish: ((UInt64, TranslationChange) -> Void)?
 
     public init() {}
 
@@ -19,14 +20,24 @@ public final class TranslationEpoch {
     /// have seen, so that no translation cached before the restore is ever current again. Publishes the new value.
     public func resume(after value: UInt64) {
         self.value = value &+ 1
-        publish?(self.value)
+        publish?(self.value, .anything)
     }
 
     @inline(__always)
-    public func advance() {
+    public func advance(_ change: TranslationChange = .anything) {
         value &+= 1
-        publish?(value)
+        publish?(value, change)
     }
+}
+
+/// What one advance of the epoch may have changed.
+public enum TranslationChange: Sendable, Equatable {
+    /// Any translation (configuration, ownership, reset, TLB maintenance by context, VMID or IPA).
+    case anything
+    /// TLB maintenance by address (TLBIVA, TLBIVAL with `asid`; TLBIVAA, TLBIVAAL with nil): only translations
+    /// by instance `window`'s context bank `bank` whose mapping covers the 4 KiB page at `address` (VA[55:12]),
+    /// as the TLB drops them (`TLB.invalidate(vmid:asid:va:)`: the entry's stage-1 leaf, its `reachShift`).
+    case address(window: Int, bank: Int, asid: UInt16?, address: UInt64)
 }
 
 /// What the initiator of a translated transaction may cache of it (protocol v1.1): the naturally aligned
@@ -38,11 +49,17 @@ public struct TranslationExtent: Sendable, Equatable {
     public var sizeShift: UInt8
     public var read: Bool
     public var write: Bool
+    /// log2 of the size of the mapping a TLB invalidation by address must name an address of to end this
+    /// translation (protocol v1.2): the naturally aligned 2^`reachShift` bytes of IOVA around the address, at
+    /// least `sizeShift`. The stage-1 leaf's size (the stage-2 leaf's without a stage 1), as the TLB matches a
+    /// TLBIVA; 12 for an untranslated (bypassed) stream, which no TLBI concerns.
+    public var reachShift: UInt8
 
-    public init(sizeShift: UInt8, read: Bool, write: Bool) {
+    public init(sizeShift: UInt8, read: Bool, write: Bool, reachShift: UInt8? = nil) {
         self.sizeShift = sizeShift
         self.read = read
         self.write = write
+        self.reachShift = max(reachShift ?? sizeShift, sizeShift)
     }
 
     public static let maxSizeShift: UInt8 = 21

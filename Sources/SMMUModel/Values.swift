@@ -75,9 +75,12 @@ public struct Translation: Sendable, Equatable {
     /// True if the translation came from the TLB without a table walk.
     public var tlbHit: Bool
     /// For a translated transaction, what `MMU500.extent(of:stream:)` needs: log2 of the mapping's size
-    /// (0: not described), the access as the SMMU saw it (after S2CR's overrides), and whether the permissions
+    /// (0: not described) and of the range a TLBIVA ends it by, the access as the SMMU saw it (after S2CR's overrides), and whether the permissions
     /// also allow the other direction.
     var mappingShift: UInt8 = 0
+    /// log2 of the range a TLBI by address must name an address of to end this translation (the TLB entry's
+    /// stage-1 leaf; `TranslationExtent.reachShift`).
+    var reachShift: UInt8 = 0
     var effectiveAccess: DMAAccess = []
     var otherDirectionPermitted = false
 

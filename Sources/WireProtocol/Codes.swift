@@ -26,6 +26,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case stats = 0x20
     case dump = 0x21
     case finalize = 0x22
+    /// Start, stop or ask about the MMIO trace (admin; docs/trace-format.md).
+    case trace = 0x23
     case events = 0x30
     /// The opcode of an event message the daemon sends on an EVENTS connection (not a request).
     case event = 0xB0
@@ -69,6 +71,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .stats: "STATS"
         case .dump: "DUMP"
         case .finalize: "FINALIZE"
+        case .trace: "TRACE"
         case .events: "EVENTS"
         case .event: "EVENT"
         }

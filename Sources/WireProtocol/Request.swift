@@ -65,12 +65,23 @@ public struct MCDMARequest: Hashable, Sendable {
 /// DMA_PREFETCH (v1.1): DMA's fields, with `u32 pages` (1 to 64) in place of the reserved word.
 public struct DMAPrefetchRequest: Hashable, Sendable {
     public static let maxPages: UInt32 = 64
+    /// v1.2: bit 31 of the `pages` word: speculate over the ranges before the access instead of after it.
+    public static let backwardFlag: UInt32 = 1 << 31
     public var access: DMARequest
+    /// The word as sent: the record count, with `backwardFlag`.
     public var pages: UInt32
     public init(access: DMARequest, pages: UInt32) {
         self.access = access
         self.pages = pages
     }
+    /// v1.2: bit 30: speculate over the pages on both sides of the access, skipping unmapped ones.
+    public static let windowFlag: UInt32 = 1 << 30
+    /// Records (forward, backward) or pages probed on each side (window): 1 to 64 is valid.
+    public var count: UInt32 { pages & ~(Self.backwardFlag | Self.windowFlag) }
+    /// Whether the speculative ranges precede the access (v1.2).
+    public var backward: Bool { pages & Self.backwardFlag != 0 }
+    /// Whether the speculation covers both sides and skips holes (v1.2).
+    public var window: Bool { pages & Self.windowFlag != 0 }
 }
 
 /// MEM_READ: `u64 address`, `u32 length` (≤ 65536 − 16), `u32 reserved`.
@@ -130,6 +141,30 @@ public struct VMAssignStreamRequest: Hashable, Sendable {
     }
 }
 
+/// TRACE (admin): `u32 command` (0 status, 1 start, 2 stop), `u32 reserved`, `u64 max_bytes` (start: 0 takes the
+/// configuration's), then the path as n ≤ 4096 bytes of UTF-8 (start: empty takes the configuration's).
+public struct TraceControlRequest: Hashable, Sendable {
+    public enum Command: UInt32, Sendable {
+        case status = 0
+        case start = 1
+        case stop = 2
+    }
+    public static let maxPathLength = 4096
+    /// The raw command (the daemon answers INVALID to an unknown one; see ``command``).
+    public var commandValue: UInt32
+    public var maxBytes: UInt64
+    public var path: String
+    public var command: Command? { Command(rawValue: commandValue) }
+    public init(_ command: Command, maxBytes: UInt64 = 0, path: String = "") {
+        self.init(commandValue: command.rawValue, maxBytes: maxBytes, path: path)
+    }
+    public init(commandValue: UInt32, maxBytes: UInt64, path: String) {
+        self.commandValue = commandValue
+        self.maxBytes = maxBytes
+        self.path = path
+    }
+}
+
 /// One decoded request.
 public enum Request: Hashable, Sendable {
     case hello(HelloRequest)
@@ -155,6 +190,7 @@ public enum Request: Hashable, Sendable {
     case stats
     case dump
     case finalize
+    case trace(TraceControlRequest)
     case events
 
     public var opcode: Opcode {
@@ -178,6 +214,7 @@ public enum Request: Hashable, Sendable {
         case .stats: .stats
         case .dump: .dump
         case .finalize: .finalize
+        case .trace: .trace
         case .events: .events
         }
     }
@@ -194,6 +231,7 @@ extension Opcode {
         case .memWrite: .between(16, Int(FrameHeader.maxPayloadLength))
         case .vmAssignStream: .exactly(12)
         case .vmDestroy: .exactly(4)
+        case .trace: .between(16, 16 + TraceControlRequest.maxPathLength)
         case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring: .exactly(0)
         case .event: nil
         }
@@ -265,6 +303,10 @@ extension Request {
         case .stats: return .stats
         case .dump: return .dump
         case .finalize: return .finalize
+        case .trace:
+            let path = String(decoding: UnsafeRawBufferPointer(rebasing: p[16...]), as: UTF8.self)
+            return .trace(TraceControlRequest(commandValue: p.loadLE(UInt32.self, at: 0),
+                                              maxBytes: p.loadLE(UInt64.self, at: 8), path: path))
         case .events: return .events
         case .event: throw .unknownOpcode(opcode.rawValue)
         }
@@ -336,6 +378,11 @@ extension Request {
             out.appendLE(a.streamID)
         case .vmDestroy(let vm):
             out.appendLE(vm)
+        case .trace(let t):
+            out.appendLE(t.commandValue)
+            out.appendLE(UInt32(0))
+            out.appendLE(t.maxBytes)
+            out.append(contentsOf: t.path.utf8)
         case .vmCreate, .stats, .dump, .finalize, .events, .dmaEpoch, .ring:
             break
         }

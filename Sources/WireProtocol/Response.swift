@@ -137,12 +137,17 @@ public struct CachedDMAResult: Hashable, Sendable {
     public var fault: UInt32
     public var sizeShift: UInt8
     public var access: UInt8
+    /// v1.2: log2 of the naturally aligned range around the IOVA that a TLBIVA(L) must name an address of to
+    /// end this translation (the invalidation log's ranges are compared with it); 0 from a v1.1 daemon.
+    public var reachShift: UInt8
     public var epoch: UInt64
-    public init(physicalAddress: UInt64, fault: UInt32, sizeShift: UInt8 = 0, access: UInt8 = 0, epoch: UInt64 = 0) {
+    public init(physicalAddress: UInt64, fault: UInt32, sizeShift: UInt8 = 0, access: UInt8 = 0, reachShift: UInt8 = 0,
+                epoch: UInt64 = 0) {
         self.physicalAddress = physicalAddress
         self.fault = fault
         self.sizeShift = sizeShift
         self.access = access
+        self.reachShift = reachShift
         self.epoch = epoch
     }
     public static let readable: UInt8 = 1 << 0
@@ -151,7 +156,8 @@ public struct CachedDMAResult: Hashable, Sendable {
         guard p.count == size else { throw .wrongResponseLength(opcode: Opcode.dmaCached.responseCode, length: p.count) }
         return CachedDMAResult(physicalAddress: p.loadLE(UInt64.self, at: 0), fault: p.loadLE(UInt32.self, at: 8),
                                sizeShift: p.load(fromByteOffset: 12, as: UInt8.self),
-                               access: p.load(fromByteOffset: 13, as: UInt8.self), epoch: p.loadLE(UInt64.self, at: 16))
+                               access: p.load(fromByteOffset: 13, as: UInt8.self),
+                               reachShift: p.load(fromByteOffset: 14, as: UInt8.self), epoch: p.loadLE(UInt64.self, at: 16))
     }
 }
 
@@ -209,7 +215,7 @@ extension Opcode {
         case .dmaCached: CachedDMAResult.size
         case .dmaEpoch: 8
         case .vmCreate: 4
-        case .hello, .memRead, .stats, .dump, .dmaPrefetch: nil
+        case .hello, .memRead, .stats, .dump, .dmaPrefetch, .trace: nil
         case .write, .memWrite, .memMap, .vmDonate, .vmAssignStream, .vmDestroy, .finalize, .events, .ring: 0
         case .event: Event.size
         }
@@ -249,7 +255,8 @@ public enum ResponseEncoder {
         guard status == .ok else { return 0 }
         switch (opcode, payload) {
         case (.hello, .hello(let h)): return h.encodedLength
-        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)), (.dmaPrefetch, .bytes(let b)):
+        case (.memRead, .bytes(let b)), (.stats, .bytes(let b)), (.dump, .bytes(let b)), (.dmaPrefetch, .bytes(let b)),
+             (.trace, .bytes(let b)):
             return b.count
         case (.memRead, .text(let t)), (.stats, .text(let t)), (.dump, .text(let t)): return t.utf8.count
         default: return 0
@@ -271,7 +278,8 @@ public enum ResponseEncoder {
         case (.read, .ok, .read(let v)), (.dmaEpoch, .ok, .epoch(let v)): frame.2 = v.littleEndian
         case (.dmaCached, .ok, .cachedDMA(let r)), (.dmaCached, .fault, .cachedDMA(let r)):
             frame.2 = r.physicalAddress.littleEndian
-            frame.3 = (UInt64(r.fault) | UInt64(r.sizeShift) << 32 | UInt64(r.access) << 40).littleEndian
+            frame.3 = (UInt64(r.fault) | UInt64(r.sizeShift) << 32 | UInt64(r.access) << 40
+                       | UInt64(r.reachShift) << 48).littleEndian
             frame.4 = r.epoch.littleEndian
         case (.vmCreate, .ok, .vmCreate(let vm)): frame.2 = UInt64(vm).littleEndian
         case (.dma, .ok, .dma(let r)), (.dma, .fault, .dma(let r)):

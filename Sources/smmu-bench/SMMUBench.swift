@@ -39,6 +39,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only the state image of a busy Tegra234 hypervisor (size, encode, decode, restore).")
     var stateImageOnly = false
 
+    @Flag(help: "Measure only what recording a trace costs the request path, in process (docs/trace-format.md).")
+    var traceCostOnly = false
+
     @Option(help: "Run only FixedWorkload.swift's in-process rounds (trapped accesses, DMAs), to count instructions.")
     var fixedRounds: Int?
 
@@ -62,10 +65,11 @@ struct SMMUBench: ParsableCommand {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
-        if translationOnly || worstCaseOnly || stateImageOnly {
+        if translationOnly || worstCaseOnly || stateImageOnly || traceCostOnly {
             if translationOnly { translationRows(&report) }
             if worstCaseOnly { worstCaseRows(&report) }
             if stateImageOnly { stateImageRows(&report) }
+            if traceCostOnly { traceCostRows(&report, directory: directory) }
             print(report.render())
             return
         }
@@ -183,6 +187,7 @@ struct SMMUBench: ParsableCommand {
 
         translationRows(&report)
         stateImageRows(&report)
+        traceCostRows(&report, directory: directory)
 
         // DMA translation over the socket, as a device.
         if let s = scenarios, let host = daemonClient, let hello = host.greeting {
@@ -226,6 +231,14 @@ struct SMMUBench: ParsableCommand {
 
     func worstCaseRows(_ report: inout Report) {
         do { try WorstCaseRequests().rows(&report) } catch { report.failed("worst-case requests", "\(error)", target: "< 10 ms") }
+    }
+
+    /// What recording a trace costs, in process: trace off, to /dev/null, to a file (TraceCost.swift).
+    func traceCostRows(_ report: inout Report, directory: String) {
+        do {
+            var cost = try TraceCost(directory: directory)
+            try cost.rows(&report, rounds: rounds, seconds: seconds)
+        } catch { report.failed("trace cost", "\(error)") }
     }
 
     /// DMA translation in process: IOTLB hits (the target) and misses.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import Foundation
 import SMMUDaemon
 
 #if canImport(Glibc)
@@ -28,6 +29,15 @@ struct SMMUHypd: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Finalization mode: 'manual' (on an admin FINALIZE) or 'delay'.", valueName: "mode"))
     var finalize: DaemonConfiguration.FinalizationMode?
 
+    @Option(name: .long, help: ArgumentHelp("Record a trace of every request to this file, overriding trace.path.", valueName: "file"))
+    var trace: String?
+
+    @Option(name: .long, help: ArgumentHelp("The trace's bound in bytes, overriding trace.max_bytes.", valueName: "bytes"))
+    var traceMaxBytes: UInt64?
+
+    @Flag(name: .long, help: "Record no trace, whatever trace.path says (a daemon that replays a trace).")
+    var noTrace = false
+
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     var logLevel: Logger.Level = .info
 
@@ -45,6 +55,9 @@ struct SMMUHypd: ParsableCommand {
             fail(error.description, code: 78)  // EX_CONFIG
         }
         let daemon = Daemon(configuration: configuration, logger: logger)
+        if let path = config ?? DaemonConfiguration.defaultPath() {
+            daemon.configurationText = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        }
         do {
             try daemon.run()
         } catch {
@@ -63,6 +76,9 @@ struct SMMUHypd: ParsableCommand {
             if finalize == nil { configuration.finalization.mode = .delay }
         }
         if let finalize { configuration.finalization.mode = finalize }
+        if let trace { configuration.trace.path = trace }
+        if let traceMaxBytes { configuration.trace.maxBytes = traceMaxBytes }
+        if noTrace { configuration.trace.path = nil }
         do {
             try configuration.validate()
         } catch {

@@ -15,9 +15,23 @@ struct SMMUCtl: ParsableCommand {
         discussion: "Numbers accept 0x... hex. The socket defaults to $SMMU_HYPD_SOCKET, else \(SMMUClient.defaultSocketPath).",
         subcommands: [
             Hello.self, Read.self, Write.self, DMA.self, Mem.self, VM.self, Stats.self, Dump.self, Finalize.self,
-            Events.self, Probe.self,
+            Events.self, Probe.self, Trace.self, Replay.self,
         ]
     )
+
+    /// As ArgumentParser's, but `replay` exits 2 on a usage error, as it does on a bad trace (docs/trace-format.md).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if CommandLine.arguments.dropFirst().first == "replay", exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Glibc.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Exit codes: 1 local failure, 2 the daemon refused (non-OK status), 3 probe deferred.

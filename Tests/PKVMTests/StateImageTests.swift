@@ -88,7 +88,7 @@ import TestSupport
         #expect(a.translationEpoch.value == image.translationEpoch + 1)
         let (b, _) = try m.restored(from: image, shared: shared, epochFloor: image.translationEpoch + 500)
         #expect(b.translationEpoch.value == image.translationEpoch + 501)
-        b.translationEpoch.publish = { published.append($0) }
+        b.translationEpoch.publish = { value, _ in published.append(value) }
         b.translationEpoch.resume(after: 9)
         #expect(published == [10])
     }

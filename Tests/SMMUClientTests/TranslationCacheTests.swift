@@ -14,45 +14,31 @@ import CSocketShims
 /// epoch it was answered in) never uses a translation the host has ended, however it ended it.
 @Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["SMMU_HYPD_BIN"] != nil, "set SMMU_HYPD_BIN to run against the daemon"))
 struct TranslationCacheTests {
-    /// The device side: the cache a DMA master keeps (what qemu/smmu-hypd-device.c does), with counters.
+    /// The device side: the client library's `TranslationCache` over the connection's shared epoch page (what
+    /// qemu/smmu-hypd-device.c does), asking DMA_CACHED on a miss.
     final class DeviceCache {
-        struct Entry { var base: UInt64; var shift: UInt8; var physicalBase: UInt64; var access: UInt8; var epoch: UInt64 }
         let client: SMMUClient
-        let epochPage: UnsafeMutableRawPointer
-        var entries: [UInt64: Entry] = [:]   // by IOVA >> 12 of the page asked for
-        var hits = 0, misses = 0
+        let page: EpochPage
+        let cache: TranslationCache<EpochPage>
+        var hits: Int { cache.statistics.hits }
+        var misses: Int { cache.statistics.misses }
 
-        init(client: SMMUClient) throws {
+        /// `useLog` false: an old (v1.1) client, which drops everything at every advance.
+        init(client: SMMUClient, useLog: Bool = true) throws {
             self.client = client
-            let fd = try SMMUClient.makeSharedMemory(size: 4096, name: "epoch")
-            defer { close(fd) }
-            let p = mmap(nil, 4096, PROT_READ, MAP_SHARED, fd, 0)
-            precondition(p != MAP_FAILED && p != nil)
-            epochPage = p!
-            let now = try client.dmaEpoch(fd: fd)
-            precondition(now == epoch, "the page shows the epoch DMA_EPOCH answered")
+            page = try EpochPage(client: client)
+            precondition(page.epoch == page.sharedAt, "the page shows the epoch DMA_EPOCH answered")
+            cache = TranslationCache(memory: page, epoch: page.sharedAt, useLog: useLog)
         }
 
-        deinit { munmap(epochPage, 4096) }
-
-        var epoch: UInt64 { UInt64(littleEndian: epochPage.load(as: UInt64.self)) }
+        var epoch: UInt64 { page.epoch }
 
         /// (physical address or nil for a fault, whether it came from the cache)
         func translate(stream: UInt32, iova: UInt64, write: Bool = false) throws -> (pa: UInt64?, cached: Bool) {
-            let needed: UInt8 = write ? CachedDMAResult.writable : CachedDMAResult.readable
-            if let e = entries[iova >> 12], e.epoch == epoch, e.access & needed != 0 {
-                hits += 1
-                return (e.physicalBase | iova & ((1 << UInt64(e.shift)) - 1), true)
-            }
-            misses += 1
+            if let pa = cache.lookup(window: 0, stream: stream, iova: iova, write: write) { return (pa, true) }
             let r = try client.dmaCached(window: 0, stream: stream, iova: iova, flags: write ? .write : [])
-            guard r.fault == 0 else { entries[iova >> 12] = nil; return (nil, false) }
-            let mask: UInt64 = (1 << UInt64(r.sizeShift)) - 1
-            let e = Entry(base: iova & ~mask, shift: r.sizeShift, physicalBase: r.physicalAddress & ~mask,
-                          access: r.access, epoch: r.epoch)
-            // A block answer covers every page of it: one entry per page here, as a per-page cache would.
-            var page = e.base
-            while page < e.base + mask + 1 { entries[page >> 12] = e; page += 4096 }
+            guard r.fault == 0 else { return (nil, false) }
+            cache.insert(window: 0, stream: stream, iova: iova, answer: r)
             return (r.physicalAddress, false)
         }
     }
@@ -108,27 +94,32 @@ struct TranslationCacheTests {
     }
 
     /// A daemon, a host with the stage-1 domain attached, and a device connection with its cache.
-    static func start() throws -> (RunningDaemon, SMMUClient, Domain, SMMUClient, DeviceCache) {
+    static func start(useLog: Bool = true) throws -> (RunningDaemon, SMMUClient, Domain, SMMUClient, DeviceCache) {
         let daemon = try RunningDaemon()
         let (host, hello) = try daemon.connect()
         let domain = try Domain(host: host, hello: hello)
         let (deviceClient, _) = try daemon.connect(role: .device)
-        return (daemon, host, domain, deviceClient, try DeviceCache(client: deviceClient))
+        return (daemon, host, domain, deviceClient, try DeviceCache(client: deviceClient, useLog: useLog))
     }
 
-    @Test("strict unmap: across 3,000 map/DMA/unmap cycles a DMA to the IOVA just unmapped faults every time, never a cached hit")
-    func strictUnmapNeverHitsAStaleEntry() throws {
-        let (daemon, _, domain, _, cache) = try Self.start()
+    @Test("strict unmap: across 3,000 map/DMA/unmap cycles a DMA to the IOVA just unmapped faults every time, never a cached hit; v1.2's log keeps the rest cached",
+          arguments: [true, false])
+    func strictUnmapNeverHitsAStaleEntry(useLog: Bool) throws {
+        let (daemon, _, domain, _, cache) = try Self.start(useLog: useLog)
         defer { close(domain.file); daemon.stop() }
-        var staleHits = 0, missedFaults = 0, wrong = 0
+        #expect(cache.cache.usesLog == useLog, "a v1.2 daemon keeps the log")
+        let ring: UInt64 = 0x1F_F000                    // the virtqueue's page: used between every unmap
+        domain.map(iova: ring, to: Domain.data + 0xFF000)
+        var staleHits = 0, missedFaults = 0, wrong = 0, ringMisses = 0
         for i in 0..<3000 {
-            let iova: UInt64 = 0x10_0000 + UInt64(i % 256) << 12
+            let iova: UInt64 = 0x10_0000 + UInt64(i % 200) << 12
             let pa = Domain.data + UInt64(i % 64) << 12
             domain.map(iova: iova, to: pa)
             for offset: UInt64 in [0x10, 0x800, 0xFF8] {     // the first asks the daemon, the others hit
                 let r = try cache.translate(stream: Domain.stream, iova: iova + offset, write: offset == 0x800)
                 if r.pa != pa + offset { wrong += 1 }
             }
+            if try !cache.translate(stream: Domain.stream, iova: ring + 0x40).cached { ringMisses += 1 }
             try domain.unmap(iova: iova)
             let after = try cache.translate(stream: Domain.stream, iova: iova + 0x10)
             if after.cached { staleHits += 1 }
@@ -136,9 +127,53 @@ struct TranslationCacheTests {
         }
         #expect(staleHits == 0 && missedFaults == 0 && wrong == 0)
         #expect(cache.hits >= 5000, "the cache serves the repeat accesses: \(cache.hits) hits, \(cache.misses) misses")
+        let s = cache.cache.statistics
+        if useLog {
+            #expect(ringMisses == 1 && s.fullFlushes == 0 && s.rangesApplied >= 3000, "\(s)")
+        } else {
+            #expect(ringMisses == 3000 && s.rangesApplied == 0, "an old client asks again after every TLBI")
+        }
     }
 
-    @Test("DMA_PREFETCH answers the pages after the access up to the first unmapped one, which faults nowhere")
+    /// Lazy invalidation as a batch: unmap many (PTEs cleared), then one TLBIVAL each and one sync, as a driver's
+    /// flush of freed IOVAs does; IOVAs are reused only after. Over the log's 126 slots the device flushes all.
+    @Test("batched unmaps over the socket: each unmapped IOVA faults after the batch's TLBIs, the others stay cached; overflow flushes",
+          arguments: [100, 200])
+    func batchedUnmapsNeverHitAStaleEntry(batch: Int) throws {
+        let (daemon, host, domain, _, cache) = try Self.start()
+        defer { close(domain.file); daemon.stop() }
+        let ring: UInt64 = 0x1F_F000
+        domain.map(iova: ring, to: Domain.data + 0xFF000)
+        var staleHits = 0, missedFaults = 0, wrong = 0
+        let rounds = 2000 / batch
+        for round in 0..<rounds {
+            let iovas = (0..<batch).map { UInt64(0x10_0000) + UInt64(($0 + round * 5) % 250) << 12 }
+            for (i, iova) in iovas.enumerated() {
+                let pa = Domain.data + UInt64((i + round) % 64) << 12
+                domain.map(iova: iova, to: pa)
+                if try cache.translate(stream: Domain.stream, iova: iova + 8, write: true).pa != pa + 8 { wrong += 1 }
+                _ = try cache.translate(stream: Domain.stream, iova: ring)
+            }
+            for iova in iovas { domain.setEntry(table: 3, index: Int(iova >> 12 & 0x1FF), 0) }
+            for iova in iovas { try host.write(address: domain.cb0 + 0x620, value: iova >> 12, width: 8) }
+            try host.write(address: domain.cb0 + 0x7F0, value: 0)
+            #expect(try host.read(address: domain.cb0 + 0x7F4) == 0)
+            for iova in iovas {
+                let after = try cache.translate(stream: Domain.stream, iova: iova + 8)
+                if after.cached { staleHits += 1 }
+                if after.pa != nil { missedFaults += 1 }
+            }
+        }
+        #expect(staleHits == 0 && missedFaults == 0 && wrong == 0)
+        let s = cache.cache.statistics
+        if batch <= InvalidationLog.slots {
+            #expect(s.fullFlushes == 0 && s.rangeDrops >= rounds * batch / 2, "\(s)")
+        } else {
+            #expect(s.fullFlushes == rounds && s.lastFullFlush == .overflow, "\(s)")
+        }
+    }
+
+    @Test("DMA_PREFETCH answers the pages after the access (v1.2: or before it) up to the first unmapped one, or (v1.2) the mapped ones around it; holes fault nowhere")
     func prefetchStopsSilentlyAtAHole() throws {
         let (daemon, host, domain, deviceClient, _) = try Self.start()
         defer { close(domain.file); daemon.stop() }
@@ -147,6 +182,23 @@ struct TranslationCacheTests {
         #expect(got.ranges.map(\.physicalAddress) == [Domain.data + 7 << 12 | 0x10] + (1..<8).map { Domain.data + (7 - $0) << 12 })
         #expect(got.ranges.allSatisfy { $0.sizeShift == 12 && $0.access == 3 })
         #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the speculative miss at 0x108000 recorded no fault")
+        // v1.2 backward: the pages before the access, down to the first unmapped one (0x10_0000 - 0x1000).
+        let back = try #require(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_5010, pages: 16,
+                                                             backward: true))
+        #expect(back.ranges.map(\.physicalAddress) == [Domain.data + 2 << 12 | 0x10] + (1...5).map { Domain.data + (2 + $0) << 12 })
+        #expect(back.ranges.allSatisfy { $0.sizeShift == 12 && $0.reachShift == 12 })
+        #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the speculative miss at 0xFF000 recorded no fault")
+        // v1.2 around, holes skipped: 8 pages probed after the access's page (0x106..0x10D), then 8 before it.
+        domain.map(iova: 0x10_A000, to: Domain.data + 0xA000)
+        domain.map(iova: 0x10_C000, to: Domain.data + 0xC000)
+        domain.map(iova: 0x0F_E000, to: Domain.data + 0xE000)
+        let around = try #require(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_5010, pages: 8,
+                                                               aroundSkippingHoles: true))
+        #expect(around.pageOffsets == [0, 1, 2, 5, 7, -1, -2, -3, -4, -5, -7])
+        #expect(around.ranges.map(\.physicalAddress) == [Domain.data + 2 << 12 | 0x10, Domain.data + 1 << 12, Domain.data,
+                                                          Domain.data + 0xA000, Domain.data + 0xC000]
+                + (3...7).map { Domain.data + $0 << 12 } + [Domain.data + 0xE000])
+        #expect(try host.read(address: domain.cb0 + 0x58) == 0, "the holes probed recorded no fault")
         // The access itself faulting is a real fault: FAULT, recorded in the bank's FSR.
         #expect(try deviceClient.dmaPrefetch(window: 0, stream: Domain.stream, iova: 0x10_8000, pages: 4) == nil)
         #expect(try host.read(address: domain.cb0 + 0x58) & 0x2 != 0)

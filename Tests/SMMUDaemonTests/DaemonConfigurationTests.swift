@@ -41,6 +41,17 @@ struct DaemonConfigurationTests {
         #expect(config.audit.maxRecordsPerSecond == 200)
     }
 
+    @Test func traceSectionDecodesAndIsChecked() throws {
+        #expect(try DaemonConfiguration.parse(yaml: Self.minimal).trace == .init(path: nil, maxBytes: 64 << 20))
+        let traced = try DaemonConfiguration.parse(yaml: Self.minimal + "\ntrace: { path: /var/lib/smmu-hypd/boot.smmutrace, max_bytes: 0x40000 }")
+        #expect(traced.trace == .init(path: "/var/lib/smmu-hypd/boot.smmutrace", maxBytes: 0x40000))
+        #expect(throws: ConfigurationError.invalid(key: "trace.path", reason: "must be an absolute path")) {
+            try DaemonConfiguration.parse(yaml: Self.minimal + "\ntrace: { path: boot.smmutrace }")
+        }
+        #expect(throws: ConfigurationError.self) { try DaemonConfiguration.parse(yaml: Self.minimal + "\ntrace: { max_bytes: 100 }") }
+        #expect(throws: ConfigurationError.self) { try DaemonConfiguration.parse(yaml: Self.minimal + "\ntrace: { bytes: 100 }") }
+    }
+
     @Test func limitsDecode() throws {
         let config = try DaemonConfiguration.parse(yaml: Self.minimal + "\nlimits: {max_connections: 64, hello_timeout_ms: 250, max_buffered_output: 0x200000}")
         #expect(config.limits == .init(maxConnections: 64, helloTimeoutMilliseconds: 250, maxBufferedOutput: 2 << 20))

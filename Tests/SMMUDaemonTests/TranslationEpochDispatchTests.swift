@@ -56,7 +56,7 @@ import WireProtocol
         let r = t.exchange(t.request(.dmaCached(DMARequest(window: 0, streamID: 3, iova: 0x8000_1234, flags: [.write]))))
         #expect(r.frames.map { $0.0.statusCode } == [.ok])
         let answer = r.frames.first.flatMap { f in f.1.withUnsafeBytes { try? CachedDMAResult.decode($0) } }
-        #expect(answer == CachedDMAResult(physicalAddress: 0x8000_1234, fault: 0, sizeShift: 12, access: 3,
+        #expect(answer == CachedDMAResult(physicalAddress: 0x8000_1234, fault: 0, sizeShift: 12, access: 3, reachShift: 12,
                                           epoch: t.dispatcher.hypervisor.translationEpoch.value))
     }
 

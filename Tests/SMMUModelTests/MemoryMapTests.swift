@@ -74,4 +74,26 @@ struct MemoryMapTests {
         #expect(m.write64(1, at: 0x1_0000_0000 + (3 << 30)))
         #expect(m.read64(at: 0x1_0000_0000 + (3 << 30)) == 1)
     }
+
+    @Test func zeroWrittenPagesPutsRAMBackToZerosAndLeavesClientMemory() throws {
+        // Two adjacent regions: an access may span them.
+        let m = try MemoryMap(regions: [(0x1000, 0x4000), (0x5000, 0x3000)])
+        let client = UnsafeMutableRawPointer.allocate(byteCount: 0x1000, alignment: 0x1000)
+        defer { client.deallocate() }
+        client.initializeMemory(as: UInt8.self, repeating: 0, count: 0x1000)
+        try m.replace(base: 0x6000, size: 0x1000, with: client) {}
+        for round in 1...2 {   // twice: what the first call cleared is tracked again
+            #expect(m.write64(UInt64(round), at: 0x1008))
+            #expect(m.writeBytes([UInt8](repeating: 0xEE, count: 0x2010), at: 0x2FF8))   // 4 pages, 2 regions
+            #expect(m.write64(0xC11E, at: 0x6008))                                          // client memory
+            #expect(m.zero(at: 0x7000, count: 0x1000, discard: false))
+            #expect(m.write64(5, at: 0x7FF8))
+            m.zeroWrittenPages()
+            #expect(m.readBytes(at: 0x1000, count: 0x5000)!.allSatisfy { $0 == 0 })
+            #expect(m.readBytes(at: 0x7000, count: 0x1000)!.allSatisfy { $0 == 0 })
+            #expect(m.read64(at: 0x6008) == 0xC11E, "client memory is not the map's to zero")
+        }
+        try m.restore(base: 0x6000)
+        #expect(m.readBytes(at: 0x1000, count: 0x7000)!.allSatisfy { $0 == 0 })
+    }
 }

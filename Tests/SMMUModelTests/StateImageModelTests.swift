@@ -102,7 +102,7 @@ import Testing
     @Test func theEpochResumesAfterTheValueGivenAndPublishesIt() {
         let epoch = TranslationEpoch()
         var seen: [UInt64] = []
-        epoch.publish = { seen.append($0) }
+        epoch.publish = { value, _ in seen.append(value) }
         epoch.resume(after: 41)
         epoch.advance()
         #expect(seen == [42, 43] && epoch.value == 43)

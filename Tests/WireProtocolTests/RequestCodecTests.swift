@@ -20,6 +20,7 @@ let sampleRequests: [Request] = [
     .dmaEpoch, .ring,
     .dmaCached(DMARequest(window: 1, streamID: 0x8, iova: 0x20_1234, flags: [.write])),
     .dmaPrefetch(DMAPrefetchRequest(access: DMARequest(window: 0, streamID: 0x10, iova: 0x10_0000, flags: []), pages: 32)),
+    .trace(TraceControlRequest(.start, maxBytes: 1 << 20, path: "/var/lib/smmu-hypd/boot.smmutrace")),
 ]
 
 /// Feeds `bytes` to a fresh request decoder in the given chunks and collects every verdict with its payload.
@@ -62,6 +63,7 @@ func requests(_ verdicts: [(FrameDecoder.Verdict, [UInt8])]) -> [Request?] {
             .vmDonate: .exactly(24), .vmAssignStream: .exactly(12), .vmDestroy: .exactly(4), .stats: .exactly(0),
             .dump: .exactly(0), .finalize: .exactly(0), .events: .exactly(0),
             .dmaEpoch: .exactly(0), .dmaCached: .exactly(24), .dmaPrefetch: .exactly(24), .ring: .exactly(0),
+            .trace: .between(16, 16 + 4096),
         ]
         for op in Opcode.allCases where op.isRequest {
             #expect(op.requestSize == expected[op], "\(op)")

@@ -37,7 +37,8 @@ func response(_ op: UInt8, _ status: Status, _ payload: ResponsePayload, tag: UI
             #expect(decoded == (filled ? DMAResponse(physicalAddress: 0xABCD_0000, fault: 5) : DMAResponse(physicalAddress: 0, fault: 0)))
         }
         // v1.1: DMA_CACHED always carries 24 bytes (filled for OK and FAULT), DMA_EPOCH 8.
-        let cached = CachedDMAResult(physicalAddress: 0x8060_1234, fault: 0, sizeShift: 21, access: 3, epoch: 0x1_0000_0007)
+        let cached = CachedDMAResult(physicalAddress: 0x8060_1234, fault: 0, sizeShift: 21, access: 3, reachShift: 30,
+                                     epoch: 0x1_0000_0007)
         for status in Status.allCases where status != .malformed && status != .unsupported {
             let (_, bytes) = response(0x09, status, .cachedDMA(cached))
             #expect(bytes.count == 24)
@@ -46,7 +47,7 @@ func response(_ op: UInt8, _ status: Status, _ payload: ResponsePayload, tag: UI
             #expect(decoded == (filled ? cached : CachedDMAResult(physicalAddress: 0, fault: 0)))
             #expect(response(0x08, status, .epoch(0x0102)).1 == (status == .ok ? [2, 1, 0, 0, 0, 0, 0, 0] : Array(repeating: 0, count: 8)))
         }
-        #expect(Array(response(0x09, .ok, .cachedDMA(cached)).1[12..<16]) == [21, 3, 0, 0], "size_shift, access, u16 reserved")
+        #expect(Array(response(0x09, .ok, .cachedDMA(cached)).1[12..<16]) == [21, 3, 30, 0], "size_shift, access, reach_shift (v1.2), u8 reserved")
         // Given no payload at all, an OK READ still carries 8 zero bytes.
         #expect(response(0x02, .ok, .none).1 == Array(repeating: 0, count: 8))
         // A payload of the wrong kind cannot change a fixed size.

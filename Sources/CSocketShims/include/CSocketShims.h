@@ -21,6 +21,13 @@
 static inline uint32_t csock_load_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void csock_store_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void csock_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/* The epoch page's 64-bit words (protocol v1.2's invalidation log, a seqlock per slot). */
+static inline uint64_t csock_load_acquire64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t csock_load_relaxed64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void csock_store_release64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void csock_store_relaxed64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void csock_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void csock_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void csock_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __asm__ __volatile__("" ::: "memory");   /* no PAUSE: in a VM it can exit to the hypervisor (pause-loop exiting) */

@@ -38,6 +38,15 @@ let canaryOffsets = [0, 2048, 4088 - 8]
 
 /// One for the process: a decoder allocates its buffer when made (a page fault per page, each time).
 nonisolated(unsafe) var responseDecoder = FrameDecoder(mode: .responses)
+/// A request's bytes and the session's answer, reused (keeping their capacity) by every exchange.
+nonisolated(unsafe) var requestBytes: [UInt8] = []
+nonisolated(unsafe) var responseBytes: [UInt8] = []
+
+/// Unsealed memfds of earlier inputs, for the next ones to take instead of creating one (creating and closing a
+/// memfd was ~5% of an input). Taken, one is truncated to 0 and then to the size asked for, so it holds zeros, as a
+/// new one does. A memfd goes back only once its input is done (its sessions closed, so nothing maps it), so within
+/// an input every memfd is its own file, as new ones are; a sealed one is closed (seals cannot be undone).
+nonisolated(unsafe) var memfdPool: [Int32] = []
 
 final class DiscardingServer: ServerHandle {
     func send(_ bytes: [UInt8], to connection: ConnectionID) {}
@@ -57,7 +66,11 @@ struct Run {
     let device: Session
     var nextConnection: UInt64 = 3
     var tag: UInt32 = 1
+    /// The client's memfds the input picks from (at most 4), and those it dropped from that list: all of them go
+    /// back to the pool or are closed when the input is done.
     var memfds: [Int32] = []
+    var dropped: [Int32] = []
+    var sealed: Set<Int32> = []
     var vms: [UInt32] = []
     /// A hypercall changed who owns a page or a stream: the end-of-input check then samples DMAs too.
     var ownershipChanged = false
@@ -83,22 +96,25 @@ struct Run {
     /// Sends one request (with `fds` as its SCM_RIGHTS descriptors) and returns its one response.
     mutating func exchange(_ request: Request, on session: Session, fds passed: [Int32] = []) -> (Status, [UInt8]) {
         tag &+= 1
-        let bytes = request.encoded(tag: tag)
+        requestBytes.removeAll(keepingCapacity: true)
+        request.encode(tag: tag, into: &requestBytes)
         var fds = passed
-        var output: [UInt8] = []
-        _ = bytes.withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
+        responseBytes.removeAll(keepingCapacity: true)
+        _ = requestBytes.withUnsafeBytes { session.receive($0, fds: &fds, output: &responseBytes) }
         for fd in fds { close(fd) }   // what the session did not take, the server closes
-        responseDecoder.append(output)
-        var frames: [(FrameHeader, [UInt8])] = []
-        while let f = responseDecoder.next({ v, p -> (FrameHeader, [UInt8])? in
-            guard case .message(let header) = v else { return nil }
-            return (header, Array(p))
+        responseDecoder.append(responseBytes)
+        var frames = 0
+        var first: (FrameHeader, [UInt8])?
+        while let wellFormed = responseDecoder.next({ v, p -> Bool in
+            guard case .message(let header) = v else { return false }
+            frames += 1
+            if first == nil { first = (header, Array(p)) }
+            return true
         }) {
-            guard let f else { fail("a response that is not a well-formed frame") }
-            frames.append(f)
+            if !wellFormed { fail("a response that is not a well-formed frame") }
         }
         if responseDecoder.bufferedByteCount != 0 { fail("a truncated response") }
-        guard frames.count == 1, let (header, payload) = frames.first else { fail("\(frames.count) responses to one \(request.opcode)") }
+        guard frames == 1, let (header, payload) = first else { fail("\(frames) responses to one \(request.opcode)") }
         guard header.tag == tag, header.opcode == request.opcode.rawValue | 0x80, let status = header.statusCode else {
             fail("response \(header) does not answer \(request.opcode) tag \(tag)")
         }
@@ -126,12 +142,21 @@ struct Run {
     mutating func step() {
         switch b.u8() % 16 {
         case 0:   // a memfd of any size, maybe sealed
-            let fd = fuzz_memfd_create("fuzz-memory")
-            guard fd >= 0 else { fail("memfd_create: errno \(errno)") }
+            let fd: Int32
+            if let reused = memfdPool.popLast() {
+                fd = reused
+                guard ftruncate(fd, 0) == 0 else { fail("ftruncate of a pooled memfd: errno \(errno)") }
+            } else {
+                fd = fuzz_memfd_create("fuzz-memory")
+                guard fd >= 0 else { fail("memfd_create: errno \(errno)") }
+            }
             _ = ftruncate(fd, off_t(fileSize()))
             let seals = b.u8()
-            if seals & 0x10 != 0 { _ = fuzz_add_seals(fd, UInt32(seals & 0xF)) }
-            if memfds.count == 4 { close(memfds.removeFirst()) }
+            if seals & 0x10 != 0 && seals & 0xF != 0 {
+                _ = fuzz_add_seals(fd, UInt32(seals & 0xF))
+                sealed.insert(fd)
+            }
+            if memfds.count == 4 { dropped.append(memfds.removeFirst()) }
             memfds.append(fd)
         case 1:   // MEM_MAP one of them (the same one twice is an alias)
             guard let fd = memfd() else { return }
@@ -389,8 +414,11 @@ struct Run {
         checkCanaries("after the sessions closed")
         // Sampled DMAs only matter where routing or ownership moved; each DMA the input made was checked as it ran.
         checkInvariants("at the end", sampleDMA: ownershipChanged)
-        for fd in memfds { close(fd) }
+        for fd in memfds + dropped {
+            if sealed.contains(fd) || memfdPool.count >= 64 { close(fd) } else { memfdPool.append(fd) }
+        }
         memfds = []
+        dropped = []
     }
 }
 

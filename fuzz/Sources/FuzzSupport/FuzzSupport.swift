@@ -32,20 +32,30 @@ public final class CountingAuditSink: AuditSink {
 }
 
 /// One hypervisor for the whole process. `begin(finalized:)` hands it out in the state a freshly built
-/// one would be in, so a finding reproduces from its input alone.
+/// one would be in (finalized when asked), so a finding reproduces from its input alone. Both states are
+/// checkpoints taken once: an input starts from a copy of the register files, ownership and counters instead
+/// of building the SMMU models or finalizing again (finalization alone was ~7% of an input).
 ///
-/// With FUZZ_VERIFY_RESET=1 in the environment, every reset is compared with a freshly built hypervisor
-/// (DUMP's snapshot, the TLB counters, every byte of RAM): slow, for checking the reset itself over a corpus.
+/// With FUZZ_VERIFY_RESET=1 in the environment, every begin is compared with a freshly built hypervisor
+/// (DUMP's snapshot, the TLB counters, every byte of RAM): slow, for checking the restore itself over a corpus.
 public final class ReusedHypervisor {
     public let policy: HypervisorPolicy
     public let hypervisor: Hypervisor
     public let audit = CountingAuditSink()
     let verify = ProcessInfo.processInfo.environment["FUZZ_VERIFY_RESET"] == "1"
-    var dirty = false
+    let built: Hypervisor.Checkpoint
+    let finalized: Hypervisor.Checkpoint
+    /// Which checkpoint the hypervisor is at (nil while an input runs on it), and which one the input began from.
+    var at: Bool?
+    var began: Bool?
 
     public init(policy: HypervisorPolicy) {
         self.policy = policy
         hypervisor = try! Hypervisor(policy: policy, memory: Self.memory(policy), audit: audit)
+        built = hypervisor.checkpoint()!
+        hypervisor.finalize()
+        finalized = hypervisor.checkpoint()!
+        restore(finalized: false)
     }
 
     static func memory(_ policy: HypervisorPolicy) -> MemoryMap {
@@ -54,11 +64,12 @@ public final class ReusedHypervisor {
 
     /// The hypervisor as built (and finalized when asked), for one input.
     public func begin(finalized: Bool) -> Hypervisor {
-        if dirty { end() }
-        dirty = true
+        if began != nil { end() }
+        if at != finalized { restore(finalized: finalized) }
+        at = nil
+        began = finalized
         audit.count = 0
-        if verify { verifyAgainstFresh() }
-        if finalized { hypervisor.finalize() }
+        if verify { verifyAgainstFresh(finalized: finalized) }
         return hypervisor
     }
 
@@ -67,14 +78,21 @@ public final class ReusedHypervisor {
     /// again, looking for a leak, whenever it returns with more mallocs than frees. Traps when the
     /// input left client memory mapped: the session that mapped it was closed, so that is a finding.
     public func end() {
-        if !hypervisor.resetToInitialState() {
-            fatalError("client memory still mapped after its session closed: \(hypervisor.memory.replacedRanges)")
-        }
-        dirty = false
+        guard let finalized = began else { return }
+        restore(finalized: finalized)
+        began = nil
     }
 
-    private func verifyAgainstFresh() {
+    private func restore(finalized: Bool) {
+        if !hypervisor.restore(finalized ? self.finalized : built) {
+            fatalError("client memory still mapped after its session closed: \(hypervisor.memory.replacedRanges)")
+        }
+        at = finalized
+    }
+
+    private func verifyAgainstFresh(finalized: Bool) {
         let fresh = try! Hypervisor(policy: policy, memory: Self.memory(policy), audit: CountingAuditSink())
+        if finalized { fresh.finalize() }
         let a = hypervisor.snapshot()
         let b = fresh.snapshot()
         if a != b {
