@@ -11,6 +11,12 @@ struct VMStage2 {
     /// Every table page, root included: the only hypervisor pages the VM's walks may read.
     private(set) var tablePages: Set<UInt64>
 
+    /// A stage-2 as a state image recorded it (checked by the restore).
+    init(root: UInt64, tablePages: Set<UInt64>) {
+        self.root = root
+        self.tablePages = tablePages
+    }
+
     init?(pages: inout HypervisorPages, memory: MemoryMap) {
         guard let root = pages.allocate(zeroing: memory) else { return nil }
         self.root = root
@@ -41,9 +47,11 @@ struct VMStage2 {
         return true
     }
 
-    /// Gives every table page back to the hypervisor, zeroed.
+    /// Gives every table page back to the hypervisor, zeroed, in address order: the free list (and so every later
+    /// allocation) is a function of the state alone, not of a set's iteration order, so a restored hypervisor
+    /// allocates as the original would.
     func release(pages: inout HypervisorPages, memory: MemoryMap) {
-        for page in tablePages { pages.release(page, zeroing: memory) }
+        for page in tablePages.sorted() { pages.release(page, zeroing: memory) }
     }
 }
 

@@ -29,26 +29,51 @@ public struct DaemonCore {
     /// dispatcher that serves it. STATS reads the sink's counters through the dispatcher.
     public static func make(_ c: DaemonConfiguration, audit: JournalAuditSink) throws(BuildError) -> DaemonCore {
         let policy = try policy(c)
-        let memory = MemoryMap()
-        do {
-            for r in policy.hostRAM + [policy.hypervisorRAM] { try memory.addRegion(base: r.base, size: r.size) }
-        } catch {
-            throw .memory(error)
-        }
+        let memory = try memory(policy)
         let hypervisor: Hypervisor
         do {
             hypervisor = try Hypervisor(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit))
         } catch {
             throw .policy(error)
         }
-        let dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
-        dispatcher.auditCounters = { [audit] in
-            let c = audit.counters
-            return ["denials": Int(c.denials), "written": Int(c.written), "coalesced": Int(c.coalesced),
-                    "summaries": Int(c.summaries), "stderr_fallback": Int(c.stderrFallback), "lost": Int(c.lost),
-                    "awaiting_summary": Int(c.awaitingSummary)]
+        return DaemonCore(hypervisor: hypervisor, configuration: c, audit: audit)
+    }
+
+    /// What `make` builds, in the state a hypervisor image recorded (docs/state-image.md): the restart path's
+    /// counterpart of `make`, over the same configuration. `sharedMemory` and `epochFloor` are
+    /// `Hypervisor.restore`'s; the daemon layer's image is applied to the returned dispatcher afterwards.
+    public static func restore(
+        _ c: DaemonConfiguration, audit: JournalAuditSink, image: HypervisorStateImage, epochFloor: UInt64 = 0,
+        sharedMemory: (HypervisorStateImage.SharedMappingImage) throws(StateImageError) -> SharedMemoryAttachment
+    ) throws(StateImageError) -> DaemonCore {
+        let policy: HypervisorPolicy
+        let memory: MemoryMap
+        do {
+            policy = try Self.policy(c)
+            memory = try Self.memory(policy)
+        } catch {
+            throw .configurationMismatch(reason: "the configuration cannot be built: \(error)")
         }
-        return DaemonCore(hypervisor: hypervisor, dispatcher: dispatcher)
+        let hypervisor = try Hypervisor.restore(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit),
+                                                image: image, epochFloor: epochFloor, sharedMemory: sharedMemory)
+        return DaemonCore(hypervisor: hypervisor, configuration: c, audit: audit)
+    }
+
+    private init(hypervisor: Hypervisor, configuration c: DaemonConfiguration, audit: JournalAuditSink) {
+        self.hypervisor = hypervisor
+        dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
+        dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
+    }
+
+    /// Host RAM and hypervisor RAM, zeroed and lazily allocated.
+    static func memory(_ policy: HypervisorPolicy) throws(BuildError) -> MemoryMap {
+        let memory = MemoryMap()
+        do {
+            for r in policy.hostRAM + [policy.hypervisorRAM] { try memory.addRegion(base: r.base, size: r.size) }
+        } catch {
+            throw .memory(error)
+        }
+        return memory
     }
 
     /// What the configuration tells the hypervisor.
@@ -83,6 +108,14 @@ extension DaemonConfiguration.TopologyPreset {
         case .generic4k: .generic4K(base: 0x2B40_0000)
         case .qemuVirt: .qemuVirt
         }
+    }
+}
+
+extension JournalAuditSink.Counters {
+    /// STATS' "audit" object.
+    public var statisticsObject: [String: Int] {
+        ["denials": Int(denials), "written": Int(written), "coalesced": Int(coalesced), "summaries": Int(summaries),
+         "stderr_fallback": Int(stderrFallback), "lost": Int(lost), "awaiting_summary": Int(awaitingSummary)]
     }
 }
 

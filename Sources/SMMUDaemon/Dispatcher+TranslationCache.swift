@@ -54,6 +54,8 @@ final class EpochPages {
         return .ok
     }
 
+    func isAttached(_ connection: ConnectionID) -> Bool { pages[connection] != nil }
+
     func detach(connection: ConnectionID) {
         if let p = pages.removeValue(forKey: connection) { munmap(p, Self.pageSize) }
     }

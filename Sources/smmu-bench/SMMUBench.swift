@@ -36,6 +36,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only the worst time one request holds the server's queue (G8).")
     var worstCaseOnly = false
 
+    @Flag(help: "Measure only the state image of a busy Tegra234 hypervisor (size, encode, decode, restore).")
+    var stateImageOnly = false
+
     @Flag(help: "Measure only what recording a trace costs the request path, in process (docs/trace-format.md).")
     var traceCostOnly = false
 
@@ -62,9 +65,10 @@ struct SMMUBench: ParsableCommand {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
-        if translationOnly || worstCaseOnly || traceCostOnly {
+        if translationOnly || worstCaseOnly || stateImageOnly || traceCostOnly {
             if translationOnly { translationRows(&report) }
             if worstCaseOnly { worstCaseRows(&report) }
+            if stateImageOnly { stateImageRows(&report) }
             if traceCostOnly { traceCostRows(&report, directory: directory) }
             print(report.render())
             return
@@ -182,6 +186,7 @@ struct SMMUBench: ParsableCommand {
         }
 
         translationRows(&report)
+        stateImageRows(&report)
         traceCostRows(&report, directory: directory)
 
         // DMA translation over the socket, as a device.
@@ -220,6 +225,10 @@ struct SMMUBench: ParsableCommand {
     }
 
     /// G8: the longest one request holds the server's queue, in the worst state a host can build.
+    func stateImageRows(_ report: inout Report) {
+        do { try StateImageBench().rows(&report, rounds: rounds) } catch { report.failed("state image", "\(error)") }
+    }
+
     func worstCaseRows(_ report: inout Report) {
         do { try WorstCaseRequests().rows(&report) } catch { report.failed("worst-case requests", "\(error)", target: "< 10 ms") }
     }
