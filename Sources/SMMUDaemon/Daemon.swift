@@ -27,7 +27,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
 
     public let configuration: DaemonConfiguration
     public let queue = DispatchQueue(label: "smmu-hypd")
-    private let logger: Logger
+    let logger: Logger
     private var core: DaemonCore?
     private var server: UnixServer?
     private var audit: JournalAuditSink?
@@ -69,7 +69,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         } catch {
             throw .configuration("config error: \(error)")
         }
-        let listener = try openListener()
+        let (listener, stored) = try openListener()
         raiseDescriptorLimit()
         var limits = UnixServer.Limits()
         limits.maxConnections = configuration.limits.maxConnections
@@ -85,18 +85,25 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         self.core = core
         self.server = server
         self.audit = audit
-        core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         installSignalHandlers()   // before anything a client can observe: a stop request is never lost
+        let restored = setUpRestart(server: server, core: core, audit: audit, stored: stored)
+        core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         audit.start()
         server.start()
-        scheduleFinalization()
+        if core.hypervisor.lifecycle == .notFinalized {
+            scheduleFinalization()
+        } else if restored {
+            // Serving again (the listener and the poller start on this queue next): now systemd hears READY=1.
+            queue.async { [self] in finalized() }
+        }
         startTimers()
         logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(configuration.finalization.mode == .manual ? "on admin FINALIZE" : "in \(configuration.finalization.delayMilliseconds) ms")")
         publishStatus()
     }
 
-    /// Socket activation when systemd passed a listening AF_UNIX stream socket, else our own bind.
-    private func openListener() throws(StartError) -> ListeningSocket {
+    /// Socket activation when systemd passed a listening AF_UNIX stream socket, else our own bind; and what the fd
+    /// store handed back (every other descriptor passed).
+    private func openListener() throws(StartError) -> (ListeningSocket, [FDStore.Entry]) {
         let passed: [Systemd.ListenFD]
         do {
             passed = try Systemd.listenFDs()
@@ -107,12 +114,17 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             guard let fd = passed.first(where: { Systemd.isUnixStreamListener($0.fd) }) else {
                 throw .socket("socket activation passed \(passed.count) fd(s), none a listening AF_UNIX SOCK_STREAM socket")
             }
-            for other in passed where other.fd != fd.fd { close(other.fd) }
-            logger.info("socket activation: using fd \(fd.fd) (\(fd.name))")
-            return ListeningSocket.adopt(fd: fd.fd)
+            let others = passed.filter { $0.fd != fd.fd }
+            guard configuration.fdStore else {
+                for other in others { close(other.fd) }
+                logger.info("socket activation: using fd \(fd.fd) (\(fd.name))")
+                return (ListeningSocket.adopt(fd: fd.fd), [])
+            }
+            logger.info("socket activation: using fd \(fd.fd) (\(fd.name)); \(others.count) descriptor(s) from the fd store")
+            return (ListeningSocket.adopt(fd: fd.fd), FDStore.entries(from: others, excluding: fd.name))
         }
         do {
-            return try ListeningSocket.bind(path: configuration.socket.path, mode: configuration.socket.mode)
+            return (try ListeningSocket.bind(path: configuration.socket.path, mode: configuration.socket.mode), [])
         } catch {
             throw .socket("socket: \(error)")
         }
@@ -143,6 +155,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         queue.asyncAfter(deadline: .now() + .milliseconds(configuration.finalization.delayMilliseconds)) { [self] in
             guard !stopping, let core else { return }
             // READY=1 follows from `onFinalized`, the one path for the timer and an admin FINALIZE alike.
+            server?.persistence?.finalizing()
             if !core.dispatcher.finalize() { logger.error("finalization failed; still not finalized") }
         }
     }
@@ -200,6 +213,14 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         stopping = true
         logger.info("signal \(signal): stopping")
         Systemd.notify(.stopping, .status("stopping"))
+        if server.persistence != nil {
+            // Everything is in the fd store already: exit without closing a connection. On `systemctl restart` the
+            // next process serves them on; on `systemctl stop` systemd drops the store, which closes them.
+            audit?.stop()
+            for timer in timers { timer.cancel() }
+            logger.info("stopped; connections and state left in the fd store")
+            exit(0)
+        }
         core.hypervisor.beginStopping()
         server.beginShutdown { [self] in
             audit?.stop()
