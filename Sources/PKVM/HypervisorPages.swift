@@ -3,8 +3,9 @@ import SMMUModel
 /// EL2's own page allocator over the hypervisor RAM: VMs' stage-2 tables come from here.
 /// Pages are zeroed when handed out and when given back.
 struct HypervisorPages {
-    private let range: PhysicalRange
-    private var free: [UInt64]
+    let range: PhysicalRange
+    /// Free pages; the last is handed out first.
+    var free: [UInt64]
 
     init(range: PhysicalRange) {
         self.range = range

@@ -17,6 +17,8 @@ public enum LifecycleState: UInt32, Sendable, Codable, CustomStringConvertible {
 struct Lifecycle {
     private(set) var state: LifecycleState = .notFinalized
 
+    init(state: LifecycleState = .notFinalized) { self.state = state }
+
     enum FinalizeAction: Equatable {
         /// Take the SMMUs now (pKVM's finalize_pkvm() at device_initcall_sync).
         case takeOwnership

@@ -16,17 +16,17 @@ public final class Ownership {
     public static let maxVMHandle: UInt32 = sharedBit - 1
 
     /// Non-host stream owners per logical SMMU; absent means the host.
-    private var streamOwners: [[UInt16: Owner]]
+    var streamOwners: [[UInt16: Owner]]
     /// Per host-RAM region, one code per page: 0 host, n the VM with handle n; `sharedBit` set on a host
     /// page a client's file backs.
-    private var regions: [(range: PhysicalRange, owners: [UInt32])]
+    var regions: [(range: PhysicalRange, owners: [UInt32])]
     public let hypervisorRAM: PhysicalRange
     public let hostDMARanges: [PhysicalRange]
     /// Pages each VM owns, by handle (the count of its code in `regions`).
-    private var vmPageCounts: [UInt32: Int] = [:]
+    var vmPageCounts: [UInt32: Int] = [:]
     /// Pages of hypervisor RAM that hold a VM's stage-2 tables: the only hypervisor pages a walk for
     /// that VM's streams may read.
-    private var tablePages: [VMHandle: Set<UInt64>] = [:]
+    var tablePages: [VMHandle: Set<UInt64>] = [:]
     /// Advanced by every change below (who owns a stream or a page, which pages a client's file backs): each
     /// can change what a stream's DMA reaches, so no translation cached before it may be used after it.
     var epoch: TranslationEpoch?

@@ -11,6 +11,12 @@ struct VMStage2 {
     /// Every table page, root included: the only hypervisor pages the VM's walks may read.
     private(set) var tablePages: Set<UInt64>
 
+    /// A stage-2 as a state image recorded it (checked by the restore).
+    init(root: UInt64, tablePages: Set<UInt64>) {
+        self.root = root
+        self.tablePages = tablePages
+    }
+
     init?(pages: inout HypervisorPages, memory: MemoryMap) {
         guard let root = pages.allocate(zeroing: memory) else { return nil }
         self.root = root

@@ -176,6 +176,23 @@ public final class MemoryController {
         interruptMask = 0
     }
 
+    /// Puts the registers in a saved state (docs/state-image.md); returns why not, changing nothing, when the values
+    /// are not ones this MC could hold (wrong client count, bits it does not implement).
+    public func restore(overrides: [UInt32], securities: [UInt32], bypassConfig: UInt32, interruptMask: UInt32) -> String? {
+        guard overrides.count == configuration.clients.count, securities.count == configuration.clients.count else {
+            return "\(overrides.count) override and \(securities.count) security registers for \(configuration.clients.count) clients"
+        }
+        guard overrides.allSatisfy({ $0 & ~Override.mask == 0 }), securities.allSatisfy({ $0 & ~Security.implemented == 0 }),
+              bypassConfig & ~(Bypass.controlMask | Bypass.writeAccessLocked) == 0 else {
+            return "a memory-controller register holds bits the MC does not implement"
+        }
+        self.overrides = overrides
+        self.securities = securities
+        self.bypassConfig = bypassConfig
+        self.interruptMask = interruptMask
+        return nil
+    }
+
     /// The window and offset of an access, nil when it is in neither MC window.
     public func resolve(address: UInt64, width: AccessWidth) -> (window: MemoryControllerWindow, offset: UInt64)? {
         typealias C = MemoryControllerConfiguration

@@ -211,6 +211,35 @@ public final class MemoryMap: PhysicalMemory {
         return true
     }
 
+    // MARK: State image
+
+    /// Calls `body` with the address and bytes of every page of the map's own memory that is not all zeros, in
+    /// address order (a state image's RAM, docs/state-image.md). Pages under external backing are skipped (their
+    /// contents are the client's file, and the own memory they hide is zeroed when the backing ends), and so are
+    /// pages the kernel has never given the region (`mincore`: they read as zero), so an idle RAM costs little.
+    public func forEachNonZeroPage(_ body: (UInt64, UnsafeRawBufferPointer) -> Void) {
+        let page = Int(Self.pageSize)
+        for r in regions {
+            guard let storage = r.storage else { continue }
+            let pages = Int(r.size) / page
+            var resident = [UInt8](repeating: 1, count: pages)
+            if mincore(storage, pages * page, &resident) != 0 { resident = [UInt8](repeating: 1, count: pages) }
+            for i in 0..<pages where resident[i] & 1 != 0 {
+                let address = r.base + UInt64(i * page)
+                if r.overlays.contains(where: { address >= $0.base && address - $0.base < $0.size }) { continue }
+                let p = UnsafeRawBufferPointer(start: storage + i * page, count: page)
+                if !Self.isZero(p) { body(address, p) }
+            }
+        }
+    }
+
+    private static func isZero(_ p: UnsafeRawBufferPointer) -> Bool {
+        let words = p.bindMemory(to: UInt64.self)
+        var acc: UInt64 = 0
+        for w in words { acc |= w }
+        return acc == 0
+    }
+
     // MARK: External backing
 
     /// Backs the page-aligned range [base, base + size) inside one region with `pointer` (size

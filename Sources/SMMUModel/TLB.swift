@@ -98,7 +98,10 @@ final class TLB {
     }
 
     @inline(__always)
-    func slot(bank: Int, vaPage: UInt64) -> Int {
+    func slot(bank: Int, vaPage: UInt64) -> Int { Self.slot(bank: bank, vaPage: vaPage) }
+
+    @inline(__always)
+    static func slot(bank: Int, vaPage: UInt64) -> Int {
         let h = (vaPage &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(bank) &* 0xBF58_476D_1CE4_E5B9)
         return Int(truncatingIfNeeded: h >> 51) & (Self.capacity - 1)
     }
@@ -126,6 +129,14 @@ final class TLB {
 
     func resetStatistics() {
         counters.fill(0)
+    }
+
+    /// Sets every counter (a state image's restore).
+    func setCounters(hits: Int, misses: Int, direct: Int, scanned: Int) {
+        counters[0] = hits
+        counters[1] = misses
+        vaCounters[0] = direct
+        vaCounters[1] = scanned
     }
 
     /// Adds (`delta` 1) or removes (-1) a live entry's occupancy.

@@ -15,6 +15,13 @@ public final class TranslationEpoch {
 
     public init() {}
 
+    /// After a restore (docs/state-image.md): continues strictly after `value`, the highest epoch any client can
+    /// have seen, so that no translation cached before the restore is ever current again. Publishes the new value.
+    public func resume(after value: UInt64) {
+        self.value = value &+ 1
+        publish?(self.value)
+    }
+
     @inline(__always)
     public func advance() {
         value &+= 1

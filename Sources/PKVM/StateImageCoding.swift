@@ -1,0 +1,149 @@
+/// The byte coding of state images (docs/state-image.md): little-endian integers, counted arrays and strings.
+/// Shared by the hypervisor's image and the daemon's (SMMUDaemon's `DispatcherStateImage`).
+
+/// Appends fields to an image.
+public struct StateImageWriter {
+    public private(set) var bytes: [UInt8] = []
+
+    public init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
+
+    public mutating func u8(_ v: UInt8) { bytes.append(v) }
+    public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
+    public mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    /// A signed count or counter, as its two's complement.
+    public mutating func int(_ v: Int) { u64(UInt64(bitPattern: Int64(v))) }
+    public mutating func raw(_ v: some Collection<UInt8>) { bytes.append(contentsOf: v) }
+    public mutating func data(_ v: some Collection<UInt8>) {
+        int(v.count)
+        bytes.append(contentsOf: v)
+    }
+    public mutating func string(_ s: String) { data(Array(s.utf8)) }
+    public mutating func array<T>(_ items: some Collection<T>, _ each: (inout Self, T) -> Void) {
+        int(items.count)
+        for item in items { each(&self, item) }
+    }
+}
+
+/// Reads fields of an image; every read is bounds-checked and throws instead of trapping.
+public struct StateImageReader {
+    public let bytes: [UInt8]
+    public private(set) var offset: Int
+
+    public init(_ bytes: [UInt8], offset: Int = 0) {
+        self.bytes = bytes
+        self.offset = offset
+    }
+
+    public var isAtEnd: Bool { offset == bytes.count }
+
+    private mutating func take(_ n: Int) throws(StateImageError) -> ArraySlice<UInt8> {
+        guard n >= 0, n <= bytes.count - offset else { throw .truncated(at: offset) }
+        defer { offset += n }
+        return bytes[offset..<(offset + n)]
+    }
+
+    private mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(StateImageError) -> T {
+        let s = try take(MemoryLayout<T>.size)
+        var v: T = 0
+        for (i, b) in s.enumerated() { v |= T(truncatingIfNeeded: b) << (8 * i) }
+        return v
+    }
+
+    public mutating func u8() throws(StateImageError) -> UInt8 { try integer(UInt8.self) }
+    public mutating func u16() throws(StateImageError) -> UInt16 { try integer(UInt16.self) }
+    public mutating func u32() throws(StateImageError) -> UInt32 { try integer(UInt32.self) }
+    public mutating func u64() throws(StateImageError) -> UInt64 { try integer(UInt64.self) }
+    public mutating func int() throws(StateImageError) -> Int { Int(truncatingIfNeeded: Int64(bitPattern: try u64())) }
+
+    public mutating func bool() throws(StateImageError) -> Bool {
+        let at = offset
+        switch try u8() {
+        case 0: return false
+        case 1: return true
+        case let b: throw .corrupt(reason: "byte \(at): \(b) is not a boolean")
+        }
+    }
+
+    /// A count of items that each take at least `minimumSize` bytes: checked against what is left, so a corrupt
+    /// count fails here instead of reserving memory for it.
+    public mutating func count(minimumSize: Int = 1) throws(StateImageError) -> Int {
+        let at = offset
+        let n = try int()
+        guard n >= 0, n <= (bytes.count - offset) / max(minimumSize, 1) else {
+            throw n < 0 ? .corrupt(reason: "byte \(at): negative count \(n)") : .truncated(at: offset)
+        }
+        return n
+    }
+
+    public mutating func raw(_ n: Int) throws(StateImageError) -> ArraySlice<UInt8> { try take(n) }
+    public mutating func data() throws(StateImageError) -> [UInt8] { Array(try take(try count())) }
+
+    public mutating func string() throws(StateImageError) -> String {
+        let at = offset
+        let d = try data()
+        guard let s = String(validating: d, as: UTF8.self) else { throw .corrupt(reason: "byte \(at): a string is not UTF-8") }
+        return s
+    }
+
+    public mutating func array<T>(minimumSize: Int = 1,
+                                  _ each: (inout Self) throws(StateImageError) -> T) throws(StateImageError) -> [T] {
+        let n = try count(minimumSize: minimumSize)
+        var out: [T] = []
+        out.reserveCapacity(n)
+        for _ in 0..<n { out.append(try each(&self)) }
+        return out
+    }
+}
+
+/// The header every state image starts with: magic, format version, then a CRC-32 of everything after the header,
+/// so that a damaged image is refused as corrupt before a field of it is read.
+public enum StateImageEnvelope {
+    /// magic (8) + version (4) + body length (8) + CRC-32 of the body (4).
+    public static let headerSize = 24
+
+    public static func seal(magic: [UInt8], version: UInt32, body: [UInt8]) -> [UInt8] {
+        var w = StateImageWriter(capacity: headerSize + body.count)
+        w.raw(magic)
+        w.u32(version)
+        w.int(body.count)
+        w.u32(CRC32.checksum(body))
+        w.raw(body)
+        return w.bytes
+    }
+
+    /// The body of a sealed image, checked: magic, version, length and checksum.
+    public static func open(_ bytes: some Collection<UInt8>, magic: [UInt8],
+                            version: UInt32) throws(StateImageError) -> StateImageReader {
+        var r = StateImageReader(Array(bytes))
+        guard Array(try r.raw(magic.count)) == magic else { throw .badMagic }
+        let found = try r.u32()
+        guard found == version else { throw .unsupportedVersion(found: found, supported: version) }
+        let length = try r.int()
+        let crc = try r.u32()
+        guard length >= 0, length <= r.bytes.count - r.offset else { throw .truncated(at: r.bytes.count) }
+        guard length == r.bytes.count - r.offset else {
+            throw .corrupt(reason: "\(r.bytes.count - r.offset - length) bytes after the image's end")
+        }
+        guard CRC32.checksum(r.bytes[r.offset...]) == crc else { throw .corrupt(reason: "checksum mismatch") }
+        return r
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib computes it).
+public enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    public static func checksum(_ bytes: some Collection<UInt8>) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        table.withUnsafeBufferPointer { t in
+            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        }
+        return c ^ 0xFFFF_FFFF
+    }
+}
