@@ -120,6 +120,62 @@ def stable(dump):
     return strip(json.loads(dump))
 
 
+def volatile_keys(dump):
+    found = set()
+    def walk(v, path):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k in VOLATILE:
+                    found.add(path + k)
+                else:
+                    walk(x, path + k + ".")
+        elif isinstance(v, list):
+            for x in v:
+                walk(x, path + "[].")
+    walk(json.loads(dump), "")
+    return sorted(found)
+
+
+class Mapper(threading.Thread):
+    """A client that lends its own memory (MEM_MAP of a sealed memfd) and checks, across every restart, that the
+    daemon still sees through that mapping: it writes through its mmap and reads through the daemon, and back."""
+    BASE = HOST_RAM + 0x2000000
+    SIZE = 0x10000
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import mmap
+        from smmu_client import sealed_memfd
+        self.fd = sealed_memfd(self.SIZE, "restart-test-map")
+        self.view = mmap.mmap(self.fd, self.SIZE)
+        self.c = SMMUClient(SOCK, timeout=60.0)
+        self.c.hello(Role.HOST, "restart-mapper")
+        self.c.mem_map(self.BASE, self.SIZE, 0, self.fd)
+        self.sent = 2
+        self.error = None
+        self.stop = threading.Event()
+
+    def run(self):
+        try:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                off = (n * 64) % self.SIZE
+                mine = struct.pack("<Q", n * 0x9E3779B97F4A7C15 & (2**64 - 1))
+                self.view[off:off + 8] = mine
+                theirs = self.c.mem_read(self.BASE + off, 8)
+                if theirs != mine:
+                    raise AssertionError(f"mapper: daemon reads {theirs.hex()} where the client wrote {mine.hex()}")
+                back = struct.pack("<Q", n)
+                self.c.mem_write(self.BASE + off + 8, back)
+                self.sent += 2
+                if self.view[off + 8:off + 16] != back:
+                    raise AssertionError("mapper: the daemon's MEM_WRITE did not reach the client's memory")
+                time.sleep(0.005)
+        except Exception as e:  # noqa: BLE001
+            self.error = f"{type(e).__name__}: {e}"
+
+
 def percentile(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -135,12 +191,15 @@ def main():
     clients = [Client(i, idr0_address, idr0) for i in range(CLIENTS)]
     for c in clients:
         c.start()
+    mapper = Mapper()
+    mapper.start()
+    print("restart-test: DUMP compared without " + ", ".join(volatile_keys(admin.dump())), flush=True)
     time.sleep(1.0)
     downtimes = {"restart": [], "kill -9": []}
     probes = 2  # the probe's HELLO and READ above
 
     def check_clients(when):
-        for c in clients:
+        for c in clients + [mapper]:
             if c.error:
                 raise AssertionError(f"{when}: {c.error}")
 
@@ -177,9 +236,9 @@ def main():
             c.paused.clear()
         print(f"restart-test: {kind} #{round_no // 2 + 1}: downtime {downtimes[kind][-1]:.1f} ms, "
               f"{sum(c.answered for c in clients)} answers so far, DUMP equal", flush=True)
-    for c in clients:
+    for c in clients + [mapper]:
         c.stop.set()
-    for c in clients:
+    for c in clients + [mapper]:
         c.join(60)
     check_clients("at the end")
     sent = sum(c.sent for c in clients)
@@ -188,7 +247,7 @@ def main():
     stats = json.loads(admin.stats())
     # Every request of the clients and the probe, the admin's HELLO, and the admin's DUMPs so far (this STATS is
     # counted after it is answered or before: both are accepted).
-    expected = sent + probes + 1 + 4 * ROUNDS
+    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS
     total = stats.get("operations_total", stats.get("total_operations"))
     if total is not None:
         assert total in (expected, expected + 1), f"STATS counts {total} operations, clients sent {expected}"

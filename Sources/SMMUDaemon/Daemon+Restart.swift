@@ -21,7 +21,7 @@ extension Daemon {
                     _ = core.dispatcher.finalize()
                 }
                 audit.replaying = false
-                logger.info("restored from the fd store: \(report.records) journal records replayed in \(ContinuousClock.now - start), \(report.connections) connection(s) served on, \(report.adopted) adopted, \(report.gone) gone; \(core.hypervisor.lifecycle)")
+                logger.info("restored from the fd store: \(report.records) journal records replayed in \(ContinuousClock.now - start), \(report.connections) connection(s) served on, \(report.adopted) adopted, \(report.gone) gone, \(report.remappedClientMemory) client mapping(s); \(core.hypervisor.lifecycle)")
                 return true
             } catch {
                 audit.replaying = false

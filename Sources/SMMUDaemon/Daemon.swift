@@ -97,7 +97,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             queue.async { [self] in finalized() }
         }
         startTimers()
-        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(configuration.finalization.mode == .manual ? "on admin FINALIZE" : "in \(configuration.finalization.delayMilliseconds) ms")")
+        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(core.hypervisor.lifecycle != .notFinalized ? "done (restored)" : configuration.finalization.mode == .manual ? "on admin FINALIZE" : "in \(configuration.finalization.delayMilliseconds) ms")")
         publishStatus()
     }
 

@@ -29,7 +29,7 @@ final class EpochPages {
         epoch.publish = { [weak self] value in self?.store(value) }
     }
 
-    deinit { for page in pages.values { munmap(page, Self.pageSize) } }
+    deinit { for page in pages.values { SharedMemoryFile.unmap(page, size: Self.pageSize) } }
 
     private func store(_ value: UInt64) {
         guard !pages.isEmpty else { return }
@@ -52,7 +52,7 @@ final class EpochPages {
     }
 
     func detach(connection: ConnectionID) {
-        if let p = pages.removeValue(forKey: connection) { munmap(p, Self.pageSize) }
+        if let p = pages.removeValue(forKey: connection) { SharedMemoryFile.unmap(p, size: Self.pageSize) }
     }
 }
 

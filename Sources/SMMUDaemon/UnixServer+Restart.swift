@@ -98,7 +98,7 @@ public struct RestoreReport: Sendable, Equatable {
     public var connections = 0
     public var adopted = 0
     public var gone = 0
-    public var recoveredReceive = false
+    public var remappedClientMemory = 0
 }
 
 extension UnixServer {
@@ -116,6 +116,8 @@ extension UnixServer {
             return entry.fd
         }
         persistence?.replaying = true
+        ReplayMappings.begin()
+        defer { ReplayMappings.finish() }
         let records = try journal.records()
         report.records = records.count
         for record in records {
@@ -150,6 +152,7 @@ extension UnixServer {
             }
         }
         persistence?.replaying = false
+        report.remappedClientMemory = ReplayMappings.finish()
         // A socket stored just before the crash, with no ACCEPT committed yet: admitted now, under its own id.
         for entry in stored where !used.contains(entry.identity) && Systemd.isConnectedUnixStream(entry.fd) {
             guard let n = UInt64(entry.name.dropFirst(2)), entry.name.hasPrefix("c."), n >= nextID else { continue }
