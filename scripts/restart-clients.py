@@ -188,6 +188,12 @@ def main():
     pw = probe.hello(Role.HOST, "restart-probe").windows[0]
     idr0_address = pw.base + 0x20
     idr0 = probe.read(idr0_address)
+    # State worth comparing: SMRs written (VALID clear: accepted whatever they name), a VM owning donated pages.
+    for i in range(8):
+        probe.write(pw.base + 0x800 + 4 * i, 0x10 + i)
+    vm = probe.vm_create()
+    probe.vm_donate(vm, HOST_RAM + 0x4000000, 0x10000)
+    setup = 8 + 2
     clients = [Client(i, idr0_address, idr0) for i in range(CLIENTS)]
     for c in clients:
         c.start()
@@ -196,7 +202,7 @@ def main():
     print("restart-test: DUMP compared without " + ", ".join(volatile_keys(admin.dump())), flush=True)
     time.sleep(1.0)
     downtimes = {"restart": [], "kill -9": []}
-    probes = 2  # the probe's HELLO and READ above
+    probes = 2 + setup  # the probe's HELLO, READ and setup above
 
     def check_clients(when):
         for c in clients + [mapper]:
