@@ -8,8 +8,9 @@ order, exactly once (tags), with the right value. Meanwhile the main thread rest
   - no client saw its connection closed (a closed connection fails the test);
   - DUMP (through an admin connection opened before the first restart, which survives too) equals the DUMP taken just
     before, except the counters that legitimately advance (`statistics` and IOTLB counters);
-  - the downtime: from the restart command or SIGKILL to the first answer on a probe connection (opened before, so
-    it survives), printed as p50/p99 per kind (a benchmark number: nothing asserts on it).
+  - the downtime: from the restart command or SIGKILL to the answer to a request the probe connection (opened
+    before, so it survives) sends once the old process has exited, printed as p50/p99 per kind (a benchmark
+    number: nothing asserts on it).
 At the end, admin STATS must count exactly the requests the clients sent (none applied twice or lost).
 Usage: restart-clients.py WORKDIR [ROUNDS]
 """
@@ -80,7 +81,7 @@ class Client(threading.Thread):
                     if kind == "reg" and struct.unpack("<Q", frame.payload)[0] != want:
                         raise AssertionError(f"client {self.index}: IDR0 {frame.payload.hex()}, expected {want:#x}")
                 self.answered += len(frames)
-                time.sleep(0.002)
+                time.sleep(0.02)
         except Exception as e:  # noqa: BLE001 -- reported by the main thread
             self.error = f"{type(e).__name__}: {e}"
         finally:
@@ -93,6 +94,18 @@ def run(*argv):
 
 def main_pid():
     return int(run("systemctl", "show", "-p", "MainPID", "--value", "smmu-hypd"))
+
+
+def gone(pid):
+    """Waits until the process has exited (its /proc entry is gone or a zombie)."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.001)
 
 
 def wait_restarted(old_pid):
@@ -225,6 +238,7 @@ def main():
             subprocess.Popen(["systemctl", "restart", "smmu-hypd"])
         else:
             os.kill(old, 9)
+        gone(old)  # the probe's request must be answered by the next process, not the old one on its way out
         probe.read(idr0_address)  # stored connection: answered by the next process
         downtimes[kind].append((time.monotonic() - t0) * 1000)
         probes += 1

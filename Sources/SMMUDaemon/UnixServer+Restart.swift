@@ -120,7 +120,9 @@ extension UnixServer {
         defer { ReplayMappings.finish() }
         let records = try journal.records()
         report.records = records.count
-        for record in records {
+        for (index, record) in records.enumerated() {
+            // A long replay must not look like a hang: systemd's watchdog (WatchdogSec=) counts from the start.
+            if index % 4096 == 4095 { Systemd.notify(.watchdog) }
             let id = ConnectionID(rawValue: record.connection)
             switch record.kind {
             case .accept:
