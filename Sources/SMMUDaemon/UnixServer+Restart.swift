@@ -10,27 +10,38 @@ import Logging
 /// (OutputFile) and every descriptor it passed (MEM_MAP, DMA_EPOCH). A connection's name is removed
 /// (FDSTOREREMOVE=1) when it closes, so systemd holds no socket the daemon closed.
 final class ServerPersistence {
+    /// The journal input is appended to, and its generation (see RestartGenerations).
     private(set) var journal: RestartJournal
+    private(set) var generation: UInt64
+    let store: any RestartStore
     let logger: Logger
     /// True while the journal is being replayed: nothing is sent and nothing journaled.
     var replaying = false
     /// Set when the journal filled up: the daemon serves on but no longer survives a crash.
     private(set) var disabled = false
 
-    init(journal: RestartJournal, logger: Logger) {
+    init(journal: RestartJournal, generation: UInt64 = 0, store: any RestartStore = SystemdFDStore(), logger: Logger) {
         self.journal = journal
+        self.generation = generation
+        self.store = store
         self.logger = logger
     }
 
     /// The journal input is received into, or nil once disabled.
     var activeJournal: RestartJournal? { disabled ? nil : journal }
 
+    /// From now on input is journaled into `next` (a checkpoint of generation `generation` precedes it).
+    func replaceJournal(_ next: RestartJournal, generation: UInt64) {
+        journal = next
+        self.generation = generation
+    }
+
     static func name(of connection: ConnectionID) -> String { "c.\(connection.rawValue)" }
 
     /// A connection was admitted: its socket and output file are stored, then the journal says so.
     func accepted(_ id: ConnectionID, fd: Int32, peer: PeerCredentials, output: OutputFile) {
         guard !disabled, !replaying else { return }
-        FDStore.store([fd, output.fd], name: Self.name(of: id))
+        store.store([fd, output.fd], name: Self.name(of: id), poll: true)
         let socket = FDStore.FileIdentity(fd: fd) ?? FDStore.FileIdentity(device: 0, inode: 0)
         let file = FDStore.FileIdentity(fd: output.fd) ?? FDStore.FileIdentity(device: 0, inode: 0)
         var payload: [UInt8] = []
@@ -43,14 +54,14 @@ final class ServerPersistence {
     /// systemd has them before the journal can name them.
     func storeFiles(_ fds: [Int32], connection: ConnectionID) {
         guard !disabled, !replaying else { return }
-        FDStore.store(fds, name: Self.name(of: connection), poll: false)
-        if !FDStore.barrier() { logger.warning("fd store: no BARRIER=1 answer; a descriptor of \(connection) may not survive a crash") }
+        store.store(fds, name: Self.name(of: connection), poll: false)
+        if !store.barrier() { logger.warning("fd store: no BARRIER=1 answer; a descriptor of \(connection) may not survive a crash") }
     }
 
     func closed(_ id: ConnectionID, reason: CloseReason) {
         guard !replaying else { return }
         if !disabled { record(.close, connection: id.rawValue, payload: reason.rawValue.littleEndianBytes) }
-        FDStore.remove(name: Self.name(of: id))
+        store.remove(name: Self.name(of: id))
     }
 
     func resumed(_ id: ConnectionID) {
@@ -77,7 +88,7 @@ final class ServerPersistence {
     func journalFull() {
         guard !disabled else { return }
         disabled = true
-        FDStore.remove(name: "journal")
+        store.remove(name: RestartGenerations.name(.journal, generation))
         logger.error("restart journal full (\(journal.capacity) bytes): a crash or restart from now on loses the connections")
     }
 }
