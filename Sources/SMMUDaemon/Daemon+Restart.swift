@@ -4,10 +4,17 @@ import Logging
 // Restart mode (config `fd_store: true`, under systemd): the daemon's state survives `systemctl restart` and crashes
 // through systemd's fd store. See ServerPersistence and docs/hypervisor-model.md, "Restart and crash survival".
 extension Daemon {
+    /// Restart mode is on: configured, a service manager to keep descriptors, and (systemd 254 and later say so in
+    /// $FDSTORE) a store that keeps any.
+    var restartMode: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return configuration.fdStore && environment["NOTIFY_SOCKET"] != nil && environment["FDSTORE"].map { (Int($0) ?? 0) > 0 } != false
+    }
+
     /// Opens the stored journal and replays it (true: state was restored), or starts a new journal and stores it.
     /// Anything else stored without a journal (a crash before the journal was stored) is closed.
     func setUpRestart(server: UnixServer, core: DaemonCore, audit: JournalAuditSink, stored: [FDStore.Entry]) -> Bool {
-        guard configuration.fdStore, ProcessInfo.processInfo.environment["NOTIFY_SOCKET"] != nil else {
+        guard restartMode else {
             for entry in stored { close(entry.fd) }
             return false
         }

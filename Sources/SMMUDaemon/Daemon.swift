@@ -218,6 +218,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             // next process serves them on; on `systemctl stop` systemd drops the store, which closes them.
             audit?.stop()
             for timer in timers { timer.cancel() }
+            server.removeSocketFile()
             logger.info("stopped; connections and state left in the fd store")
             exit(0)
         }

@@ -183,6 +183,12 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         source.resume()
     }
 
+    /// Removes the socket file the server bound (an adopted socket is systemd's): a stop in restart mode leaves the
+    /// connections in the fd store, but a new process binds its own listener again.
+    func removeSocketFile() {
+        if let path = listener.path { unlink(path) }
+    }
+
     private func stopListening() {
         guard let source = listenSource else { return }
         listenSource = nil

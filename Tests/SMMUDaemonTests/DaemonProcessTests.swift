@@ -48,6 +48,33 @@ struct DaemonProcessTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// The shipped configuration turns restart mode on: under a service manager the daemon stores its journal and
+    /// each connection (FDSTORE=1 with a name), and waits for BARRIER=1's answer, which is the receiver closing the
+    /// descriptor the barrier sent. A receiver that never closes it would leave the daemon waiting 5 s and warning.
+    @Test func restartModeStoresTheJournalAndConnectionsAndItsBarrierIsAnswered() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "stored"))
+        #expect(try Frame.response(from: client).status == 0)
+        #expect(daemon.notify.wait(for: "FDNAME=c.1") != nil, "the connection is stored")
+        let journal = try #require(daemon.notify.received.first { $0.contains("FDNAME=journal") })
+        #expect(journal.contains("FDSTORE=1"))
+        #expect(daemon.notify.barriers >= 1)
+        #expect(Date().timeIntervalSince(daemon.started) < 5, "BARRIER=1 was not answered at once")
+        #expect(daemon.stop() == 0)
+    }
+
+    /// systemd 254 and later say how many descriptors the unit may store ($FDSTORE): none means no restart mode,
+    /// since a stop that leaves connections to a store that keeps nothing would drop their unsent answers.
+    @Test func noFileDescriptorStoreMeansNoRestartMode() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"], environment: ["FDSTORE": "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        #expect(daemon.stop() == 0)
+        #expect(!daemon.notify.received.contains { $0.contains("FDSTORE=1") })
+        #expect(daemon.notify.barriers == 0)
+    }
+
     @Test func sigtermSendsStoppingAnswersAndExitsZero() throws {
         let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
         #expect(daemon.notify.wait(for: "READY=1") != nil)
