@@ -116,17 +116,18 @@ public enum StateImageEnvelope {
     /// The body of a sealed image, checked: magic, version, length and checksum.
     public static func open(_ bytes: some Collection<UInt8>, magic: [UInt8],
                             version: UInt32) throws(StateImageError) -> StateImageReader {
-        var r = StateImageReader(Array(bytes))
-        guard Array(try r.raw(magic.count)) == magic else { throw .badMagic }
-        let found = try r.u32()
+        // The header alone first: a short or foreign input is refused without copying it.
+        var h = StateImageReader(Array(bytes.prefix(headerSize)))
+        guard Array(try h.raw(magic.count)) == magic else { throw .badMagic }
+        let found = try h.u32()
         guard found == version else { throw .unsupportedVersion(found: found, supported: version) }
-        let length = try r.int()
-        let crc = try r.u32()
-        guard length >= 0, length <= r.bytes.count - r.offset else { throw .truncated(at: r.bytes.count) }
-        guard length == r.bytes.count - r.offset else {
-            throw .corrupt(reason: "\(r.bytes.count - r.offset - length) bytes after the image's end")
-        }
-        guard CRC32.checksum(r.bytes[r.offset...]) == crc else { throw .corrupt(reason: "checksum mismatch") }
+        let length = try h.int()
+        let crc = try h.u32()
+        let available = bytes.count - headerSize
+        guard length >= 0, length <= available else { throw .truncated(at: bytes.count) }
+        guard length == available else { throw .corrupt(reason: "\(available - length) bytes after the image's end") }
+        let r = StateImageReader(Array(bytes), offset: headerSize)
+        guard CRC32.checksum(r.bytes[headerSize...]) == crc else { throw .corrupt(reason: "checksum mismatch") }
         return r
     }
 }

@@ -47,9 +47,11 @@ struct VMStage2 {
         return true
     }
 
-    /// Gives every table page back to the hypervisor, zeroed.
+    /// Gives every table page back to the hypervisor, zeroed, in address order: the free list (and so every later
+    /// allocation) is a function of the state alone, not of a set's iteration order, so a restored hypervisor
+    /// allocates as the original would.
     func release(pages: inout HypervisorPages, memory: MemoryMap) {
-        for page in tablePages { pages.release(page, zeroing: memory) }
+        for page in tablePages.sorted() { pages.release(page, zeroing: memory) }
     }
 }
 

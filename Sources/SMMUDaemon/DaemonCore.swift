@@ -42,12 +42,7 @@ public struct DaemonCore {
             throw .policy(error)
         }
         let dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
-        dispatcher.auditCounters = { [audit] in
-            let c = audit.counters
-            return ["denials": Int(c.denials), "written": Int(c.written), "coalesced": Int(c.coalesced),
-                    "summaries": Int(c.summaries), "stderr_fallback": Int(c.stderrFallback), "lost": Int(c.lost),
-                    "awaiting_summary": Int(c.awaitingSummary)]
-        }
+        dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
         return DaemonCore(hypervisor: hypervisor, dispatcher: dispatcher)
     }
 
@@ -82,6 +77,14 @@ extension DaemonConfiguration.TopologyPreset {
         case .generic4k: .generic4K(base: 0x2B40_0000)
         case .qemuVirt: .qemuVirt
         }
+    }
+}
+
+extension JournalAuditSink.Counters {
+    /// STATS' "audit" object.
+    public var statisticsObject: [String: Int] {
+        ["denials": Int(denials), "written": Int(written), "coalesced": Int(coalesced), "summaries": Int(summaries),
+         "stderr_fallback": Int(stderrFallback), "lost": Int(lost), "awaiting_summary": Int(awaitingSummary)]
     }
 }
 

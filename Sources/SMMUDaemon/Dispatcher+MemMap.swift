@@ -24,3 +24,20 @@ extension Dispatcher {
         return outcome
     }
 }
+
+extension Dispatcher {
+    /// On restore: maps `fd` again for a MEM_MAP the hypervisor's image records (`Hypervisor.restore`'s
+    /// `sharedMemory`), checked as MEM_MAP checks its files and refused unless it is the same file (device and inode).
+    public static func sharedMemory(fd: Int32, for m: HypervisorStateImage.SharedMappingImage)
+        throws(StateImageError) -> SharedMemoryAttachment {
+        switch SharedMemoryFile.map(fd: fd, offset: m.file.offset, size: m.file.size) {
+        case .failure(let why): throw .sharedMemoryUnavailable(base: m.range.base, reason: "\(why)")
+        case .success(let file):
+            guard file.file == m.file else {
+                file.unmap()
+                throw .sharedMemoryUnavailable(base: m.range.base, reason: "the descriptor is another file")
+            }
+            return SharedMemoryAttachment(pointer: file.pointer, release: { file.unmap() })
+        }
+    }
+}

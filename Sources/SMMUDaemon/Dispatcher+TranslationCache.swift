@@ -51,6 +51,8 @@ final class EpochPages {
         return .ok
     }
 
+    func isAttached(_ connection: ConnectionID) -> Bool { pages[connection] != nil }
+
     func detach(connection: ConnectionID) {
         if let p = pages.removeValue(forKey: connection) { SharedMemoryFile.unmap(p, size: Self.pageSize) }
     }

@@ -18,7 +18,7 @@ public final class Dispatcher: SessionFactory {
     /// EVENTS: who listens, and what they last heard.
     var events: EventsPublisher
     /// The server that asked for sessions: where events go, and whose connection counters STATS shows.
-    private(set) weak var server: ServerHandle?
+    weak var server: ServerHandle?
     /// Called once, on the queue, when finalization has completed (the daemon then sends READY=1).
     public var onFinalized: (() -> Void)?
     /// Audit counters from the sink (written, coalesced, ...), for STATS.

@@ -108,4 +108,30 @@ final class DispatcherSession: Session {
     }
 
     func closed() { dispatcher.sessionClosed(context.connection, mapped: mappedRanges) }
+
+    // MARK: State image
+
+    /// This session's state, with the connection's unsent `output` and what the dispatcher holds for it.
+    func stateImage(output: [UInt8]) -> DispatcherStateImage.SessionImage {
+        DispatcherStateImage.SessionImage(
+            id: context.connection.rawValue, peer: context.peer, role: context.role, clientName: context.client.name,
+            subscribed: eventsMode, closing: closing, heldBack: heldBack, mappedBases: mappedRanges,
+            epochPage: dispatcher.epochPages?.isAttached(context.connection) ?? false,
+            ring: dispatcher.rings[context.connection] != nil, input: decoder.pendingState, output: output)
+    }
+
+    /// A session continuing where the one `image` recorded stopped (its connection's output is the caller's).
+    init(restoring image: DispatcherStateImage.SessionImage, dispatcher: Dispatcher) {
+        self.dispatcher = dispatcher
+        context = SessionContext(connection: ConnectionID(rawValue: image.id), peer: image.peer, role: image.role,
+                                 client: ClientIdentity(name: image.clientName, pid: image.peer.pid, uid: image.peer.uid))
+        decoder = FrameDecoder(mode: .requests, restoring: image.input)
+        eventsMode = image.subscribed
+        closing = image.closing
+        heldBack = image.heldBack
+        mappedRanges = image.mappedBases
+    }
+
+    /// What a ring attached again on restore runs its requests as.
+    var sessionContext: SessionContext { context }
 }

@@ -5,8 +5,8 @@ import WireProtocol
 /// tell it how a protected VM's streams fault.
 struct DispatcherStatistics {
     /// [role slot][opcode raw value * statuses + status raw value], flat: counted on every request.
-    private var operations = [[Int]](repeating: [Int](repeating: 0, count: 256 * Self.statuses), count: 4)
-    private static let statuses = Int(Status.allCases.map(\.rawValue).max()!) + 1
+    var operations = [[Int]](repeating: [Int](repeating: 0, count: 256 * Self.statuses), count: 4)
+    static let statuses = Int(Status.allCases.map(\.rawValue).max()!) + 1
     var connectionsOpened = 0
     var connectionsOpen = 0
     var unsupported = 0

@@ -45,4 +45,17 @@ struct EventsPublisher {
     }
 
     mutating func unsubscribe(_ connection: ConnectionID) { subscribers.removeAll { $0 == connection } }
+
+    /// The levels subscribers last heard, per window (a state image carries them, so that a restored daemon sends
+    /// exactly the changes it would have sent).
+    var lastSentLines: [[Bool]] { lines }
+
+    /// A restored daemon's subscribers and what they last heard; false (nothing changed) when the windows or their
+    /// line counts are not this hypervisor's.
+    mutating func restore(subscribers: [ConnectionID], lines: [[Bool]]) -> Bool {
+        guard lines.map(\.count) == self.lines.map(\.count) else { return false }
+        self.subscribers = subscribers
+        self.lines = lines
+        return true
+    }
 }

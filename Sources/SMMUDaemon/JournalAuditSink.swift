@@ -43,12 +43,12 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
             fallback: writeToStandardError)
     }
 
-    private struct Key: Hashable {
+    struct Key: Hashable {
         let peer: AuditPeer
         let rule: String
     }
 
-    private struct RateWindow {
+    struct RateWindow {
         var start: ContinuousClock.Instant
         var written = 0
         var suppressed: UInt64 = 0
@@ -64,18 +64,18 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
     public let burst: Int
     public let summaryInterval: Duration
     public let maxRecordsPerSecond: Int
-    public private(set) var counters = Counters()
+    public internal(set) var counters = Counters()
     /// True while a restart replays requests whose records the previous process already wrote: they are counted as
     /// written, not written again.
     public var replaying = false
     private let destination: Destination
-    private let now: @Sendable () -> ContinuousClock.Instant
-    private var windows: [Key: RateWindow] = [:]
+    let now: @Sendable () -> ContinuousClock.Instant
+    var windows: [Key: RateWindow] = [:]
     private var timer: DispatchSourceTimer?
     /// The global budget's current second and what it spent.
-    private var budgetStart: ContinuousClock.Instant?
-    private var budgetSpent = 0
-    private var sequence: UInt64 = 0
+    var budgetStart: ContinuousClock.Instant?
+    var budgetSpent = 0
+    var sequence: UInt64 = 0
 
     public init(burst: Int, summaryInterval: Duration, maxRecordsPerSecond: Int = 200, queue: DispatchQueue,
                 destination: Destination = .system,

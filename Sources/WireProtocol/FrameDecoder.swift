@@ -41,6 +41,31 @@ public struct FrameDecoder: Sendable {
     /// Bytes received and not yet consumed (back-pressure accounting).
     public var bufferedByteCount: Int { writeIndex - readIndex }
 
+    /// What a decoder holds between two reads, for a daemon's state image (docs/state-image.md): the bytes of frames
+    /// not complete yet, how much of an unsupported frame's payload is still to skip, and whether it has closed.
+    public struct PendingState: Sendable, Equatable {
+        public var unread: [UInt8]
+        public var skipRemaining: Int
+        public var isClosed: Bool
+        public init(unread: [UInt8] = [], skipRemaining: Int = 0, isClosed: Bool = false) {
+            self.unread = unread
+            self.skipRemaining = skipRemaining
+            self.isClosed = isClosed
+        }
+    }
+
+    public var pendingState: PendingState {
+        PendingState(unread: Array(storage[readIndex..<writeIndex]), skipRemaining: skipRemaining, isClosed: isClosed)
+    }
+
+    /// A decoder that continues where one in `state` stopped (a restored daemon's connection).
+    public init(mode: Mode, restoring state: PendingState) {
+        self.init(mode: mode, initialCapacity: max(4096, state.unread.count))
+        append(state.unread)
+        skipRemaining = max(0, state.skipRemaining)
+        isClosed = state.isClosed
+    }
+
     /// Copies `bytes` in.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty else { return }
