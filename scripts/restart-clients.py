@@ -273,8 +273,11 @@ def main():
         assert total in (expected, expected + 1), f"STATS counts {total} operations, clients sent {expected}"
         print(f"restart-test: STATS counts {total} operations, as sent (none lost, none applied twice)")
     for kind, values in downtimes.items():
+        half = len(values) // 2
         print(f"restart-test: downtime after {kind}: p50 {percentile(values, 50):.1f} ms, "
-              f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms over {len(values)}")
+              f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms over {len(values)}; p50 of the first "
+              f"{half} {percentile(values[:half], 50):.1f} ms, of the last {len(values) - half} "
+              f"{percentile(values[half:], 50):.1f} ms (flat: checkpoints bound the replay)")
     print(f"restart-test: {CLIENTS} clients, {answered} answers checked, no connection closed")
 
 

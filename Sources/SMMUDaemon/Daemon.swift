@@ -63,13 +63,32 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         let audit = JournalAuditSink(burst: configuration.audit.burst,
                                      summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds),
                                      maxRecordsPerSecond: configuration.audit.maxRecordsPerSecond, queue: queue)
-        let core: DaemonCore
-        do {
-            core = try DaemonCore.make(configuration, audit: audit)
-        } catch {
-            throw .configuration("config error: \(error)")
-        }
         let (listener, stored) = try openListener()
+        var takeOver = takeOverStore(stored)
+        var restored: RestoredCheckpoint?
+        var core: DaemonCore?
+        if let t = takeOver, let checkpoint = t.checkpoint {
+            do {
+                let start = ContinuousClock.now
+                (core, restored) = try restoreCore(checkpoint, stored: t.others, audit: audit)
+                logger.info("checkpoint \(t.generation) restored in \(ContinuousClock.now - start)")
+            } catch {
+                ReplayMappings.finish()
+                logger.error("the stored checkpoint cannot be restored (\(error)): starting afresh, stored connections are closed")
+                discard(t.others)
+                FDStore.remove(name: RestartGenerations.name(.journal, t.generation))
+                FDStore.remove(name: RestartGenerations.name(.checkpoint, t.generation))
+                takeOver = nil
+            }
+        }
+        if core == nil {
+            do {
+                core = try DaemonCore.make(configuration, audit: audit)
+            } catch {
+                throw .configuration("config error: \(error)")
+            }
+        }
+        guard let core else { preconditionFailure("made above") }
         raiseDescriptorLimit()
         var limits = UnixServer.Limits()
         limits.maxConnections = configuration.limits.maxConnections
@@ -86,13 +105,14 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         self.server = server
         self.audit = audit
         installSignalHandlers()   // before anything a client can observe: a stop request is never lost
-        let restored = setUpRestart(server: server, core: core, audit: audit, stored: stored)
+        let restoredState = setUpRestart(server: server, core: core, audit: audit, takeOver: takeOver, restored: restored)
+        server.afterInput = { [unowned self, unowned server] in checkpointIfDue(core: core, server: server, audit: audit) }
         core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         audit.start()
         server.start()
         if core.hypervisor.lifecycle == .notFinalized {
             scheduleFinalization()
-        } else if restored {
+        } else if restoredState {
             // Serving again (the listener and the poller start on this queue next): now systemd hears READY=1.
             queue.async { [self] in finalized() }
         }

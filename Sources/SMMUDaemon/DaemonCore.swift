@@ -28,6 +28,26 @@ public struct DaemonCore {
     /// The hypervisor at reset, its memory (host RAM and hypervisor RAM, zeroed and lazily allocated) and the
     /// dispatcher that serves it. STATS reads the sink's counters through the dispatcher.
     public static func make(_ c: DaemonConfiguration, audit: JournalAuditSink) throws(BuildError) -> DaemonCore {
+        let (policy, memory) = try machine(c)
+        let hypervisor: Hypervisor
+        do {
+            hypervisor = try Hypervisor(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit))
+        } catch {
+            throw .policy(error)
+        }
+        return DaemonCore(hypervisor: hypervisor, configuration: c, audit: audit)
+    }
+
+    /// The dispatcher over `hypervisor`, reading STATS' audit counters from the sink.
+    init(hypervisor: Hypervisor, configuration c: DaemonConfiguration, audit: JournalAuditSink) {
+        let dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
+        dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
+        self.hypervisor = hypervisor
+        self.dispatcher = dispatcher
+    }
+
+    /// The configuration's policy and its memory (host RAM and hypervisor RAM, zeroed and lazily allocated).
+    static func machine(_ c: DaemonConfiguration) throws(BuildError) -> (HypervisorPolicy, MemoryMap) {
         let policy = try policy(c)
         let memory = MemoryMap()
         do {
@@ -35,15 +55,7 @@ public struct DaemonCore {
         } catch {
             throw .memory(error)
         }
-        let hypervisor: Hypervisor
-        do {
-            hypervisor = try Hypervisor(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit))
-        } catch {
-            throw .policy(error)
-        }
-        let dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
-        dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
-        return DaemonCore(hypervisor: hypervisor, dispatcher: dispatcher)
+        return (policy, memory)
     }
 
     /// What the configuration tells the hypervisor.

@@ -20,6 +20,8 @@ final class EpochPages {
     static let limit = 64
     static let pageSize = 4096
     private var pages: [ConnectionID: UnsafeMutableRawPointer] = [:]
+    /// Which file each page is (a restart checkpoint names it, to share it again from the fd store).
+    private(set) var files: [ConnectionID: SharedFileRange] = [:]
     private let epoch: TranslationEpoch
 
     init(epoch: TranslationEpoch) {
@@ -48,6 +50,7 @@ final class EpochPages {
         }
         file.pointer.storeBytes(of: epoch.value.littleEndian, as: UInt64.self)
         pages[connection] = file.pointer
+        files[connection] = file.file
         return .ok
     }
 
@@ -55,6 +58,7 @@ final class EpochPages {
 
     func detach(connection: ConnectionID) {
         if let p = pages.removeValue(forKey: connection) { SharedMemoryFile.unmap(p, size: Self.pageSize) }
+        files[connection] = nil
     }
 }
 

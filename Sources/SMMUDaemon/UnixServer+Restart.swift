@@ -115,7 +115,10 @@ public struct RestoreReport: Sendable, Equatable {
 extension UnixServer {
     /// Replays the journal over the fresh core, with the descriptors systemd handed back, then serves every
     /// connection still open. `finalize` runs the finalization a FINALIZE record says the timer ran.
-    func restore(journal: RestartJournal, stored: [FDStore.Entry], finalize: () -> Void) throws(RestartJournalError) -> RestoreReport {
+    /// With a checkpoint, its connections are installed first (its state is the core's already) and the journal,
+    /// which then holds only what came after it, is replayed over them.
+    func restore(journal: RestartJournal, stored: [FDStore.Entry], checkpoint: RestoredCheckpoint?,
+                 finalize: () -> Void) throws(RestartJournalError) -> RestoreReport {
         dispatchPrecondition(condition: .onQueue(queue))
         var report = RestoreReport()
         var byIdentity: [FDStore.FileIdentity: FDStore.Entry] = [:]
@@ -129,6 +132,7 @@ extension UnixServer {
         persistence?.replaying = true
         ReplayMappings.begin()
         defer { ReplayMappings.finish() }
+        if let checkpoint { install(checkpoint, take: take) }
         let records = try journal.records()
         report.records = records.count
         for (index, record) in records.enumerated() {

@@ -56,7 +56,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     let logger: Logger
     private var listenSource: DispatchSourceRead?
     private var listenSuspended = false
-    private var connections: [ConnectionID: Connection] = [:]
+    var connections: [ConnectionID: Connection] = [:]
     var nextID: UInt64 = 1
     /// Restart mode (fd store and journal), set by the daemon before `start`; nil otherwise.
     var persistence: ServerPersistence?
@@ -66,6 +66,8 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     public private(set) var isShuttingDown = false
     /// What the bounds on connections did (STATS). Read on the queue.
     public internal(set) var counters = ConnectionCounters()
+    /// Called on the queue after each batch of input and of accepted connections: a request boundary (checkpoints).
+    var afterInput: (() -> Void)?
     /// Connections not greeted when accepted, oldest first (the HELLO deadline, the cap's evictions).
     var ungreeted = UngreetedQueue()
     var reaperScheduled = false
@@ -173,6 +175,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         for event in events {
             connections[ConnectionID(rawValue: event.token)]?.handle(event)
         }
+        afterInput?()
     }
 
     private func startOnQueue() {
@@ -227,6 +230,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
                 }
             }
             admitStored(fd: fd)
+            afterInput?()
         }
     }
 

@@ -1,0 +1,96 @@
+import Glibc
+import Logging
+import PKVM
+import SMMUModel
+
+/// Checkpoints in restart mode (docs/hypervisor-model.md, "Restart and crash survival"): every
+/// `checkpointJournalBytes` of journal the daemon writes its whole state to a sealed file and starts a new journal,
+/// so a restart replays at most that much input, whatever the daemon's history.
+extension Daemon {
+    /// The journal bytes after which a checkpoint is taken. Replay runs at roughly the speed requests are served, so
+    /// this bounds a restart's replay to well under a second of input; a checkpoint of a busy Tegra234 state costs a
+    /// few milliseconds (the log's "checkpoint" lines and scripts/systemd-restart-test.sh print it).
+    static let checkpointJournalBytes = 4 << 20
+
+    /// The core in the state the taken-over checkpoint holds, and the sessions to attach to their sockets. Throws
+    /// when the checkpoint cannot be restored (damaged, or taken under another configuration).
+    func restoreCore(_ checkpoint: Checkpoint, stored: [FDStore.Entry],
+                     audit: JournalAuditSink) throws(StateImageError) -> (DaemonCore, RestoredCheckpoint) {
+        let hypervisorImage = try HypervisorStateImage(decoding: checkpoint.hypervisor)
+        let dispatcherImage = try DispatcherStateImage(decoding: checkpoint.dispatcher)
+        let policy: HypervisorPolicy
+        let memory: MemoryMap
+        do {
+            (policy, memory) = try DaemonCore.machine(configuration)
+        } catch {
+            throw .configurationMismatch(reason: "\(error)")
+        }
+        var byIdentity: [FDStore.FileIdentity: Int32] = [:]
+        for entry in stored { byIdentity[entry.identity] = entry.fd }
+        // The epoch a client may have seen last is in its page: the restored epoch continues after it.
+        var epochFloor: UInt64 = 0
+        for c in checkpoint.connections {
+            guard let page = c.epochPage, let fd = byIdentity[page] else { continue }
+            var value: UInt64 = 0
+            if pread(fd, &value, 8, 0) == 8 { epochFloor = max(epochFloor, UInt64(littleEndian: value)) }
+        }
+        // Client memory is mapped private until the journal after the checkpoint has been replayed (ReplayMappings).
+        ReplayMappings.begin()
+        let hypervisor = try Hypervisor.restore(
+            policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit), image: hypervisorImage,
+            epochFloor: epochFloor
+        ) { m throws(StateImageError) in
+            guard let fd = byIdentity[FDStore.FileIdentity(device: m.file.device, inode: m.file.inode)] else {
+                throw .sharedMemoryUnavailable(base: m.range.base, reason: "its file is not in the fd store")
+            }
+            switch SharedMemoryFile.map(fd: fd, offset: m.file.offset, size: m.file.size) {
+            case .success(let file): return SharedMemoryAttachment(pointer: file.pointer, release: { file.unmap() })
+            case .failure(let why): throw .sharedMemoryUnavailable(base: m.range.base, reason: "\(why)")
+            }
+        }
+        let core = DaemonCore(hypervisor: hypervisor, configuration: configuration, audit: audit)
+        let sessions = try core.dispatcher.restore(dispatcherImage)
+        if let a = dispatcherImage.audit { audit.restore(a) }
+        return (core, RestoredCheckpoint(checkpoint: checkpoint, image: dispatcherImage, sessions: sessions,
+                                         dispatcher: core.dispatcher))
+    }
+
+    /// Takes a checkpoint when the journal has passed the bound; called at a request boundary (after a batch of
+    /// input). On any failure the daemon stays on its journal (which still fills to its capacity).
+    func checkpointIfDue(core: DaemonCore, server: UnixServer, audit: JournalAuditSink) {
+        guard let persistence = server.persistence, !persistence.disabled, !persistence.replaying,
+              !server.isShuttingDown, persistence.journal.committed >= Self.checkpointJournalBytes else { return }
+        let start = ContinuousClock.now
+        let generation = persistence.generation + 1
+        guard let connections = server.checkpointConnections(epochFiles: core.dispatcher.epochPages?.files ?? [:]) else {
+            return
+        }
+        let sessions = server.openConnections.sorted { $0.id.rawValue < $1.id.rawValue }.map { ($0.session, [UInt8]()) }
+        let dispatcherImage = core.dispatcher.stateImage(sessions: sessions, serverCounters: server.counters, audit: audit)
+        let checkpoint = Checkpoint(generation: generation, nextConnection: server.nextID, connections: connections,
+                                    hypervisor: core.hypervisor.stateImage(includeMemory: true).encoded(),
+                                    dispatcher: dispatcherImage.encoded())
+        let encoded = ContinuousClock.now
+        let fd: Int32
+        let next: RestartJournal
+        do {
+            fd = try checkpoint.sealedFile()
+            next = try RestartJournal.create()
+        } catch {
+            logger.error("checkpoint: \(error); staying on journal generation \(persistence.generation)")
+            return
+        }
+        let journaled = persistence.journal.committed
+        let moved = persistence.advance(checkpoint: fd, journal: next)
+        close(fd)
+        let end = ContinuousClock.now
+        if moved {
+            logger.info("checkpoint \(generation): \(checkpoint.hypervisor.count + checkpoint.dispatcher.count) bytes, \(connections.count) connection(s), after \(journaled) journal bytes; capture and encode \(ms(encoded - start)) ms, file and store \(ms(end - encoded)) ms")
+        }
+    }
+
+    private func ms(_ d: Duration) -> String {
+        let (s, a) = d.components
+        return String(format: "%.2f", Double(s) * 1000 + Double(a) / 1e15)
+    }
+}
