@@ -31,10 +31,12 @@ def pct(v, p):
     s = sorted(v)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 cps = [(int(b), float(e), float(f)) for b, e, f in re.findall(
-    r"checkpoint \d+: (\d+) bytes, .*?capture and encode ([\d.]+) ms, file and store ([\d.]+) ms", text)]
+    r"checkpoint \d+: (\d+) bytes, .*?capture and encode [\d.]+ ms .*?; ([\d.]+) ms of CPU\), file and store [\d.]+ ms \(([\d.]+) ms of CPU\)", text)]
+for line in re.findall(r"checkpoint \d+: \d+ bytes.*", text)[:3]:
+    print("restart-test: " + line)
 if cps:
     enc, sto, size = [c[1] for c in cps], [c[2] for c in cps], [c[0] for c in cps]
-    print(f"restart-test: {len(cps)} checkpoints of {min(size)}..{max(size)} bytes: capture and encode p50 "
+    print(f"restart-test: {len(cps)} checkpoints of {min(size)}..{max(size)} bytes, CPU time: capture and encode p50 "
           f"{pct(enc, 50):.2f} ms, max {max(enc):.2f} ms; sealed file and store p50 {pct(sto, 50):.2f} ms, "
           f"max {max(sto):.2f} ms")
 else:
