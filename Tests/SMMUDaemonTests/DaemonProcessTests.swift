@@ -1,3 +1,4 @@
+import CSocketShims
 import Foundation
 import TestSupport
 import Glibc
@@ -73,6 +74,32 @@ struct DaemonProcessTests {
         #expect(daemon.stop() == 0)
         #expect(!daemon.notify.received.contains { $0.contains("FDSTORE=1") })
         #expect(daemon.notify.barriers == 0)
+    }
+
+    /// RING requests would bypass the restart journal, so restart mode refuses a ring (INVALID) and the client keeps
+    /// the socket; the same request is accepted once restart mode is off ($FDSTORE=0).
+    @Test(arguments: [true, false]) func ringIsRefusedInRestartModeOnly(restartMode: Bool) throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"],
+                                       environment: restartMode ? [:] : ["FDSTORE": "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "ring"))
+        #expect(try Frame.response(from: client).status == 0)
+        let memfd = csock_sealed_memfd("ring", 0x23000)
+        #expect(memfd >= 0)
+        let frame = Frame.request(0x0B, tag: 5)
+        let sent = frame.withUnsafeBytes { raw in
+            [memfd].withUnsafeBufferPointer { csock_send_with_fds(client.fd, raw.baseAddress, raw.count, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+        }
+        close(memfd)
+        #expect(sent == frame.count)
+        let answer = try Frame.response(from: client)
+        #expect(answer.opcode == 0x8B && answer.tag == 5)
+        #expect(answer.status == (restartMode ? 9 : 0), "INVALID in restart mode, OK otherwise")
+        // The socket still serves.
+        try client.write(Frame.hello(role: Self.host, name: "again", tag: 6))
+        #expect(try Frame.response(from: client).tag == 6)
+        #expect(daemon.stop() == 0)
     }
 
     @Test func sigtermSendsStoppingAnswersAndExitsZero() throws {
