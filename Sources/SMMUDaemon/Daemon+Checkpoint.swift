@@ -57,9 +57,11 @@ extension Daemon {
 
     /// Takes a checkpoint when the journal has passed the bound; called at a request boundary (after a batch of
     /// input). On any failure the daemon stays on its journal (which still fills to its capacity).
-    func checkpointIfDue(core: DaemonCore, server: UnixServer, audit: JournalAuditSink) {
+    /// `force`: take one whatever the journal holds (at a fresh start, so that every journal follows a checkpoint
+    /// that records the configuration it was taken under).
+    func checkpointIfDue(core: DaemonCore, server: UnixServer, audit: JournalAuditSink, force: Bool = false) {
         guard let persistence = server.persistence, !persistence.disabled, !persistence.replaying,
-              !server.isShuttingDown, persistence.journal.committed >= Self.checkpointJournalBytes else { return }
+              !server.isShuttingDown, force || persistence.journal.committed >= Self.checkpointJournalBytes else { return }
         let start = ContinuousClock.now
         let startCPU = Self.threadCPUTime()
         let generation = persistence.generation + 1

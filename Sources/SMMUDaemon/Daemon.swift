@@ -107,6 +107,9 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         installSignalHandlers()   // before anything a client can observe: a stop request is never lost
         let restoredState = setUpRestart(server: server, core: core, audit: audit, takeOver: takeOver, restored: restored)
         server.afterInput = { [unowned self, unowned server] in checkpointIfDue(core: core, server: server, audit: audit) }
+        // A fresh start: checkpoint 1 holds the configuration's state, so a restart under another configuration is
+        // refused (the checkpoint records it) rather than replaying this input under that one.
+        if !restoredState { checkpointIfDue(core: core, server: server, audit: audit, force: true) }
         core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         audit.start()
         server.start()

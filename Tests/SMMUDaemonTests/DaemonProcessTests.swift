@@ -49,8 +49,8 @@ struct DaemonProcessTests {
         #expect(daemon.stop() == 0)
     }
 
-    /// The shipped configuration turns restart mode on: under a service manager the daemon stores its journal and
-    /// each connection (FDSTORE=1 with a name), and waits for BARRIER=1's answer, which is the receiver closing the
+    /// The shipped configuration turns restart mode on: under a service manager the daemon stores its journal, its
+    /// first checkpoint and each connection (FDSTORE=1 with a name), and waits for BARRIER=1's answer, which is the receiver closing the
     /// descriptor the barrier sent. A receiver that never closes it would leave the daemon waiting 5 s and warning.
     @Test func restartModeStoresTheJournalAndConnectionsAndItsBarrierIsAnswered() throws {
         let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
@@ -59,9 +59,14 @@ struct DaemonProcessTests {
         try client.write(Frame.hello(role: Self.host, name: "stored"))
         #expect(try Frame.response(from: client).status == 0)
         #expect(daemon.notify.wait(for: "FDNAME=c.1") != nil, "the connection is stored")
-        let journal = try #require(daemon.notify.received.first { $0.contains("FDNAME=journal") })
+        let journal = try #require(daemon.notify.received.first { $0.contains("FDNAME=journal.0") })
         #expect(journal.contains("FDSTORE=1"))
-        #expect(daemon.notify.barriers >= 1)
+        // A fresh start moves to generation 1 at once: checkpoint 1 (the configuration's state) and its journal are
+        // stored, confirmed by a barrier, and generation 0 is removed.
+        let names = daemon.notify.received.compactMap { d in d.split(separator: "\n").first { $0.hasPrefix("FDNAME=") } }
+        #expect(Array(names.prefix(4)) == ["FDNAME=journal.0", "FDNAME=checkpoint.1", "FDNAME=journal.1", "FDNAME=journal.0"])
+        #expect(daemon.notify.received.contains { $0.contains("FDSTOREREMOVE=1") && $0.contains("FDNAME=journal.0") })
+        #expect(daemon.notify.barriers >= 2)
         #expect(Date().timeIntervalSince(daemon.started) < 5, "BARRIER=1 was not answered at once")
         #expect(daemon.stop() == 0)
     }
