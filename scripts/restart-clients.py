@@ -11,6 +11,8 @@ order, exactly once (tags), with the right value. Meanwhile the main thread rest
   - the downtime: from the restart command or SIGKILL to the answer to a request the probe connection (opened
     before, so it survives) sends once the old process has exited, printed as p50/p99 per kind (a benchmark
     number: nothing asserts on it).
+A MEM_MAP client checks that the daemon still sees through its mapping, and a device connection that shared a
+DMA_EPOCH page checks after each restart that the page never went back and still moves when the probe changes an SMR.
 At the end, admin STATS must count exactly the requests the clients sent (none applied twice or lost).
 Usage: restart-clients.py WORKDIR [ROUNDS]
 """
@@ -189,6 +191,38 @@ class Mapper(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
 
 
+class EpochWatcher:
+    """A device connection that shares a DMA_EPOCH page: across every restart the page must keep following the
+    daemon's translation epoch (the next process maps the stored page again and the epoch continues after the value
+    it shows): it never goes backwards, and a host register write that matters to translation moves it before its
+    answer arrives."""
+
+    def __init__(self):
+        import mmap
+        from smmu_client import sealed_memfd
+        self.fd = sealed_memfd(4096, "restart-test-epoch")
+        self.view = mmap.mmap(self.fd, 4096)
+        self.c = SMMUClient(SOCK, timeout=60.0)
+        self.c.hello(Role.DEVICE, "restart-epoch")
+        self.last = struct.unpack("<Q", self.c.call_ok(0x08, b"", fds=(self.fd,)))[0]  # DMA_EPOCH
+        self.sent = 2
+
+    def value(self):
+        v = struct.unpack_from("<Q", self.view, 0)[0]
+        if v < self.last:
+            raise AssertionError(f"the epoch page went back from {self.last} to {v}")
+        self.last = v
+        return v
+
+    def check_follows(self, probe, smr_address, round_no):
+        """The probe changes an SMR (VALID clear: accepted, no routing change); the page must have moved."""
+        before = self.value()
+        probe.write(smr_address, 0x10 + ((round_no + 1) % 2) * 0x100)  # SMR 0 was 0x10: every write changes it
+        after = self.value()
+        if after <= before:
+            raise AssertionError(f"round {round_no}: the epoch page stayed at {before} across an SMR write")
+
+
 def percentile(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -212,6 +246,7 @@ def main():
         c.start()
     mapper = Mapper()
     mapper.start()
+    epoch = EpochWatcher()
     print("restart-test: DUMP compared without " + ", ".join(volatile_keys(admin.dump())), flush=True)
     time.sleep(1.0)
     downtimes = {"restart": [], "kill -9": []}
@@ -252,6 +287,8 @@ def main():
         if before != after:
             diff = [k for k in set(before) | set(after) if before.get(k) != after.get(k)]
             raise AssertionError(f"DUMP differs after {kind} #{round_no // 2 + 1}: keys {diff}")
+        epoch.check_follows(probe, pw.base + 0x800, round_no)
+        probes += 1
         for c in clients:
             c.paused.clear()
         print(f"restart-test: {kind} #{round_no // 2 + 1}: downtime {downtimes[kind][-1]:.1f} ms, "
@@ -267,7 +304,7 @@ def main():
     stats = json.loads(admin.stats())
     # Every request of the clients and the probe, the admin's HELLO, and the admin's DUMPs so far (this STATS is
     # counted after it is answered or before: both are accepted).
-    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS
+    expected = sent + mapper.sent + epoch.sent + probes + 2 + 4 * ROUNDS
     total = stats.get("operations_total", stats.get("total_operations"))
     if total is not None:
         assert total in (expected, expected + 1), f"STATS counts {total} operations, clients sent {expected}"
@@ -278,7 +315,8 @@ def main():
               f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms over {len(values)}; p50 of the first "
               f"{half} {percentile(values[:half], 50):.1f} ms, of the last {len(values) - half} "
               f"{percentile(values[half:], 50):.1f} ms (flat: checkpoints bound the replay)")
-    print(f"restart-test: {CLIENTS} clients, {answered} answers checked, no connection closed")
+    print(f"restart-test: {CLIENTS} clients, {answered} answers checked, no connection closed; the epoch page "
+          f"followed every restart (now {epoch.value()})")
 
 
 if __name__ == "__main__":
