@@ -12,7 +12,8 @@ order, exactly once (tags), with the right value. Meanwhile the main thread rest
     before, so it survives) sends once the old process has exited, printed as p50/p99 per kind (a benchmark
     number: nothing asserts on it).
 A MEM_MAP client checks that the daemon still sees through its mapping, and a device connection that shared a
-DMA_EPOCH page checks after each restart that the page never went back and still moves when the probe changes an SMR.
+DMA_EPOCH page checks after each restart that the page never went back and still moves when the probe changes an SMR,
+and an EVENTS subscriber that a global fault the probe raises and clears reaches it.
 At the end, admin STATS must count exactly the requests the clients sent (none applied twice or lost).
 Usage: restart-clients.py WORKDIR [ROUNDS]
 """
@@ -223,6 +224,27 @@ class EpochWatcher:
             raise AssertionError(f"round {round_no}: the epoch page stayed at {before} across an SMR write")
 
 
+class EventsWatcher:
+    """An EVENTS subscriber: after every restart a global fault the probe raises and clears on window 0 (sCR0.GFIE
+    set, then sGFSRRESTORE and sGFSR's write-one-to-clear) must reach it as two events, raised then lowered: the
+    next process delivers events to the subscribers it restored."""
+
+    def __init__(self, probe, base):
+        self.c = SMMUClient(SOCK, timeout=30.0)
+        self.c.hello(Role.HOST, "restart-events")
+        self.stream = self.c.events()
+        self.base = base
+        probe.write(base, probe.read(base) | 0x4)  # sCR0.GFIE
+        self.sent = 2
+
+    def check(self, probe):
+        probe.write(self.base + 0x4C, 0x2)  # sGFSRRESTORE: USF
+        probe.write(self.base + 0x48, 0x2)  # sGFSR: write one to clear
+        got = [next(self.stream), next(self.stream)]
+        if [(e.window, e.line, e.level) for e in got] != [(0, 0, 1), (0, 0, 0)]:
+            raise AssertionError(f"events after the global fault: {got}")
+
+
 def percentile(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -240,13 +262,14 @@ def main():
         probe.write(pw.base + 0x800 + 4 * i, 0x10 + i)
     vm = probe.vm_create()
     probe.vm_donate(vm, HOST_RAM + 0x4000000, 0x10000)
-    setup = 8 + 2
+    setup = 8 + 2 + 2  # SMRs, VM; the events watcher's sCR0 read and write
     clients = [Client(i, idr0_address, idr0) for i in range(CLIENTS)]
     for c in clients:
         c.start()
     mapper = Mapper()
     mapper.start()
     epoch = EpochWatcher()
+    events = EventsWatcher(probe, pw.base)
     print("restart-test: DUMP compared without " + ", ".join(volatile_keys(admin.dump())), flush=True)
     time.sleep(1.0)
     downtimes = {"restart": [], "kill -9": []}
@@ -288,7 +311,8 @@ def main():
             diff = [k for k in set(before) | set(after) if before.get(k) != after.get(k)]
             raise AssertionError(f"DUMP differs after {kind} #{round_no // 2 + 1}: keys {diff}")
         epoch.check_follows(probe, pw.base + 0x800, round_no)
-        probes += 1
+        events.check(probe)
+        probes += 3
         for c in clients:
             c.paused.clear()
         print(f"restart-test: {kind} #{round_no // 2 + 1}: downtime {downtimes[kind][-1]:.1f} ms, "
@@ -304,7 +328,7 @@ def main():
     stats = json.loads(admin.stats())
     # Every request of the clients and the probe, the admin's HELLO, and the admin's DUMPs so far (this STATS is
     # counted after it is answered or before: both are accepted).
-    expected = sent + mapper.sent + epoch.sent + probes + 2 + 4 * ROUNDS
+    expected = sent + mapper.sent + epoch.sent + events.sent + probes + 2 + 4 * ROUNDS
     total = stats.get("operations_total", stats.get("total_operations"))
     if total is not None:
         assert total in (expected, expected + 1), f"STATS counts {total} operations, clients sent {expected}"

@@ -33,6 +33,8 @@ extension UnixServer {
     func install(_ restored: RestoredCheckpoint, take: (FDStore.FileIdentity) -> Int32) {
         nextID = max(nextID, restored.checkpoint.nextConnection)
         counters = restored.image.serverCounters
+        // Where events go and whose counters STATS shows (a new session's `makeSession` records it too).
+        restored.dispatcher.adopt(server: self)
         let records = Dictionary(uniqueKeysWithValues: restored.checkpoint.connections.map { ($0.id, $0) })
         for (image, (session, output)) in zip(restored.image.sessions, restored.sessions) {
             let id = ConnectionID(rawValue: image.id)
