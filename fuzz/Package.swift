@@ -37,6 +37,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzStateImage",
+            dependencies: [
+                "FuzzSupport",
+                .product(name: "PKVM", package: "smmu-hypd"),
+                .product(name: "SMMUModel", package: "smmu-hypd"),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzTrap",
             dependencies: [
                 "FuzzSupport",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three libFuzzer targets and runs each for SECONDS (default 30) on its committed seed corpus.
+# Builds the four libFuzzer targets and runs each for SECONDS (default 30) on its committed seed corpus.
 # Findings (crash-*, leak-*) land in fuzz/findings/. Usage: fuzz/run.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,15 +10,16 @@ unset SMMU_RELEASE_FLAGS
 # --sanitize=fuzzer instruments only this package's targets; the coverage flag instruments the
 # project's modules too, so libFuzzer sees their edges. Only the fuzz products are built.
 flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --scratch-path .build-fuzz)
-targets=(protocol trap memory)
+targets=(protocol trap memory stateimage)
+product() { case "$1" in stateimage) echo FuzzStateImage ;; *) echo "Fuzz${1^}" ;; esac; }
 for target in "${targets[@]}"; do
-    swift build "${flags[@]}" --product "Fuzz${target^}" 2>&1 | tail -2
+    swift build "${flags[@]}" --product "$(product "$target")" 2>&1 | tail -2
 done
 bin="$(swift build "${flags[@]}" --show-bin-path)"
 mkdir -p findings
 status=0
 for target in "${targets[@]}"; do
-    exe="$bin/Fuzz${target^}"
+    exe="$bin/$(product "$target")"
     mkdir -p "work/$target"
     cp -n corpus/$target/* work/$target/ 2>/dev/null || true
     echo "== $exe for ${seconds}s"

@@ -5,7 +5,7 @@ import SMMUModel
 extension HypervisorStateImage {
     /// The whole image, sealed.
     public func encoded() -> [UInt8] {
-        var w = StateImageWriter(capacity: 64 << 10 + (memory?.count ?? 0) * 4104)
+        var w = StateImageWriter.sealable(capacity: 64 << 10 + (memory?.count ?? 0) * 4104)
         w.array(configuration.lines) { w, l in
             w.string(l.key)
             w.string(l.value)
@@ -80,7 +80,7 @@ extension HypervisorStateImage {
                 w.raw(page.bytes)
             }
         }
-        return StateImageEnvelope.seal(magic: Self.magic, version: Self.formatVersion, body: w.bytes)
+        return w.sealed(magic: Self.magic, version: Self.formatVersion)
     }
 
     /// Decodes an image: every field checked for what it can say on its own (counts, enumerations, page sizes); what

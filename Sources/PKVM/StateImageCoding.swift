@@ -7,6 +7,26 @@ public struct StateImageWriter {
 
     public init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
 
+    /// A writer whose body will be sealed in place (`sealed`): room for the envelope's header is kept in front, so
+    /// a large image is not copied once more to put a header before it.
+    public static func sealable(capacity: Int = 0) -> StateImageWriter {
+        var w = StateImageWriter(capacity: StateImageEnvelope.headerSize + capacity)
+        w.bytes.append(contentsOf: repeatElement(0, count: StateImageEnvelope.headerSize))
+        return w
+    }
+
+    /// The envelope around what was written since `sealable` (magic, version, length, CRC-32 of the body).
+    public mutating func sealed(magic: [UInt8], version: UInt32) -> [UInt8] {
+        let size = StateImageEnvelope.headerSize
+        var header = StateImageWriter(capacity: size)
+        header.raw(magic)
+        header.u32(version)
+        header.int(bytes.count - size)
+        header.u32(CRC32.checksum(bytes[size...]))
+        for (i, b) in header.bytes.enumerated() { bytes[i] = b }
+        return bytes
+    }
+
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
     public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
     public mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
@@ -104,13 +124,9 @@ public enum StateImageEnvelope {
     public static let headerSize = 24
 
     public static func seal(magic: [UInt8], version: UInt32, body: [UInt8]) -> [UInt8] {
-        var w = StateImageWriter(capacity: headerSize + body.count)
-        w.raw(magic)
-        w.u32(version)
-        w.int(body.count)
-        w.u32(CRC32.checksum(body))
+        var w = StateImageWriter.sealable(capacity: body.count)
         w.raw(body)
-        return w.bytes
+        return w.sealed(magic: magic, version: version)
     }
 
     /// The body of a sealed image, checked: magic, version, length and checksum.
@@ -132,18 +148,44 @@ public enum StateImageEnvelope {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib computes it).
+/// CRC-32 (IEEE 802.3, reflected, as zlib computes it), eight bytes at a time (slicing-by-8: an image holds
+/// megabytes of RAM, and a byte at a time was most of its cost).
 public enum CRC32 {
-    private static let table: [UInt32] = (0..<256).map { n in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
+    private static let tables: [[UInt32]] = {
+        var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+        for n in 0..<256 {
+            var c = UInt32(n)
+            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            t[0][n] = c
+        }
+        for n in 0..<256 {
+            for k in 1..<8 { t[k][n] = t[0][Int(t[k - 1][n] & 0xFF)] ^ (t[k - 1][n] >> 8) }
+        }
+        return t
+    }()
+    private static let flat: [UInt32] = tables.flatMap { $0 }
 
     public static func checksum(_ bytes: some Collection<UInt8>) -> UInt32 {
         var c: UInt32 = 0xFFFF_FFFF
-        table.withUnsafeBufferPointer { t in
-            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        flat.withUnsafeBufferPointer { t in
+            let done = bytes.withContiguousStorageIfAvailable { b in
+                var i = 0
+                let n = b.count
+                while i + 8 <= n {
+                    let lo = c ^ (UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24)
+                    c = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
+                        ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
+                        ^ t[3 * 256 + Int(b[i + 4])] ^ t[2 * 256 + Int(b[i + 5])]
+                        ^ t[1 * 256 + Int(b[i + 6])] ^ t[Int(b[i + 7])]
+                    i += 8
+                }
+                while i < n {
+                    c = t[Int((c ^ UInt32(b[i])) & 0xFF)] ^ (c >> 8)
+                    i += 1
+                }
+                return true
+            }
+            if done == nil { for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) } }
         }
         return c ^ 0xFFFF_FFFF
     }

@@ -1,7 +1,6 @@
 import Glibc
 import Logging
 import PKVM
-import SMMUModel
 
 /// Checkpoints in restart mode (docs/hypervisor-model.md, "Restart and crash survival"): every
 /// `checkpointJournalBytes` of journal the daemon writes its whole state to a sealed file and starts a new journal,
@@ -18,28 +17,14 @@ extension Daemon {
                      audit: JournalAuditSink) throws(StateImageError) -> (DaemonCore, RestoredCheckpoint) {
         let hypervisorImage = try HypervisorStateImage(decoding: checkpoint.hypervisor)
         let dispatcherImage = try DispatcherStateImage(decoding: checkpoint.dispatcher)
-        let policy: HypervisorPolicy
-        let memory: MemoryMap
-        do {
-            (policy, memory) = try DaemonCore.machine(configuration)
-        } catch {
-            throw .configurationMismatch(reason: "\(error)")
-        }
         var byIdentity: [FDStore.FileIdentity: Int32] = [:]
         for entry in stored { byIdentity[entry.identity] = entry.fd }
         // The epoch a client may have seen last is in its page: the restored epoch continues after it.
-        var epochFloor: UInt64 = 0
-        for c in checkpoint.connections {
-            guard let page = c.epochPage, let fd = byIdentity[page] else { continue }
-            var value: UInt64 = 0
-            if pread(fd, &value, 8, 0) == 8 { epochFloor = max(epochFloor, UInt64(littleEndian: value)) }
-        }
+        let epochFloor = Dispatcher.epochFloor(pageFDs: checkpoint.connections.compactMap { $0.epochPage.flatMap { byIdentity[$0] } })
         // Client memory is mapped private until the journal after the checkpoint has been replayed (ReplayMappings).
         ReplayMappings.begin()
-        let hypervisor = try Hypervisor.restore(
-            policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit), image: hypervisorImage,
-            epochFloor: epochFloor
-        ) { m throws(StateImageError) in
+        let core = try DaemonCore.restore(configuration, audit: audit, image: hypervisorImage, epochFloor: epochFloor) {
+            m throws(StateImageError) in
             guard let fd = byIdentity[FDStore.FileIdentity(device: m.file.device, inode: m.file.inode)] else {
                 throw .sharedMemoryUnavailable(base: m.range.base, reason: "its file is not in the fd store")
             }
@@ -48,7 +33,6 @@ extension Daemon {
             case .failure(let why): throw .sharedMemoryUnavailable(base: m.range.base, reason: "\(why)")
             }
         }
-        let core = DaemonCore(hypervisor: hypervisor, configuration: configuration, audit: audit)
         let sessions = try core.dispatcher.restore(dispatcherImage)
         if let a = dispatcherImage.audit { audit.restore(a) }
         return (core, RestoredCheckpoint(checkpoint: checkpoint, image: dispatcherImage, sessions: sessions,

@@ -28,7 +28,8 @@ public struct DaemonCore {
     /// The hypervisor at reset, its memory (host RAM and hypervisor RAM, zeroed and lazily allocated) and the
     /// dispatcher that serves it. STATS reads the sink's counters through the dispatcher.
     public static func make(_ c: DaemonConfiguration, audit: JournalAuditSink) throws(BuildError) -> DaemonCore {
-        let (policy, memory) = try machine(c)
+        let policy = try policy(c)
+        let memory = try memory(policy)
         let hypervisor: Hypervisor
         do {
             hypervisor = try Hypervisor(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit))
@@ -38,24 +39,41 @@ public struct DaemonCore {
         return DaemonCore(hypervisor: hypervisor, configuration: c, audit: audit)
     }
 
-    /// The dispatcher over `hypervisor`, reading STATS' audit counters from the sink.
-    init(hypervisor: Hypervisor, configuration c: DaemonConfiguration, audit: JournalAuditSink) {
-        let dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
-        dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
-        self.hypervisor = hypervisor
-        self.dispatcher = dispatcher
+    /// What `make` builds, in the state a hypervisor image recorded (docs/state-image.md): the restart path's
+    /// counterpart of `make`, over the same configuration. `sharedMemory` and `epochFloor` are
+    /// `Hypervisor.restore`'s; the daemon layer's image is applied to the returned dispatcher afterwards.
+    public static func restore(
+        _ c: DaemonConfiguration, audit: JournalAuditSink, image: HypervisorStateImage, epochFloor: UInt64 = 0,
+        sharedMemory: (HypervisorStateImage.SharedMappingImage) throws(StateImageError) -> SharedMemoryAttachment
+    ) throws(StateImageError) -> DaemonCore {
+        let policy: HypervisorPolicy
+        let memory: MemoryMap
+        do {
+            policy = try Self.policy(c)
+            memory = try Self.memory(policy)
+        } catch {
+            throw .configurationMismatch(reason: "the configuration cannot be built: \(error)")
+        }
+        let hypervisor = try Hypervisor.restore(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit),
+                                                image: image, epochFloor: epochFloor, sharedMemory: sharedMemory)
+        return DaemonCore(hypervisor: hypervisor, configuration: c, audit: audit)
     }
 
-    /// The configuration's policy and its memory (host RAM and hypervisor RAM, zeroed and lazily allocated).
-    static func machine(_ c: DaemonConfiguration) throws(BuildError) -> (HypervisorPolicy, MemoryMap) {
-        let policy = try policy(c)
+    private init(hypervisor: Hypervisor, configuration c: DaemonConfiguration, audit: JournalAuditSink) {
+        self.hypervisor = hypervisor
+        dispatcher = Dispatcher(hypervisor: hypervisor, roles: c.roles)
+        dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
+    }
+
+    /// Host RAM and hypervisor RAM, zeroed and lazily allocated.
+    static func memory(_ policy: HypervisorPolicy) throws(BuildError) -> MemoryMap {
         let memory = MemoryMap()
         do {
             for r in policy.hostRAM + [policy.hypervisorRAM] { try memory.addRegion(base: r.base, size: r.size) }
         } catch {
             throw .memory(error)
         }
-        return (policy, memory)
+        return memory
     }
 
     /// What the configuration tells the hypervisor.

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import PKVM
 import WireProtocol
 
@@ -32,12 +35,19 @@ extension Dispatcher {
     /// attaches each to its connection's socket, sets the server's counters (`image.serverCounters`), restores the
     /// audit sink (`JournalAuditSink.restore`) and attaches again what needs a file: `reattachEpochPage` and
     /// `reattachRing` for the sessions that say so. Refused (nothing changed) when the image does not fit the
-    /// hypervisor: another number of windows or interrupt lines, or MEM_MAPs the hypervisor does not have.
+    /// hypervisor: another number of windows or interrupt lines, or MEM_MAPs the hypervisor does not have; and refused
+    /// (`configurationMismatch`) when a session holds a role the configuration no longer grants its peer.
     public func restore(_ image: DispatcherStateImage) throws(StateImageError) -> [(session: Session, output: [UInt8])] {
         let mapped = Set(hypervisor.sharedRanges.map(\.base))
         let claimed = image.sessions.flatMap(\.mappedBases)
         guard Set(claimed) == mapped, claimed.count == mapped.count else {
             throw .corrupt(reason: "the sessions' MEM_MAPs are not the hypervisor's client mappings")
+        }
+        // A role is kept only while the configuration still grants it to that peer (HELLO's check, again).
+        for s in image.sessions {
+            if let role = s.role, !roles.permits(role, s.peer) {
+                throw .configurationMismatch(reason: "session #\(s.id) (uid \(s.peer.uid)) holds role \(role), which the configuration no longer grants it")
+            }
         }
         guard image.connectionsOpen == image.sessions.count else {
             throw .corrupt(reason: "\(image.connectionsOpen) connections counted open, \(image.sessions.count) sessions")
@@ -68,6 +78,18 @@ extension Dispatcher {
     public func reattachRing(fd: Int32, session: Session) -> Bool {
         guard let s = session as? DispatcherSession else { return false }
         return attachRing(fd: fd, context: s.sessionContext) == .ok
+    }
+
+    /// The highest epoch any device connection may have seen: the largest value in the epoch pages they kept (each
+    /// `fd` a DMA_EPOCH file, read at offset 0). Pass it as `Hypervisor.restore`'s `epochFloor`, before the pages are
+    /// attached again: changes after the last image may have advanced the epoch past the image's.
+    public static func epochFloor(pageFDs: [Int32]) -> UInt64 {
+        var highest: UInt64 = 0
+        for fd in pageFDs {
+            var value: UInt64 = 0
+            if pread(fd, &value, 8, 0) == 8 { highest = max(highest, UInt64(littleEndian: value)) }
+        }
+        return highest
     }
 
     /// The server restored sessions belong to (what `makeSession` records for a new one).

@@ -5,7 +5,7 @@ import WireProtocol
 /// (PKVM's StateImageCoding.swift), fields in declaration order.
 extension DispatcherStateImage {
     public func encoded() -> [UInt8] {
-        var w = StateImageWriter()
+        var w = StateImageWriter.sealable()
         w.array(operations) { w, o in
             w.int(o.roleSlot)
             w.u8(o.opcode)
@@ -45,7 +45,7 @@ extension DispatcherStateImage {
                 w.u64(x.awaitingSince)
             }
         }
-        return StateImageEnvelope.seal(magic: Self.magic, version: Self.formatVersion, body: w.bytes)
+        return w.sealed(magic: Self.magic, version: Self.formatVersion)
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(StateImageError) {

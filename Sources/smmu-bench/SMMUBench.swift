@@ -36,6 +36,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only the worst time one request holds the server's queue (G8).")
     var worstCaseOnly = false
 
+    @Flag(help: "Measure only the state image of a busy Tegra234 hypervisor (size, encode, decode, restore).")
+    var stateImageOnly = false
+
     @Option(help: "Run only FixedWorkload.swift's in-process rounds (trapped accesses, DMAs), to count instructions.")
     var fixedRounds: Int?
 
@@ -59,9 +62,10 @@ struct SMMUBench: ParsableCommand {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
-        if translationOnly || worstCaseOnly {
+        if translationOnly || worstCaseOnly || stateImageOnly {
             if translationOnly { translationRows(&report) }
             if worstCaseOnly { worstCaseRows(&report) }
+            if stateImageOnly { stateImageRows(&report) }
             print(report.render())
             return
         }
@@ -178,6 +182,7 @@ struct SMMUBench: ParsableCommand {
         }
 
         translationRows(&report)
+        stateImageRows(&report)
 
         // DMA translation over the socket, as a device.
         if let s = scenarios, let host = daemonClient, let hello = host.greeting {
@@ -215,6 +220,10 @@ struct SMMUBench: ParsableCommand {
     }
 
     /// G8: the longest one request holds the server's queue, in the worst state a host can build.
+    func stateImageRows(_ report: inout Report) {
+        do { try StateImageBench().rows(&report, rounds: rounds) } catch { report.failed("state image", "\(error)") }
+    }
+
     func worstCaseRows(_ report: inout Report) {
         do { try WorstCaseRequests().rows(&report) } catch { report.failed("worst-case requests", "\(error)", target: "< 10 ms") }
     }

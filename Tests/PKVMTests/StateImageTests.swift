@@ -235,3 +235,37 @@ import TestSupport
         refused({ $0.instances[0].physical.registers[free] |= 1 << 31 }, "a free reserved SMR made valid")
     }
 }
+
+@Suite struct StateImageCodingTests {
+    @Test func crc32IsZlibs() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(CRC32.checksum([UInt8]()) == 0)
+        // The eight-at-a-time path and the byte path agree at every length and alignment.
+        var rng = SplitMix64(seed: 1)
+        let bytes = (0..<67).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for start in 0..<9 {
+            for end in start...bytes.count {
+                let slice = bytes[start..<end]
+                var c: UInt32 = 0xFFFF_FFFF
+                for b in slice {
+                    c ^= UInt32(b)
+                    for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+                }
+                #expect(CRC32.checksum(Array(slice)) == c ^ 0xFFFF_FFFF)
+            }
+        }
+    }
+
+    @Test func readerNeverTrapsOnCountsOrLengths() {
+        var w = StateImageWriter()
+        w.int(Int.max)   // a count no input can hold
+        var r = StateImageReader(w.bytes)
+        #expect(throws: StateImageError.truncated(at: 8)) { try r.count() }
+        var negative = StateImageReader(StateImageWriter().bytes + [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(throws: StateImageError.corrupt(reason: "byte 0: negative count -1")) { try negative.count() }
+        var bool = StateImageReader([2])
+        #expect(throws: StateImageError.corrupt(reason: "byte 0: 2 is not a boolean")) { try bool.bool() }
+        var utf8 = StateImageReader([1, 0, 0, 0, 0, 0, 0, 0, 0xFF])
+        #expect(throws: StateImageError.corrupt(reason: "byte 0: a string is not UTF-8")) { try utf8.string() }
+    }
+}

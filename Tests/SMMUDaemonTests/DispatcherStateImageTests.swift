@@ -49,11 +49,15 @@ import WireProtocol
         static let policy = HypervisorPolicy(
             topology: .tegra234, hostRAM: [PhysicalRange(base: 0x8000_0000, size: 64 << 20)],
             hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 4 << 20))
+        static let instant = ContinuousClock.now
         static func memory() -> MemoryMap { try! MemoryMap(regions: [(0x8000_0000, 64 << 20), (0x7F00_0000, 4 << 20)]) }
 
         init(restoring: (HypervisorStateImage, DispatcherStateImage, [UInt64: Int32])? = nil) throws {
+            // One instant for both sinks: the test compares two sinks' coalescing decisions, which a second boundary
+            // crossed between the original's request and the copy's would make differ.
             audit = JournalAuditSink(burst: 2, summaryInterval: .seconds(3600), maxRecordsPerSecond: 1000,
-                                     queue: DispatchQueue(label: "audit"), destination: journal.destination)
+                                     queue: DispatchQueue(label: "audit"), destination: journal.destination,
+                                     now: { Layer.instant })
             let adapter = JournalAuditAdapter(sink: audit)
             if let (h, d, files) = restoring {
                 hypervisor = try Hypervisor.restore(policy: Self.policy, memory: Self.memory(), audit: adapter, image: h) {
@@ -184,6 +188,93 @@ import WireProtocol
         #expect(b.hypervisor.memRead(address: 0x8000_4000, length: 4, client: ClientIdentity(name: "t")).value == Array("kept".utf8))
     }
 
+    /// A device connection's epoch page after a restore: the epoch resumes after the highest value the page showed
+    /// (a crash may have lost changes made after the image), and the page shows the new value once attached again.
+    @Test func epochPagesResumeAfterWhatTheirDevicesSaw() throws {
+        let (a, sessions, output, memfd) = try Self.busy()
+        defer { close(memfd) }
+        let page = try SMMUClient.makeSharedMemory(size: 4096, name: "epoch")
+        defer { close(page) }
+        var reply = Self.send(Request.dmaEpoch.encoded(tag: 50), to: sessions[1], fds: [dup(page)])
+        #expect(reply.count == FrameHeader.size + 8)
+        let hImage = try HypervisorStateImage(decoding: a.hypervisor.stateImage().encoded())
+        let dImage = a.dispatcher.stateImage(sessions: sessions.map { ($0, output[$0.connectionID] ?? []) },
+                                             serverCounters: a.server.counters, audit: a.audit)
+        #expect(dImage.sessions[1].epochPage && !dImage.sessions[0].epochPage)
+        // After the image, the original went on (a VM created: the epoch moved) and then died.
+        let rest = Array(Request.read(ReadRequest(address: Self.window("niso1a") + 0x800, width: 4)).encoded(tag: 40).dropFirst(11))
+        reply = Self.send(rest + Request.vmCreate.encoded(tag: 51), to: sessions[0])   // the half frame's rest first
+        let seen = a.hypervisor.translationEpoch.value
+        #expect(seen > hImage.translationEpoch)
+        let floor = Dispatcher.epochFloor(pageFDs: [page])
+        #expect(floor == seen, "the page shows what the device last saw")
+        let memory = Layer.memory()
+        let h = try Hypervisor.restore(policy: Layer.policy, memory: memory, audit: CollectingAuditSink(), image: hImage,
+                                       epochFloor: floor) { m throws(StateImageError) in try Dispatcher.sharedMemory(fd: memfd, for: m) }
+        let d = Dispatcher(hypervisor: h, roles: a.dispatcher.roles)
+        let restored = try d.restore(dImage)
+        #expect(d.reattachEpochPage(fd: dup(page), session: restored[1].session))
+        var value: UInt64 = 0
+        #expect(pread(page, &value, 8, 0) == 8 && value == h.translationEpoch.value && value > seen)
+    }
+
+    /// The sink's rate windows keep their age across a restore: a peer that used its burst half a second before the
+    /// image is still limited half a second after it, and free again once its second is over.
+    @Test func auditRateWindowsKeepTheirAge() throws {
+        let clock = Mutex(ContinuousClock.now)
+        let t0 = clock.withLock { $0 }
+        let journal = Journal(), journal2 = Journal()
+        let sink = JournalAuditSink(burst: 2, summaryInterval: .seconds(3600), queue: DispatchQueue(label: "a"),
+                                    destination: journal.destination, now: { clock.withLock { $0 } })
+        let record = AuditRecord(rule: "G5.hidden-smr", messageID: "", message: "", client: "vmm", pid: 7, uid: 1000,
+                                 window: "niso1a", register: "SMR[127]", offset: 0, value: 0, width: 4, streams: [])
+        for _ in 0..<3 { sink.record(record) }
+        #expect(sink.counters.written == 2 && sink.counters.coalesced == 1)
+        clock.withLock { $0 = t0 + .milliseconds(500) }
+        let image = try DispatcherStateImage(decoding: DispatcherStateImage(
+            operations: [], connectionsOpened: 0, connectionsOpen: 0, unsupported: 0, malformed: 0,
+            serverCounters: .init(), interruptLines: [], sessions: [], audit: sink.stateImage()).encoded()).audit!
+        #expect(image.windows.map(\.ageNanoseconds) == [500_000_000])
+        // The restored sink reads another clock, much later: only the age carries over.
+        let later = Mutex(ContinuousClock.now + .seconds(1000))
+        let restored = JournalAuditSink(burst: 2, summaryInterval: .seconds(3600), queue: DispatchQueue(label: "b"),
+                                        destination: journal2.destination, now: { later.withLock { $0 } })
+        restored.restore(image)
+        restored.record(record)
+        #expect(restored.counters.written == 2 && restored.counters.coalesced == 2, "still inside the peer's second")
+        later.withLock { $0 += .milliseconds(600) }
+        restored.record(record)
+        #expect(restored.counters.written == 3, "the second is over")
+        restored.flush(force: true)
+        #expect(journal.sum + journal2.sum == 5 && restored.counters.denials == 5 && restored.counters.awaitingSummary == 0)
+    }
+
+    /// The shipped configuration's core, restored by `DaemonCore.restore`: the same state; another configuration refused.
+    @Test func daemonCoreRestoresUnderItsConfigurationOnly() throws {
+        let config = try DaemonConfiguration.load(path: repositoryRoot + "/Config/tegra234.yaml")
+        let sink = { JournalAuditSink(burst: 8, summaryInterval: .seconds(3600), queue: DispatchQueue(label: "core"),
+                                      destination: Journal().destination) }
+        let core = try DaemonCore.make(config, audit: sink())
+        let h = core.hypervisor
+        h.finalize()
+        let vm = try #require(h.vmCreate(client: ClientIdentity(name: "t")).value)
+        let ram = try #require(h.policy.hostRAM.first)
+        #expect(h.vmDonate(vm, range: PhysicalRange(base: ram.base + 0x10_0000, size: 0x4000), client: ClientIdentity(name: "t")).value != nil)
+        let image = h.stateImage()
+        let restored = try DaemonCore.restore(config, audit: sink(), image: image, sharedMemory: Hypervisor.noSharedMemory)
+        var expected = image
+        expected.translationEpoch += 1
+        #expect(restored.hypervisor.stateImage() == expected)
+        #expect(restored.dispatcher.roles == config.roles)
+        let other = try DaemonConfiguration.load(path: repositoryRoot + "/Config/generic4k.yaml")
+        #expect {
+            try DaemonCore.restore(other, audit: sink(), image: image, sharedMemory: Hypervisor.noSharedMemory)
+        } throws: { error in
+            guard case .configurationMismatch(let reason) = error as? StateImageError else { return false }
+            return reason.hasPrefix("window[0]")
+        }
+    }
+
     @Test func damagedOrForeignImagesAreRefused() throws {
         let (a, sessions, output, memfd) = try Self.busy()
         defer { close(memfd) }
@@ -216,6 +307,13 @@ import WireProtocol
         wrong.interruptLines = image.interruptLines
         wrong.connectionsOpen -= 1
         #expect(throws: StateImageError.self) { try fresh.dispatcher.restore(wrong) }
+        // A role the configuration no longer grants (uid 1000 is no host under the default roles).
+        let strict = Dispatcher(hypervisor: fresh.hypervisor)
+        wrong = image
+        wrong.sessions[0].mappedBases = []
+        #expect(throws: StateImageError.configurationMismatch(reason: "session #10 (uid 1000) holds role host, which the configuration no longer grants it")) {
+            try strict.restore(wrong)
+        }
     }
 }
 

@@ -1,0 +1,79 @@
+import Glibc
+import PKVM
+import SMMUModel
+
+/// The cost of a full state image (docs/state-image.md) of a busy Tegra234 hypervisor, in process: a stage-1 domain
+/// with a full IOTLB, eight protected VMs with 512 written pages each, and 8 MiB of written host RAM. Times are
+/// medians over the rounds, of wall-clock time (the machine is shared: say so when quoting them).
+struct StateImageBench {
+    static let vms = 8
+    static let pagesPerVM = 512
+    static let vmBase: UInt64 = 0x9800_0000
+    static let hostWritten: UInt64 = 0x9C00_0000
+    static let hostWrittenPages = 2048
+
+    let machine: InProcessTranslation
+
+    init() throws(BenchError) {
+        machine = try InProcessTranslation()
+        let h = machine.hypervisor
+        let client = ClientIdentity(name: "smmu-bench")
+        for v in 0..<Self.vms {
+            guard case .ok(let vm) = h.vmCreate(client: client) else { throw .unexpected("VM_CREATE refused") }
+            let base = Self.vmBase + UInt64(v * Self.pagesPerVM) << 12
+            let range = PhysicalRange(base: base, size: UInt64(Self.pagesPerVM) << 12)
+            guard case .ok = h.vmDonate(vm, range: range, client: client),
+                  case .ok = h.vmAssignStream(vm, window: 0, stream: UInt32(0x40 + v), client: client) else {
+                throw .unexpected("VM setup refused at 0x\(String(base, radix: 16))")
+            }
+            for p in 0..<Self.pagesPerVM { h.memory.writeBytes([UInt8](repeating: UInt8(p & 0xFF) | 1, count: 64), at: base + UInt64(p) << 12) }
+        }
+        // A full IOTLB, last (donations invalidate the host's banks).
+        for i in 0..<(2 * 8192) { _ = machine.translate(Stage1Domain.missIOVA + UInt64(i) << 12) }
+        for p in 0..<Self.hostWrittenPages {
+            h.memory.writeBytes([UInt8](repeating: 0x5A, count: 4096), at: Self.hostWritten + UInt64(p) << 12)
+        }
+    }
+
+    /// Wall-clock and this thread's CPU seconds of `body` (the CPU time is what the code costs on a shared machine).
+    static func seconds(_ body: () throws -> Void) rethrows -> (wall: Double, cpu: Double) {
+        func now(_ clock: clockid_t) -> Double {
+            var t = timespec()
+            clock_gettime(clock, &t)
+            return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+        }
+        let w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_THREAD_CPUTIME_ID)
+        try body()
+        return (now(CLOCK_MONOTONIC) - w0, now(CLOCK_THREAD_CPUTIME_ID) - c0)
+    }
+
+    func rows(_ report: inout Report, rounds: Int) throws(BenchError) {
+        let h = machine.hypervisor
+        var encode: [(wall: Double, cpu: Double)] = [], decode = encode, restore = encode, lean = encode
+        var bytes: [UInt8] = [], leanBytes: [UInt8] = []
+        var image: HypervisorStateImage?
+        do {
+            for _ in 0..<max(rounds, 3) {
+                encode.append(Self.seconds { bytes = h.stateImage().encoded() })
+                lean.append(Self.seconds { leanBytes = h.stateImage(includeMemory: false).encoded() })
+                decode.append(try Self.seconds { image = try HypervisorStateImage(decoding: bytes) })
+                let memory = try MemoryMap(regions: h.memory.ramRegions)
+                restore.append(try Self.seconds {
+                    _ = try Hypervisor.restore(policy: h.policy, memory: memory, audit: CollectingAuditSink(), image: image!)
+                })
+            }
+        } catch { throw .unexpected("state image: \(error)") }
+        let i = image!
+        let what = "\(i.vms.count) VMs, \(i.instances.reduce(0) { $0 + $1.physical.tlbEntries.count }) TLB entries, "
+            + "\(i.memory?.count ?? 0) RAM pages"
+        func ms(_ v: [(wall: Double, cpu: Double)]) -> String {
+            fixed(medianOf(v.map(\.wall)) * 1000, 1) + " ms (CPU " + fixed(medianOf(v.map(\.cpu)) * 1000, 1) + " ms)"
+        }
+        func mb(_ n: Int) -> String { fixed(Double(n) / 1048576, 2) + " MB" }
+        report.add("state image, busy Tegra234 (\(what)): size with RAM / without", mb(bytes.count) + " / " + mb(leanBytes.count))
+        report.add("state image encode (capture + bytes), with RAM", ms(encode))
+        report.add("state image encode (capture + bytes), without RAM", ms(lean))
+        report.add("state image decode (checksum + fields), with RAM", ms(decode))
+        report.add("state image restore (checks, install, invariant checker), with RAM", ms(restore))
+    }
+}

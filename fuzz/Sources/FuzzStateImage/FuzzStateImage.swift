@@ -1,0 +1,84 @@
+// libFuzzer target: damaged state images (docs/state-image.md). A reference image of a busy hypervisor is built
+// once; each input is a list of edits to its body (a cut, then byte XORs at offsets), resealed with a valid checksum
+// so the damage reaches the fields. Decoding and restoring must never trap, and an image that restores must give a
+// state the invariant checker passes whole (sampled DMAs included). A violation is a crash (a finding).
+import FuzzSupport
+import PKVM
+import SMMUModel
+
+let hostRAM = PhysicalRange(base: 0x8000_0000, size: 256 << 10)
+let hypervisorRAM = PhysicalRange(base: 0x7F00_0000, size: 256 << 10)
+let topology: Topology = {
+    var t = Topology.generic4K(base: 0x2B40_0000)
+    t.memoryController = MemoryControllerConfiguration(sidBase: 0x02C0_0000, broadcastBase: 0x02C1_0000, clients: [
+        .init(name: "a", id: 1, smmu: "mmu500", sid: 0x02, override: 0x318),
+        .init(name: "b", id: 2, smmu: "mmu500", sid: 0x05, override: 0x338),
+    ])
+    return t
+}()
+let policy = HypervisorPolicy(topology: topology, hostRAM: [hostRAM], hypervisorRAM: hypervisorRAM,
+                              hypervisorStreams: [0: [StreamID(0x7F)]])
+
+/// The reference: finalized, a host bypass route and a stage-2-less stream, a VM with donated, written pages and a
+/// stream, DMAs in the TLB and a recorded fault, an MC override, a MEM_MAP.
+let reference: [UInt8] = {
+    let memory = try! MemoryMap(regions: [(hostRAM.base, hostRAM.size), (hypervisorRAM.base, hypervisorRAM.size)])
+    let h = try! Hypervisor(policy: policy, memory: memory, audit: CountingAuditSink())
+    let client = ClientIdentity(name: "fuzz")
+    h.finalize()
+    let w = topology.windows[0]
+    func write(_ name: RegisterName, _ index: Int, _ value: UInt64) {
+        _ = h.hostWrite(address: w.base + w.configuration.offset(of: name, index: index), value: value, width: .word, client: client)
+    }
+    write(.SMR, 0, 0x8000_0010)
+    write(.S2CR, 0, 0x0001_0000)   // bypass
+    let vm = h.vmCreate(client: client).value!
+    _ = h.vmDonate(vm, range: PhysicalRange(base: hostRAM.base + 0x1_0000, size: 0x3000), client: client)
+    _ = h.vmAssignStream(vm, window: 0, stream: 0x20, client: client)
+    memory.writeBytes([1, 2, 3, 4], at: hostRAM.base + 0x1_0008)
+    memory.writeBytes([9], at: hostRAM.base + 0x100)
+    _ = h.dma(window: 0, stream: 0x20, iova: hostRAM.base + 0x1_0000, access: .write)
+    _ = h.dma(window: 0, stream: 0x20, iova: 0x1000, access: .read)
+    _ = h.dma(window: 0, stream: 0x10, iova: hostRAM.base, access: .read)
+    let mc = h.memoryController!
+    _ = h.hostWrite(address: mc.address(of: .override(0))!, value: 0x05, width: .word, client: client)
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: 0x2000, alignment: 4096)
+    _ = h.mapHostMemory(PhysicalRange(base: hostRAM.base + 0x2_0000, size: 0x2000),
+                        file: SharedFileRange(device: 1, inode: 2, offset: 0, size: 0x2000), pointer: buffer,
+                        release: { buffer.deallocate() },
+                        client: client)
+    return Array(h.stateImage().encoded().dropFirst(StateImageEnvelope.headerSize))
+}()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzStateImage(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    var b = Bytes(UnsafeBufferPointer(start: data, count: size))
+    var body = reference
+    let cut = Int(b.u32())
+    if cut & 0x8000_0000 != 0 { body.removeLast(body.count - (cut & 0x7FFF_FFFF) % (body.count + 1)) }
+    while !b.atEnd {
+        let at = Int(b.u32()) % max(body.count, 1)
+        let x = b.u8()
+        if !body.isEmpty { body[at] ^= x }
+    }
+    let sealed = StateImageEnvelope.seal(magic: HypervisorStateImage.magic, version: HypervisorStateImage.formatVersion,
+                                         body: body)
+    guard let image = try? HypervisorStateImage(decoding: sealed) else { return 0 }
+    let memory = try! MemoryMap(regions: [(hostRAM.base, hostRAM.size), (hypervisorRAM.base, hypervisorRAM.size)])
+    let restored = try? Hypervisor.restore(policy: policy, memory: memory, audit: CountingAuditSink(), image: image) {
+        m throws(StateImageError) in
+        guard m.range.size <= 1 << 20 else { throw .sharedMemoryUnavailable(base: m.range.base, reason: "too large") }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: Int(m.range.size), alignment: 4096)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: Int(m.range.size))
+        return SharedMemoryAttachment(pointer: p, release: { p.deallocate() })
+    }
+    guard let h = restored else { return 0 }
+    let violations = InvariantChecker(h).check(iovas: [hostRAM.base + 0x1_0000, hostRAM.base + 0x2_0000])
+    if !violations.isEmpty { fatalError("a damaged image restored to a broken state: \(violations)") }
+    // And it keeps working: a few requests on the restored state, then the checker again.
+    _ = h.dma(window: 0, stream: 0x20, iova: hostRAM.base + 0x1_0000, access: .write)
+    _ = h.vmDestroy(VMHandle(rawValue: 1), client: ClientIdentity(name: "fuzz"))
+    let after = InvariantChecker(h).check(iovas: [hostRAM.base + 0x1_0000])
+    if !after.isEmpty { fatalError("a restored state broke after requests: \(after)") }
+    return 0
+}
