@@ -6,7 +6,8 @@ import Logging
 /// `systemctl restart` or a crash, serves every connection on from where the old one was (docs/hypervisor-model.md,
 /// "Restart and crash survival").
 ///
-/// Stored (FDSTORE=1): the journal ("journal"), and per connection n, under "c.n": its socket, its output file
+/// Stored (FDSTORE=1): the journal and the checkpoint before it ("journal.g", "checkpoint.g": RestartGenerations),
+/// and per connection n, under "c.n": its socket, its output file
 /// (OutputFile) and every descriptor it passed (MEM_MAP, DMA_EPOCH). A connection's name is removed
 /// (FDSTOREREMOVE=1) when it closes, so systemd holds no socket the daemon closed.
 final class ServerPersistence {
