@@ -1,8 +1,9 @@
 #!/bin/bash
 # Runs every test: swift build, swift test (with a real journald for the audit tests), the Python client's
 # tests against the built daemon, the load-and-faults script, a short libFuzzer run of both targets, and
-# (as root) the systemd-as-PID-1 test of the units and the real Linux guests in QEMU (Debian's kernel, the
-# project's kernel running pKVM, and the project's kernel on Tegra234's SMMUs and memory controller).
+# (as root) the systemd-as-PID-1 tests of the units (start, audit, stop; restart and kill -9 under 64 clients) and
+# the real Linux guests in QEMU (Debian's kernel, the project's kernel running pKVM, and the project's kernel on
+# Tegra234's SMMUs and memory controller).
 # Skip the slow parts with SMMU_SKIP_FUZZ=1, SMMU_SKIP_GUEST=1, SMMU_SKIP_PID1=1; FUZZ_SECONDS sets the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ swift test --scratch-path "$SCRATCH"
 python3 -m unittest -v clients/python/test_smmu_client.py
 if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_PID1:-}" ]; then
     scripts/systemd-pid1-test.sh
+    scripts/systemd-restart-test.sh
 else
     echo "test.sh: not root: skipping the systemd-as-PID-1 test" >&2
 fi

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -116,3 +117,7 @@ int csock_epoll_wait(int ep, struct csock_event *out, int max, int timeout_ms) {
 }
 
 int csock_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int csock_punch_hole(int fd, off_t offset, off_t len) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
+}

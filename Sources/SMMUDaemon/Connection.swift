@@ -12,30 +12,35 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     let fd: Int32
     let peer: PeerCredentials
     let session: Session
-    private unowned let server: UnixServer
-    private let limits: UnixServer.Limits
-    private var readSuspended = true
+    unowned let server: UnixServer
+    let limits: UnixServer.Limits
+    /// Restart mode (the fd store): the answers go through this file, and input is received into the journal.
+    let outputFile: OutputFile?
+    var readSuspended = true
     private var writeSuspended = true
     /// What the poller was last told; changed only when the wanted interest differs.
-    private var registered: EventPoller.Interest = []
-    private(set) var state = State.open
-    /// Bytes to send; `output[sent...]` is still pending.
+    var registered: EventPoller.Interest = []
+    var state = State.open
+    /// Bytes to send; `output[sent...]` is still pending. In restart mode only what the session pushed to itself
+    /// during a call, moved to `outputFile` at its end.
     private var output: [UInt8] = []
     private var sent = 0
     /// The most output this connection ever had pending (tests check the bound with it).
     private(set) var peakPendingOutput = 0
-    private(set) var bytesReceived: UInt64 = 0
+    var bytesReceived: UInt64 = 0
     /// What the server's total of unsent output counts for this connection (kept equal to `pendingOutput`).
     private var accountedOutput = 0
     /// Since when the socket has refused output while some waits; nil when nothing waits or the last send went
     /// through. A client that reads has short stalls; one that never reads, a stall as old as its last read.
     private(set) var stalledSince: ContinuousClock.Instant?
 
-    var pendingOutput: Int { output.count - sent }
+    var pendingOutput: Int { outputFile?.pending ?? (output.count - sent) }
     var isReadSuspended: Bool { readSuspended }
 
-    init(id: ConnectionID, fd: Int32, peer: PeerCredentials, session: Session, server: UnixServer) {
+    init(id: ConnectionID, fd: Int32, peer: PeerCredentials, session: Session, server: UnixServer,
+         outputFile: OutputFile? = nil) {
         self.id = id
+        self.outputFile = outputFile
         self.fd = fd
         self.peer = peer
         self.session = session
@@ -54,18 +59,39 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     func handle(_ event: EventPoller.Event) {
         if event.writable { writable() }
         guard state != .closed, event.readable || event.hungUp else { return }
-        if !readSuspended { readAvailable() } else if event.hungUp { teardown() }
+        if !readSuspended {
+            if let journal = server.persistence?.activeJournal { readIntoJournal(journal) } else { readAvailable() }
+        } else if event.hungUp {
+            teardown()
+        }
     }
 
     /// Queues unsolicited bytes (events). An events connection whose client stopped reading is cut off at the hard
     /// limit rather than buffered without bound or silently dropped.
     func enqueue(_ bytes: [UInt8]) {
         guard state != .closed else { return }
+        if let outputFile {
+            // Inside another connection's request: the bytes go to the file now, in the journal's order. Closing
+            // waits for the end of that request, as a replay of the journal closes it (the CLOSE record follows).
+            _ = bytes.withUnsafeBytes { outputFile.append($0) }
+            notePeak()
+            account()
+            if pendingOutput > limits.hardPendingOutput {
+                server.queue.async { [self] in
+                    guard state != .closed, pendingOutput > limits.hardPendingOutput else { return }
+                    server.closedForUnreadEvents(self)
+                    teardown(reason: .unreadEvents)
+                }
+            } else {
+                flush()
+            }
+            return
+        }
         output += bytes
         notePeak()
         if pendingOutput > limits.hardPendingOutput {
             server.closedForUnreadEvents(self)
-            teardown()
+            teardown(reason: .unreadEvents)
             return
         }
         flush()
@@ -81,7 +107,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
 
     // MARK: reading
 
-    private func readAvailable() {
+    func readAvailable() {
         var budget = limits.readBudgetPerEvent
         let buffer = server.readBuffer
         while budget > 0, state == .open, !readSuspended {
@@ -128,13 +154,20 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
 
     /// Hands the session a buffer of unsent bytes only. Bytes queued with `enqueue` during the call (a session
     /// pushing an event to itself) go after what the call appended, so no access overlaps.
-    private func withSessionOutput(_ body: (inout [UInt8]) -> SessionVerdict) -> SessionVerdict {
+    func withSessionOutput(_ body: (inout [UInt8]) -> SessionVerdict) -> SessionVerdict {
         compact()
         var buffer: [UInt8] = []
         swap(&buffer, &output)
         let verdict = body(&buffer)
         if !output.isEmpty { buffer += output }
-        output = buffer
+        if let outputFile {
+            // The session always starts from an empty buffer: what it answers depends on its input alone, never on
+            // how fast the socket drains, so a replay answers exactly the same.
+            _ = buffer.withUnsafeBytes { outputFile.append($0) }
+            output = []
+        } else {
+            output = buffer
+        }
         notePeak()
         account()
         return verdict
@@ -148,8 +181,25 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     }
 
     /// Sends as much pending output as the socket takes, in as few send() calls as it allows.
-    private func flush() {
+    func flush() {
         defer { account() }
+        if let outputFile {
+            guard state != .closed, server.persistence?.replaying != true else { return }
+            switch outputFile.flush(to: fd) {
+            case .drained: break
+            case .wouldBlock:
+                if stalledSince == nil { stalledSince = .now }
+                resumeWrite()
+                return
+            case .failed:
+                teardown()
+                return
+            }
+            stalledSince = nil
+            suspendWrite()
+            if state == .draining && !session.hasPendingInput { teardown() }
+            return
+        }
         while pendingOutput > 0, state != .closed {
             let n = output.withUnsafeBytes { send(fd, $0.baseAddress! + sent, pendingOutput, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
             if n > 0 {
@@ -176,7 +226,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     }
 
     /// Once output is below half the bound: let the session answer requests it held back, then read again.
-    private func relieve() {
+    func relieve() {
         var rounds = 0
         while state != .closed, session.hasPendingInput, pendingOutput <= limits.maxPendingOutput / 2 {
             rounds += 1
@@ -184,6 +234,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
                 server.queue.async { [weak self] in self?.relieve() }
                 return
             }
+            server.persistence?.resumed(id)
             let verdict = withSessionOutput { session.resumeInput(output: &$0) }
             if verdict == .closeAfterFlush { state = .draining }
             flush()
@@ -197,11 +248,12 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
 
     /// Closes now (the queue owns the fd; the poller skips events for an id that is gone) and tells the session
     /// and the server.
-    func teardown() {
+    func teardown(reason: CloseReason = .plain) {
         guard state != .closed else { return }
         state = .closed
+        server.persistence?.closed(id, reason: reason)
         server.poller.remove(fd)
-        close(fd)
+        if fd >= 0 { close(fd) }
         output = []
         sent = 0
         stalledSince = nil
@@ -210,7 +262,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         server.connectionClosed(self)
     }
 
-    private func suspendRead() {
+    func suspendRead() {
         readSuspended = true
         updateInterest()
     }
@@ -220,12 +272,12 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         updateInterest()
     }
 
-    private func suspendWrite() {
+    func suspendWrite() {
         writeSuspended = true
         updateInterest()
     }
 
-    private func resumeWrite() {
+    func resumeWrite() {
         writeSuspended = false
         updateInterest()
     }
@@ -246,15 +298,15 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         sent = 0
     }
 
-    private func notePeak() { peakPendingOutput = max(peakPendingOutput, pendingOutput) }
+    func notePeak() { peakPendingOutput = max(peakPendingOutput, pendingOutput) }
 
     /// Tells the server how this connection's unsent output changed, for the bound on all connections' output.
-    private func account() {
+    func account() {
         let now = pendingOutput
         guard now != accountedOutput else { return }
         server.pendingOutputChanged(by: now - accountedOutput)
         accountedOutput = now
     }
 
-    private func closeAll(_ fds: [Int32]) { for fd in fds where fd >= 0 { close(fd) } }
+    func closeAll(_ fds: [Int32]) { for fd in fds where fd >= 0 { close(fd) } }
 }

@@ -29,7 +29,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
     /// The configuration file's text, which a trace keeps in its header (docs/trace-format.md).
     public var configurationText = ""
     public let queue = DispatchQueue(label: "smmu-hypd")
-    private let logger: Logger
+    let logger: Logger
     private var core: DaemonCore?
     private var server: UnixServer?
     private var audit: JournalAuditSink?
@@ -65,13 +65,32 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         let audit = JournalAuditSink(burst: configuration.audit.burst,
                                      summaryInterval: .milliseconds(configuration.audit.summaryIntervalMilliseconds),
                                      maxRecordsPerSecond: configuration.audit.maxRecordsPerSecond, queue: queue)
-        let core: DaemonCore
-        do {
-            core = try DaemonCore.make(configuration, audit: audit)
-        } catch {
-            throw .configuration("config error: \(error)")
+        let (listener, stored) = try openListener()
+        var takeOver = takeOverStore(stored)
+        var restored: RestoredCheckpoint?
+        var core: DaemonCore?
+        if let t = takeOver, let checkpoint = t.checkpoint {
+            do {
+                let start = ContinuousClock.now
+                (core, restored) = try restoreCore(checkpoint, stored: t.others, audit: audit)
+                logger.info("checkpoint \(t.generation) restored in \(ContinuousClock.now - start)")
+            } catch {
+                ReplayMappings.finish()
+                logger.error("the stored checkpoint cannot be restored (\(error)): starting afresh, stored connections are closed")
+                discard(t.others)
+                FDStore.remove(name: RestartGenerations.name(.journal, t.generation))
+                FDStore.remove(name: RestartGenerations.name(.checkpoint, t.generation))
+                takeOver = nil
+            }
         }
-        let listener = try openListener()
+        if core == nil {
+            do {
+                core = try DaemonCore.make(configuration, audit: audit)
+            } catch {
+                throw .configuration("config error: \(error)")
+            }
+        }
+        guard let core else { preconditionFailure("made above") }
         raiseDescriptorLimit()
         var limits = UnixServer.Limits()
         limits.maxConnections = configuration.limits.maxConnections
@@ -91,18 +110,29 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         self.core = core
         self.server = server
         self.audit = audit
-        core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         installSignalHandlers()   // before anything a client can observe: a stop request is never lost
+        let restoredState = setUpRestart(server: server, core: core, audit: audit, takeOver: takeOver, restored: restored)
+        server.afterInput = { [unowned self, unowned server] in checkpointIfDue(core: core, server: server, audit: audit) }
+        // A fresh start: checkpoint 1 holds the configuration's state, so a restart under another configuration is
+        // refused (the checkpoint records it) rather than replaying this input under that one.
+        if !restoredState { checkpointIfDue(core: core, server: server, audit: audit, force: true) }
+        core.dispatcher.onFinalized = { [unowned self] in self.finalized() }
         audit.start()
         server.start()
-        scheduleFinalization()
+        if core.hypervisor.lifecycle == .notFinalized {
+            scheduleFinalization()
+        } else if restoredState {
+            // Serving again (the listener and the poller start on this queue next): now systemd hears READY=1.
+            queue.async { [self] in finalized() }
+        }
         startTimers()
-        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(finalizationPlan)")
+        logger.info("serving on \(listener.path ?? "socket-activated fd \(listener.fd)"); finalization \(core.hypervisor.lifecycle != .notFinalized ? "done (restored)" : finalizationPlan)")
         publishStatus()
     }
 
-    /// Socket activation when systemd passed a listening AF_UNIX stream socket, else our own bind.
-    private func openListener() throws(StartError) -> ListeningSocket {
+    /// Socket activation when systemd passed a listening AF_UNIX stream socket, else our own bind; and what the fd
+    /// store handed back (every other descriptor passed).
+    private func openListener() throws(StartError) -> (ListeningSocket, [FDStore.Entry]) {
         let passed: [Systemd.ListenFD]
         do {
             passed = try Systemd.listenFDs()
@@ -113,12 +143,17 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
             guard let fd = passed.first(where: { Systemd.isUnixStreamListener($0.fd) }) else {
                 throw .socket("socket activation passed \(passed.count) fd(s), none a listening AF_UNIX SOCK_STREAM socket")
             }
-            for other in passed where other.fd != fd.fd { close(other.fd) }
-            logger.info("socket activation: using fd \(fd.fd) (\(fd.name))")
-            return ListeningSocket.adopt(fd: fd.fd)
+            let others = passed.filter { $0.fd != fd.fd }
+            guard configuration.fdStore else {
+                for other in others { close(other.fd) }
+                logger.info("socket activation: using fd \(fd.fd) (\(fd.name))")
+                return (ListeningSocket.adopt(fd: fd.fd), [])
+            }
+            logger.info("socket activation: using fd \(fd.fd) (\(fd.name)); \(others.count) descriptor(s) from the fd store")
+            return (ListeningSocket.adopt(fd: fd.fd), FDStore.entries(from: others, excluding: fd.name))
         }
         do {
-            return try ListeningSocket.bind(path: configuration.socket.path, mode: configuration.socket.mode)
+            return (try ListeningSocket.bind(path: configuration.socket.path, mode: configuration.socket.mode), [])
         } catch {
             throw .socket("socket: \(error)")
         }
@@ -157,6 +192,7 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         queue.asyncAfter(deadline: .now() + .milliseconds(configuration.finalization.delayMilliseconds)) { [self] in
             guard !stopping, let core else { return }
             // READY=1 follows from `onFinalized`, the one path for the timer and an admin FINALIZE alike.
+            server?.persistence?.finalizing()
             if !core.dispatcher.finalize() { logger.error("finalization failed; still not finalized") }
         }
     }
@@ -214,6 +250,15 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         stopping = true
         logger.info("signal \(signal): stopping")
         Systemd.notify(.stopping, .status("stopping"))
+        if server.persistence != nil {
+            // Everything is in the fd store already: exit without closing a connection. On `systemctl restart` the
+            // next process serves them on; on `systemctl stop` systemd drops the store, which closes them.
+            audit?.stop()
+            for timer in timers { timer.cancel() }
+            server.removeSocketFile()
+            logger.info("stopped; connections and state left in the fd store")
+            exit(0)
+        }
         core.hypervisor.beginStopping()
         server.beginShutdown { [self] in
             audit?.stop()

@@ -2,7 +2,7 @@
 
 extension DaemonConfiguration: Decodable {
     enum Keys: String, CodingKey, CaseIterable {
-        case topology, memory, hypervisor, finalization, socket, roles, audit, limits, watchdog
+        case topology, memory, hypervisor, finalization, socket, roles, audit, limits, watchdog, fd_store
         case memory_controller, trace
     }
 
@@ -24,6 +24,7 @@ extension DaemonConfiguration: Decodable {
         limits = try c.decodeIfPresent(Limits.self, forKey: .limits)
             ?? Limits(maxConnections: 1024, helloTimeoutMilliseconds: 5000, maxBufferedOutput: 64 << 20)
         watchdog = try c.decodeIfPresent(Bool.self, forKey: .watchdog) ?? true
+        fdStore = try c.decodeIfPresent(Bool.self, forKey: .fd_store) ?? false
         memoryController = try c.decodeIfPresent(MemoryController.self, forKey: .memory_controller)
         trace = try c.decodeIfPresent(Trace.self, forKey: .trace) ?? Trace()
     }

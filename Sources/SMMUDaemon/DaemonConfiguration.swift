@@ -127,6 +127,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var limits: Limits
     /// Ping systemd's watchdog when the unit sets WatchdogSec.
     public var watchdog: Bool
+    /// Survive restarts and crashes through systemd's fd store (the unit needs FileDescriptorStoreMax=).
+    public var fdStore: Bool = false
     /// The memory controller's stream-ID windows (DaemonConfiguration+MemoryController.swift); nil: the topology's.
     public var memoryController: MemoryController?
     /// The MMIO trace (DaemonConfiguration+Trace.swift).

@@ -22,6 +22,8 @@ final class EpochPages {
     static let limit = 64
     static let pageSize = InvalidationLog.pageSize
     private var pages: [ConnectionID: UnsafeMutableRawPointer] = [:]
+    /// Which file each page is (a restart checkpoint names it, to share it again from the fd store).
+    private(set) var files: [ConnectionID: SharedFileRange] = [:]
     private let epoch: TranslationEpoch
 
     init(epoch: TranslationEpoch) {
@@ -31,7 +33,7 @@ final class EpochPages {
         epoch.publish = { [weak self] value, change in self?.store(value, change) }
     }
 
-    deinit { for page in pages.values { munmap(page, Self.pageSize) } }
+    deinit { for page in pages.values { SharedMemoryFile.unmap(page, size: Self.pageSize) } }
 
     private func store(_ value: UInt64, _ change: TranslationChange) {
         guard !pages.isEmpty else { return }
@@ -51,13 +53,15 @@ final class EpochPages {
         }
         InvalidationLog.initialize(SharedPageWords(base: file.pointer), epoch: epoch.value)
         pages[connection] = file.pointer
+        files[connection] = file.file
         return .ok
     }
 
     func isAttached(_ connection: ConnectionID) -> Bool { pages[connection] != nil }
 
     func detach(connection: ConnectionID) {
-        if let p = pages.removeValue(forKey: connection) { munmap(p, Self.pageSize) }
+        if let p = pages.removeValue(forKey: connection) { SharedMemoryFile.unmap(p, size: Self.pageSize) }
+        files[connection] = nil
     }
 }
 

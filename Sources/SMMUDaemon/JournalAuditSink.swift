@@ -65,6 +65,9 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
     public let summaryInterval: Duration
     public let maxRecordsPerSecond: Int
     public internal(set) var counters = Counters()
+    /// True while a restart replays requests whose records the previous process already wrote: they are counted as
+    /// written, not written again.
+    public var replaying = false
     private let destination: Destination
     let now: @Sendable () -> ContinuousClock.Instant
     var windows: [Key: RateWindow] = [:]
@@ -166,6 +169,7 @@ public final class JournalAuditSink: @unchecked Sendable {  // invariant: used o
 
     /// Sends to journald, else to stderr. Returns true when journald took it.
     private func emit(_ fields: [(name: String, value: String)]) -> Bool {
+        if replaying { return true }
         if destination.journal(fields) { return true }
         let line = "smmu-hypd audit: " + fields.map { "\($0.name)=\(Self.escaped($0.value))" }.joined(separator: " ")
         if destination.fallback(line) { counters.stderrFallback += 1 } else { counters.lost += 1 }

@@ -52,11 +52,54 @@ struct SharedMemoryFile {
         guard !overflow, st.st_size >= 0, UInt64(st.st_size) >= end, size <= UInt64(Int.max) else {
             return .failure(.tooShort(fileSize: UInt64(max(st.st_size, 0)), needed: overflow ? .max : end))
         }
-        guard let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(truncatingIfNeeded: offset)),
+        let replaying = ReplayMappings.active
+        guard let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, replaying ? MAP_PRIVATE : MAP_SHARED, fd,
+                           off_t(truncatingIfNeeded: offset)),
               p != MAP_FAILED else { return .failure(.mapFailed(.last)) }
+        if replaying { ReplayMappings.record(pointer: p, size: Int(size), fd: fd, offset: offset) }
         return .success(SharedMemoryFile(pointer: p, size: Int(size), file: SharedFileRange(
             device: UInt64(st.st_dev), inode: UInt64(st.st_ino), offset: offset, size: size)))
     }
 
-    func unmap() { munmap(pointer, size) }
+    func unmap() { Self.unmap(pointer, size: size) }
+
+    static func unmap(_ pointer: UnsafeMutableRawPointer, size: Int) {
+        ReplayMappings.forget(pointer)
+        munmap(pointer, size)
+    }
+}
+
+/// While a restart replays its journal, the client memory it maps again (MEM_MAP, DMA_EPOCH) is mapped private:
+/// the replayed requests read the client's current bytes, and what they write (MEM_WRITE, DMA, scrubs, old epoch
+/// values) lands in private copies, since the old process wrote it to the client's memory already, and writing it
+/// again would put back bytes the client has changed since, or show a device an epoch that went backwards. After
+/// the replay every mapping still held is mapped shared again at the same address (`finish`).
+enum ReplayMappings {
+    private struct Entry { let size: Int; let fd: Int32; let offset: UInt64 }
+    nonisolated(unsafe) private static var entries: [UnsafeMutableRawPointer: Entry] = [:]
+    nonisolated(unsafe) private(set) static var active = false
+
+    static func begin() { active = true }
+
+    static func record(pointer: UnsafeMutableRawPointer, size: Int, fd: Int32, offset: UInt64) {
+        entries[pointer] = Entry(size: size, fd: dup(fd), offset: offset)
+    }
+
+    static func forget(_ pointer: UnsafeMutableRawPointer) {
+        if let e = entries.removeValue(forKey: pointer) { close(e.fd) }
+    }
+
+    /// Maps every mapping still held shared again, in place (the private copies are dropped). Returns how many.
+    @discardableResult
+    static func finish() -> Int {
+        active = false
+        var remapped = 0
+        for (pointer, e) in entries {
+            let p = mmap(pointer, e.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, e.fd, off_t(truncatingIfNeeded: e.offset))
+            if p == pointer { remapped += 1 }
+            close(e.fd)
+        }
+        entries = [:]
+        return remapped
+    }
 }

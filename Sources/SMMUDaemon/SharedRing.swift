@@ -161,8 +161,11 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
 extension Dispatcher {
     /// RING: maps the client's memfd (checked as MEM_MAP's files are) and starts serving it.
     func attachRing(fd: Int32, context: SessionContext) -> Status {
+        // Ring requests bypass the restart journal: in restart mode a ring is refused and the client stays on the
+        // socket (QEMU's device falls back to it), so a restart or a crash replays everything it did.
         guard rings[context.connection] == nil, rings.count < SharedRing.limit,
-              let queue = (server as? UnixServer)?.queue else { return .invalid }
+              let server = server as? UnixServer, server.persistence == nil else { return .invalid }
+        let queue = server.queue
         guard case .success(let file) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(SharedRing.size)) else {
             return .invalid
         }

@@ -81,6 +81,11 @@ public enum Systemd {
         sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0
     }
 
+    /// True when `fd` is a connected AF_UNIX SOCK_STREAM socket (a stored client connection).
+    public static func isConnectedUnixStream(_ fd: Int32) -> Bool {
+        sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 0, nil, 0) > 0
+    }
+
     /// The watchdog interval the service manager expects pings within, or nil when it is off
     /// (`WatchdogSec=` unset, or `WATCHDOG_PID` names another process). The corresponding C function is `sd_watchdog_enabled`.
     public static func watchdogInterval() -> Duration? {

@@ -22,6 +22,7 @@ extension UnixServer {
         guard openConnections.count >= limits.maxConnections else { return true }
         if evictOldestUngreeted(reason: "connection cap \(limits.maxConnections) reached") { return true }
         counters.refused += 1
+        persistence?.refused()
         notice(.refused, "connection cap \(limits.maxConnections) reached and every connection is greeted: refusing pid \(peer.pid) uid \(peer.uid)")
         return false
     }
@@ -31,7 +32,7 @@ extension UnixServer {
         guard let id = ungreeted.popOldest(isUngreeted: isUngreeted), let victim = connection(id) else { return false }
         counters.evicted += 1
         notice(.evicted, "\(reason): closing \(id) (pid \(victim.peer.pid)), not greeted yet")
-        victim.teardown()
+        victim.teardown(reason: .evicted)
         return true
     }
 
@@ -47,6 +48,7 @@ extension UnixServer {
         reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         counters.refused += 1
+        persistence?.refused()
         notice(.refused, "out of descriptors and every connection is greeted: refusing a client")
         return true
     }
@@ -71,7 +73,7 @@ extension UnixServer {
         while let id = ungreeted.popExpired(now: now, isUngreeted: isUngreeted), let victim = connection(id) {
             counters.helloTimeouts += 1
             notice(.helloTimeout, "\(id) (pid \(victim.peer.pid)) sent no accepted HELLO within \(limits.helloDeadline): closing")
-            victim.teardown()
+            victim.teardown(reason: .helloTimeout)
         }
         scheduleReaper()
     }
@@ -105,7 +107,7 @@ extension UnixServer {
             guard let victim else { break }
             counters.closedForOutput += 1
             notice(.output, "unsent output of all connections \(totalPendingOutput) bytes is over \(limits.maxTotalPendingOutput): closing \(victim.id) (pid \(victim.peer.pid)), \(victim.pendingOutput) bytes unsent")
-            victim.teardown()
+            victim.teardown(reason: .output)
         }
     }
 

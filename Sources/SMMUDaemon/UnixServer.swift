@@ -56,14 +56,18 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
     let logger: Logger
     private var listenSource: DispatchSourceRead?
     private var listenSuspended = false
-    private var connections: [ConnectionID: Connection] = [:]
-    private var nextID: UInt64 = 1
+    var connections: [ConnectionID: Connection] = [:]
+    var nextID: UInt64 = 1
+    /// Restart mode (fd store and journal), set by the daemon before `start`; nil otherwise.
+    var persistence: ServerPersistence?
     private var shutdownCompletion: (() -> Void)?
     /// Connections accepted since start.
     public var acceptedCount: UInt64 { counters.accepted }
     public private(set) var isShuttingDown = false
     /// What the bounds on connections did (STATS). Read on the queue.
     public internal(set) var counters = ConnectionCounters()
+    /// Called on the queue after each batch of input and of accepted connections: a request boundary (checkpoints).
+    var afterInput: (() -> Void)?
     /// Connections not greeted when accepted, oldest first (the HELLO deadline, the cap's evictions).
     var ungreeted = UngreetedQueue()
     var reaperScheduled = false
@@ -171,6 +175,7 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         for event in events {
             connections[ConnectionID(rawValue: event.token)]?.handle(event)
         }
+        afterInput?()
     }
 
     private func startOnQueue() {
@@ -179,6 +184,12 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
         source.setCancelHandler { [listener] in close(listener.fd) }
         listenSource = source
         source.resume()
+    }
+
+    /// Removes the socket file the server bound (an adopted socket is systemd's): a stop in restart mode leaves the
+    /// connections in the fd store, but a new process binds its own listener again.
+    func removeSocketFile() {
+        if let path = listener.path { unlink(path) }
     }
 
     private func stopListening() {
@@ -218,29 +229,46 @@ public final class UnixServer: ServerHandle, @unchecked Sendable {  // invariant
                     return
                 }
             }
-            var credentials = csock_peer()
-            guard csock_peer_credentials(fd, &credentials) == 0 else {
-                close(fd)
-                continue
-            }
-            let peer = PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
-            guard admit(peer) else {
-                close(fd)
-                continue
-            }
-            let id = ConnectionID(rawValue: nextID)
-            nextID += 1
-            counters.accepted += 1
-            let session = factory.makeSession(connection: id, peer: peer, server: self)
-            let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self)
-            connections[id] = connection
-            guard connection.start() else {
-                logger.error("epoll_ctl: \(Errno.last); closing \(id)")
-                connection.teardown()
-                continue
-            }
-            if !session.isGreeted { awaitHello(id) }
+            admitStored(fd: fd)
+            afterInput?()
         }
+    }
+
+    /// Serves a connected socket: accepted now, or stored by a process that died before its ACCEPT was journaled.
+    func admitStored(fd: Int32) {
+        var credentials = csock_peer()
+        guard csock_peer_credentials(fd, &credentials) == 0 else {
+            close(fd)
+            return
+        }
+        let peer = PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
+        guard admit(peer) else {
+            close(fd)
+            return
+        }
+        var output: OutputFile?
+        if let persistence, !persistence.disabled {
+            output = OutputFile.make()
+            if let output { persistence.accepted(ConnectionID(rawValue: nextID), fd: fd, peer: peer, output: output) }
+        }
+        let connection = replayAccept(id: ConnectionID(rawValue: nextID), fd: fd, peer: peer, output: output)
+        nextID += 1
+        guard connection.start() else {
+            logger.error("epoll_ctl: \(Errno.last); closing \(connection.id)")
+            connection.teardown()
+            return
+        }
+        if !connection.session.isGreeted { awaitHello(connection.id) }
+    }
+
+    /// Makes the session and the connection for an admitted socket (also what an ACCEPT record replays).
+    @discardableResult
+    func replayAccept(id: ConnectionID, fd: Int32, peer: PeerCredentials, output: OutputFile?) -> Connection {
+        counters.accepted += 1
+        let session = factory.makeSession(connection: id, peer: peer, server: self)
+        let connection = Connection(id: id, fd: fd, peer: peer, session: session, server: self, outputFile: output)
+        connections[id] = connection
+        return connection
     }
 
     func acceptOne() -> Int32 { csock_accept(listener.fd) }

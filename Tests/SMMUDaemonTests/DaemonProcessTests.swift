@@ -1,3 +1,4 @@
+import CSocketShims
 import Foundation
 import TestSupport
 import Glibc
@@ -80,6 +81,64 @@ struct DaemonProcessTests {
         #expect(try Frame.response(from: client).status == 0)
         #expect(try Frame.response(from: client).status == 2, "PROT_FINALIZE without finalization.mode host")
         #expect(daemon.notify.wait(for: "READY=1", seconds: 0.5) == nil)
+        #expect(daemon.stop() == 0)
+    }
+
+    /// The shipped configuration turns restart mode on: under a service manager the daemon stores its journal, its
+    /// first checkpoint and each connection (FDSTORE=1 with a name), and waits for BARRIER=1's answer, which is the receiver closing the
+    /// descriptor the barrier sent. A receiver that never closes it would leave the daemon waiting 5 s and warning.
+    @Test func restartModeStoresTheJournalAndConnectionsAndItsBarrierIsAnswered() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "stored"))
+        #expect(try Frame.response(from: client).status == 0)
+        #expect(daemon.notify.wait(for: "FDNAME=c.1") != nil, "the connection is stored")
+        let journal = try #require(daemon.notify.received.first { $0.contains("FDNAME=journal.0") })
+        #expect(journal.contains("FDSTORE=1"))
+        // A fresh start moves to generation 1 at once: checkpoint 1 (the configuration's state) and its journal are
+        // stored, confirmed by a barrier, and generation 0 is removed.
+        let names = daemon.notify.received.compactMap { d in d.split(separator: "\n").first { $0.hasPrefix("FDNAME=") } }
+        #expect(Array(names.prefix(4)) == ["FDNAME=journal.0", "FDNAME=checkpoint.1", "FDNAME=journal.1", "FDNAME=journal.0"])
+        #expect(daemon.notify.received.contains { $0.contains("FDSTOREREMOVE=1") && $0.contains("FDNAME=journal.0") })
+        #expect(daemon.notify.barriers >= 2)
+        #expect(Date().timeIntervalSince(daemon.started) < 5, "BARRIER=1 was not answered at once")
+        #expect(daemon.stop() == 0)
+    }
+
+    /// systemd 254 and later say how many descriptors the unit may store ($FDSTORE): none means no restart mode,
+    /// since a stop that leaves connections to a store that keeps nothing would drop their unsent answers.
+    @Test func noFileDescriptorStoreMeansNoRestartMode() throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"], environment: ["FDSTORE": "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        #expect(daemon.stop() == 0)
+        #expect(!daemon.notify.received.contains { $0.contains("FDSTORE=1") })
+        #expect(daemon.notify.barriers == 0)
+    }
+
+    /// RING requests would bypass the restart journal, so restart mode refuses a ring (INVALID) and the client keeps
+    /// the socket; the same request is accepted once restart mode is off ($FDSTORE=0).
+    @Test(arguments: [true, false]) func ringIsRefusedInRestartModeOnly(restartMode: Bool) throws {
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"],
+                                       environment: restartMode ? [:] : ["FDSTORE": "0"])
+        #expect(daemon.notify.wait(for: "READY=1") != nil)
+        let client = try daemon.connect()
+        try client.write(Frame.hello(role: Self.host, name: "ring"))
+        #expect(try Frame.response(from: client).status == 0)
+        let memfd = csock_sealed_memfd("ring", 0x23000)
+        #expect(memfd >= 0)
+        let frame = Frame.request(0x0B, tag: 5)
+        let sent = frame.withUnsafeBytes { raw in
+            [memfd].withUnsafeBufferPointer { csock_send_with_fds(client.fd, raw.baseAddress, raw.count, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+        }
+        close(memfd)
+        #expect(sent == frame.count)
+        let answer = try Frame.response(from: client)
+        #expect(answer.opcode == 0x8B && answer.tag == 5)
+        #expect(answer.status == (restartMode ? 9 : 0), "INVALID in restart mode, OK otherwise")
+        // The socket still serves.
+        try client.write(Frame.hello(role: Self.host, name: "again", tag: 6))
+        #expect(try Frame.response(from: client).tag == 6)
         #expect(daemon.stop() == 0)
     }
 

@@ -20,6 +20,9 @@
  * Loads acquire, stores release; the futex is a shared (not private) one, so it works across processes. */
 static inline uint32_t csock_load_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void csock_store_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+/* The restart journal's commit word (a memfd shared with the next process): one 64-bit store publishes a record. */
+static inline uint64_t csock_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void csock_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void csock_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 /* The epoch page's 64-bit words (protocol v1.2's invalidation log, a seqlock per slot). */
 static inline uint64_t csock_load_acquire64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -68,6 +71,10 @@ int csock_add_seals(int fd, int seals);
 int csock_get_seals(int fd);
 /* The filesystem type (statfs f_type) of an open file, or -1: MEM_MAP refuses hugetlbfs. */
 long csock_fs_type(int fd);
+
+/* Frees bytes [offset, offset+len) of a file, keeping its size (fallocate FALLOC_FL_PUNCH_HOLE): the restart mode's
+ * output files drop what the socket has taken. Returns 0 or -1 with errno set. */
+int csock_punch_hole(int fd, off_t offset, off_t len);
 
 /* The peer's credentials as the kernel recorded them at connect() (struct ucred, SO_PEERCRED). */
 struct csock_peer { int pid; unsigned int uid; unsigned int gid; };

@@ -1,0 +1,206 @@
+import Dispatch
+import Glibc
+import Logging
+
+/// Restart mode: what the server keeps in systemd's fd store and the restart journal so that a new process, after
+/// `systemctl restart` or a crash, serves every connection on from where the old one was (docs/hypervisor-model.md,
+/// "Restart and crash survival").
+///
+/// Stored (FDSTORE=1): the journal and the checkpoint before it ("journal.g", "checkpoint.g": RestartGenerations),
+/// and per connection n, under "c.n": its socket, its output file
+/// (OutputFile) and every descriptor it passed (MEM_MAP, DMA_EPOCH). A connection's name is removed
+/// (FDSTOREREMOVE=1) when it closes, so systemd holds no socket the daemon closed.
+final class ServerPersistence {
+    /// The journal input is appended to, and its generation (see RestartGenerations).
+    private(set) var journal: RestartJournal
+    private(set) var generation: UInt64
+    let store: any RestartStore
+    let logger: Logger
+    /// True while the journal is being replayed: nothing is sent and nothing journaled.
+    var replaying = false
+    /// Set when the journal filled up: the daemon serves on but no longer survives a crash.
+    private(set) var disabled = false
+
+    init(journal: RestartJournal, generation: UInt64 = 0, store: any RestartStore = SystemdFDStore(), logger: Logger) {
+        self.journal = journal
+        self.generation = generation
+        self.store = store
+        self.logger = logger
+    }
+
+    /// The journal input is received into, or nil once disabled.
+    var activeJournal: RestartJournal? { disabled ? nil : journal }
+
+    /// From now on input is journaled into `next` (a checkpoint of generation `generation` precedes it).
+    func replaceJournal(_ next: RestartJournal, generation: UInt64) {
+        journal = next
+        self.generation = generation
+    }
+
+    static func name(of connection: ConnectionID) -> String { "c.\(connection.rawValue)" }
+
+    /// A connection was admitted: its socket and output file are stored, then the journal says so.
+    func accepted(_ id: ConnectionID, fd: Int32, peer: PeerCredentials, output: OutputFile) {
+        guard !disabled, !replaying else { return }
+        store.store([fd, output.fd], name: Self.name(of: id), poll: true)
+        let socket = FDStore.FileIdentity(fd: fd) ?? FDStore.FileIdentity(device: 0, inode: 0)
+        let file = FDStore.FileIdentity(fd: output.fd) ?? FDStore.FileIdentity(device: 0, inode: 0)
+        var payload: [UInt8] = []
+        for v in [UInt32(bitPattern: peer.pid), peer.uid, peer.gid, 0] { payload += v.littleEndianBytes }
+        for v in [socket.device, socket.inode, file.device, file.inode] { payload += v.littleEndianBytes }
+        record(.accept, connection: id.rawValue, payload: payload)
+    }
+
+    /// Descriptors a client passed, stored before the bytes carrying them are consumed; BARRIER=1 makes sure
+    /// systemd has them before the journal can name them.
+    func storeFiles(_ fds: [Int32], connection: ConnectionID) {
+        guard !disabled, !replaying else { return }
+        store.store(fds, name: Self.name(of: connection), poll: false)
+        if !store.barrier() { logger.warning("fd store: no BARRIER=1 answer; a descriptor of \(connection) may not survive a crash") }
+    }
+
+    func closed(_ id: ConnectionID, reason: CloseReason) {
+        guard !replaying else { return }
+        if !disabled { record(.close, connection: id.rawValue, payload: reason.rawValue.littleEndianBytes) }
+        store.remove(name: Self.name(of: id))
+    }
+
+    func resumed(_ id: ConnectionID) {
+        guard !disabled, !replaying else { return }
+        record(.resume, connection: id.rawValue)
+    }
+
+    func refused() {
+        guard !disabled, !replaying else { return }
+        record(.refused)
+    }
+
+    func finalizing() {
+        guard !disabled, !replaying else { return }
+        record(.finalize)
+    }
+
+    private func record(_ kind: RestartJournal.Kind, connection: UInt64 = 0, payload: [UInt8] = []) {
+        if !journal.append(kind, connection: connection, payload: payload) { journalFull() }
+    }
+
+    /// Out of journal: the journal leaves the store (a next start would replay an incomplete history), and the
+    /// daemon serves on without crash survival. Logged once.
+    func journalFull() {
+        guard !disabled else { return }
+        disabled = true
+        store.remove(name: RestartGenerations.name(.journal, generation))
+        logger.error("restart journal full (\(journal.capacity) bytes): a crash or restart from now on loses the connections")
+    }
+}
+
+extension FixedWidthInteger {
+    var littleEndianBytes: [UInt8] { withUnsafeBytes(of: littleEndian) { Array($0) } }
+}
+
+extension UnsafeRawBufferPointer {
+    func le<T: FixedWidthInteger>(_ offset: Int, as: T.Type = T.self) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}
+
+/// What a restore found (logged, and used by the tests).
+public struct RestoreReport: Sendable, Equatable {
+    public var records = 0
+    public var connections = 0
+    public var adopted = 0
+    public var gone = 0
+    public var remappedClientMemory = 0
+}
+
+extension UnixServer {
+    /// Replays the journal over the fresh core, with the descriptors systemd handed back, then serves every
+    /// connection still open. `finalize` runs the finalization a FINALIZE record says the timer ran.
+    /// With a checkpoint, its connections are installed first (its state is the core's already) and the journal,
+    /// which then holds only what came after it, is replayed over them.
+    func restore(journal: RestartJournal, stored: [FDStore.Entry], checkpoint: RestoredCheckpoint?,
+                 finalize: () -> Void) throws(RestartJournalError) -> RestoreReport {
+        dispatchPrecondition(condition: .onQueue(queue))
+        var report = RestoreReport()
+        var byIdentity: [FDStore.FileIdentity: FDStore.Entry] = [:]
+        for entry in stored { byIdentity[entry.identity] = entry }
+        var used = Set<FDStore.FileIdentity>()
+        func take(_ identity: FDStore.FileIdentity) -> Int32 {
+            guard let entry = byIdentity[identity] else { return -1 }
+            used.insert(identity)
+            return entry.fd
+        }
+        persistence?.replaying = true
+        ReplayMappings.begin()
+        defer { ReplayMappings.finish() }
+        if let checkpoint { install(checkpoint, take: take) }
+        let records = try journal.records()
+        report.records = records.count
+        for (index, record) in records.enumerated() {
+            // A long replay must not look like a hang: systemd's watchdog (WatchdogSec=) counts from the start.
+            if index % 4096 == 4095 { Systemd.notify(.watchdog) }
+            let id = ConnectionID(rawValue: record.connection)
+            switch record.kind {
+            case .accept:
+                let p = record.payload
+                guard p.count == 48 else { throw .corrupt(offset: 0) }
+                let peer = PeerCredentials(pid: Int32(bitPattern: p.le(0, as: UInt32.self)), uid: p.le(4), gid: p.le(8))
+                let socket = take(FDStore.FileIdentity(device: p.le(16), inode: p.le(24)))
+                let outFD = take(FDStore.FileIdentity(device: p.le(32), inode: p.le(40)))
+                let output = outFD >= 0 ? OutputFile(fd: outFD) : OutputFile.make()
+                replayAccept(id: id, fd: socket, peer: peer, output: output)
+                nextID = max(nextID, id.rawValue + 1)
+            case .data:
+                guard let data = record.data else { throw .corrupt(offset: 0) }
+                let fds = data.files.compactMap { identity -> Int32? in
+                    let fd = take(identity)
+                    return fd >= 0 ? dup(fd) : nil
+                }
+                connection(id)?.replayReceive(data.bytes, fds: fds)
+            case .resume:
+                connection(id)?.replayResume()
+            case .close:
+                let reason = record.payload.count >= 4 ? CloseReason(rawValue: record.payload.le(0)) ?? .plain : .plain
+                count(reason)
+                connection(id)?.replayClose()
+            case .finalize:
+                finalize()
+            case .refused:
+                counters.refused += 1
+            }
+        }
+        persistence?.replaying = false
+        report.remappedClientMemory = ReplayMappings.finish()
+        // A socket stored just before the crash, with no ACCEPT committed yet: admitted now, under its own id.
+        for entry in stored where !used.contains(entry.identity) && Systemd.isConnectedUnixStream(entry.fd) {
+            guard let n = UInt64(entry.name.dropFirst(2)), entry.name.hasPrefix("c."), n >= nextID else { continue }
+            used.insert(entry.identity)
+            nextID = n
+            admitStored(fd: entry.fd)
+            report.adopted += 1
+        }
+        for entry in stored where !used.contains(entry.identity) { close(entry.fd) }
+        for c in Array(openConnections) {
+            if c.resumeAfterReplay() {
+                report.connections += 1
+                if !c.session.isGreeted { awaitHello(c.id) }
+            } else {
+                report.gone += 1
+            }
+        }
+        // Names of connections that ended (their CLOSE is in the journal) may still be stored by a crash before the removal.
+        let live = Set(openConnections.map { ServerPersistence.name(of: $0.id) })
+        for name in Set(stored.map(\.name)) where name.hasPrefix("c.") && !live.contains(name) { FDStore.remove(name: name) }
+        return report
+    }
+
+    private func count(_ reason: CloseReason) {
+        switch reason {
+        case .plain: break
+        case .evicted: counters.evicted += 1
+        case .helloTimeout: counters.helloTimeouts += 1
+        case .output: counters.closedForOutput += 1
+        case .unreadEvents: counters.closedForUnreadEvents += 1
+        }
+    }
+}
