@@ -2,6 +2,14 @@ import Glibc
 import Logging
 import PKVM
 
+extension DaemonCore {
+    /// The hypervisor's part of a checkpoint. RAM in stored files (RAMFiles) outlives the process: the image then
+    /// records the RAM regions only, so its size and cost do not grow with what clients wrote into RAM (G8).
+    func checkpointHypervisorImage() -> HypervisorStateImage {
+        hypervisor.stateImage(includeMemory: !hypervisor.memory.isFileBacked)
+    }
+}
+
 /// Checkpoints in restart mode (docs/hypervisor-model.md, "Restart and crash survival"): every
 /// `checkpointJournalBytes` of journal the daemon writes its whole state to a sealed file and starts a new journal,
 /// so a restart replays at most that much input, whatever the daemon's history.
@@ -23,7 +31,12 @@ extension Daemon {
         let epochFloor = Dispatcher.epochFloor(pageFDs: checkpoint.connections.compactMap { $0.epochPage.flatMap { byIdentity[$0] } })
         // Client memory is mapped private until the journal after the checkpoint has been replayed (ReplayMappings).
         ReplayMappings.begin()
-        let core = try DaemonCore.restore(configuration, audit: audit, image: hypervisorImage, epochFloor: epochFloor) {
+        // RAM is the stored files' (restart mode's RAMFiles): live, so ahead of the checkpoint; the journal's replay
+        // writes the same bytes again in the same order. An image that carries RAM (an older checkpoint) puts it into
+        // them instead.
+        let ramFiles = try self.ramFiles(stored: stored, image: hypervisorImage)
+        let core = try DaemonCore.restore(configuration, audit: audit, image: hypervisorImage, epochFloor: epochFloor,
+                                          ramFiles: ramFiles) {
             m throws(StateImageError) in
             guard let fd = byIdentity[FDStore.FileIdentity(device: m.file.device, inode: m.file.inode)] else {
                 throw .sharedMemoryUnavailable(base: m.range.base, reason: "its file is not in the fd store")
@@ -37,6 +50,20 @@ extension Daemon {
         if let a = dispatcherImage.audit { audit.restore(a) }
         return (core, RestoredCheckpoint(checkpoint: checkpoint, image: dispatcherImage, sessions: sessions,
                                          dispatcher: core.dispatcher))
+    }
+
+    /// The stored RAM files for a checkpoint; nil (fresh RAM) only when the image carries RAM itself.
+    private func ramFiles(stored: [FDStore.Entry], image: HypervisorStateImage) throws(StateImageError) -> [Int32]? {
+        let policy: HypervisorPolicy
+        do { policy = try DaemonCore.policy(configuration) } catch {
+            throw .configurationMismatch(reason: "the configuration cannot be built: \(error)")
+        }
+        if let files = RAMFiles.stored(stored, policy: policy) { return files }
+        guard image.memory != nil else {
+            throw .corrupt(reason: "the checkpoint leaves RAM to the stored RAM files, and they are not all stored")
+        }
+        ramFilesToStore = RAMFiles.create(policy)
+        return ramFilesToStore
     }
 
     /// Takes a checkpoint when the journal has passed the bound; called at a request boundary (after a batch of
@@ -55,7 +82,7 @@ extension Daemon {
         let sessions = server.openConnections.sorted { $0.id.rawValue < $1.id.rawValue }.map { ($0.session, [UInt8]()) }
         let dispatcherImage = core.dispatcher.stateImage(sessions: sessions, serverCounters: server.counters, audit: audit)
         let dispatcherCaptured = ContinuousClock.now
-        let hypervisorImage = core.hypervisor.stateImage(includeMemory: true)
+        let hypervisorImage = core.checkpointHypervisorImage()
         let captured = ContinuousClock.now
         let checkpoint = Checkpoint(generation: generation, nextConnection: server.nextID, connections: connections,
                                     hypervisor: hypervisorImage.encoded(), dispatcher: dispatcherImage.encoded())

@@ -31,6 +31,27 @@ extension Daemon {
         return found
     }
 
+    /// In restart mode, the files RAM is backed by (RAMFiles): the stored ones when a generation without a checkpoint
+    /// is taken over (its journal is replayed over them), else new ones that `setUpRestart` stores. Nil outside
+    /// restart mode (anonymous RAM), or when no memfd can be made.
+    func restartRAMFiles(stored: [FDStore.Entry]?) throws(DaemonCore.BuildError) -> [Int32]? {
+        guard restartMode else { return nil }
+        let policy = try DaemonCore.policy(configuration)
+        if let stored, let files = RAMFiles.stored(stored, policy: policy) { return files }
+        ramFilesToStore = RAMFiles.create(policy)
+        if ramFilesToStore == nil { logger.warning("restart mode: no memfd for RAM (errno \(errno)); checkpoints copy RAM") }
+        return ramFilesToStore
+    }
+
+    /// Stores the RAM files this process made (before the barrier that follows): once, so every later checkpoint
+    /// can leave RAM out.
+    private func storeNewRAMFiles() {
+        guard let fds = ramFilesToStore else { return }
+        RAMFiles.store(fds)
+        for fd in fds { close(fd) }
+        ramFilesToStore = nil
+    }
+
     /// Closes stored descriptors and removes their names from the store.
     func discard(_ entries: [FDStore.Entry]) {
         for entry in entries { close(entry.fd) }
@@ -44,6 +65,10 @@ extension Daemon {
         guard restartMode else { return false }
         if let t = takeOver {
             server.persistence = ServerPersistence(journal: t.journal, generation: t.generation, logger: logger)
+            if ramFilesToStore != nil {
+                storeNewRAMFiles()
+                if !FDStore.barrier() { logger.warning("fd store: no BARRIER=1 answer; RAM may not survive a crash") }
+            }
             let start = ContinuousClock.now
             audit.replaying = true
             do {
@@ -64,6 +89,7 @@ extension Daemon {
         }
         do {
             let journal = try RestartJournal.create()
+            storeNewRAMFiles()
             FDStore.store([journal.fd], name: RestartGenerations.name(.journal, 0), poll: false)
             if !FDStore.barrier() { logger.warning("fd store: no BARRIER=1 answer; is FileDescriptorStoreMax= set?") }
             server.persistence = ServerPersistence(journal: journal, logger: logger)

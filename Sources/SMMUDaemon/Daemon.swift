@@ -31,6 +31,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
     public let queue = DispatchQueue(label: "smmu-hypd")
     let logger: Logger
     private var core: DaemonCore?
+    /// Restart mode's RAM files made by this process, until `setUpRestart` stores them (RAMFiles).
+    var ramFilesToStore: [Int32]?
     private var server: UnixServer?
     private var audit: JournalAuditSink?
     private var timers: [DispatchSourceTimer] = []
@@ -76,6 +78,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
                 logger.info("checkpoint \(t.generation) restored in \(ContinuousClock.now - start)")
             } catch {
                 ReplayMappings.finish()
+                for fd in ramFilesToStore ?? [] { close(fd) }
+                ramFilesToStore = nil
                 logger.error("the stored checkpoint cannot be restored (\(error)): starting afresh, stored connections are closed")
                 discard(t.others)
                 FDStore.remove(name: RestartGenerations.name(.journal, t.generation))
@@ -85,7 +89,8 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         }
         if core == nil {
             do {
-                core = try DaemonCore.make(configuration, audit: audit)
+                core = try DaemonCore.make(configuration, audit: audit,
+                                           ramFiles: try restartRAMFiles(stored: takeOver?.others))
             } catch {
                 throw .configuration("config error: \(error)")
             }

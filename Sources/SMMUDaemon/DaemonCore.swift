@@ -27,9 +27,11 @@ public struct DaemonCore {
 
     /// The hypervisor at reset, its memory (host RAM and hypervisor RAM, zeroed and lazily allocated) and the
     /// dispatcher that serves it. STATS reads the sink's counters through the dispatcher.
-    public static func make(_ c: DaemonConfiguration, audit: JournalAuditSink) throws(BuildError) -> DaemonCore {
+    /// `ramFiles`: back RAM with these files (restart mode's `RAMFiles`, one per region) instead of anonymous memory.
+    public static func make(_ c: DaemonConfiguration, audit: JournalAuditSink,
+                            ramFiles: [Int32]? = nil) throws(BuildError) -> DaemonCore {
         let policy = try policy(c)
-        let memory = try memory(policy)
+        let memory = try memory(policy, files: ramFiles)
         let hypervisor: Hypervisor
         do {
             hypervisor = try Hypervisor(policy: policy, memory: memory, audit: JournalAuditAdapter(sink: audit))
@@ -42,15 +44,17 @@ public struct DaemonCore {
     /// What `make` builds, in the state a hypervisor image recorded (docs/state-image.md): the restart path's
     /// counterpart of `make`, over the same configuration. `sharedMemory` and `epochFloor` are
     /// `Hypervisor.restore`'s; the daemon layer's image is applied to the returned dispatcher afterwards.
+    /// `ramFiles`: the RAM files the image's process used, holding RAM as it was (for an image without RAM).
     public static func restore(
         _ c: DaemonConfiguration, audit: JournalAuditSink, image: HypervisorStateImage, epochFloor: UInt64 = 0,
+        ramFiles: [Int32]? = nil,
         sharedMemory: (HypervisorStateImage.SharedMappingImage) throws(StateImageError) -> SharedMemoryAttachment
     ) throws(StateImageError) -> DaemonCore {
         let policy: HypervisorPolicy
         let memory: MemoryMap
         do {
             policy = try Self.policy(c)
-            memory = try Self.memory(policy)
+            memory = try Self.memory(policy, files: ramFiles)
         } catch {
             throw .configurationMismatch(reason: "the configuration cannot be built: \(error)")
         }
@@ -65,11 +69,18 @@ public struct DaemonCore {
         dispatcher.auditCounters = { [audit] in audit.counters.statisticsObject }
     }
 
-    /// Host RAM and hypervisor RAM, zeroed and lazily allocated.
-    static func memory(_ policy: HypervisorPolicy) throws(BuildError) -> MemoryMap {
+    /// Host RAM and hypervisor RAM, zeroed and lazily allocated; or, with `files` (one per region, in this order),
+    /// the files' contents mapped shared.
+    static func memory(_ policy: HypervisorPolicy, files: [Int32]? = nil) throws(BuildError) -> MemoryMap {
         let memory = MemoryMap()
         do {
-            for r in policy.hostRAM + [policy.hypervisorRAM] { try memory.addRegion(base: r.base, size: r.size) }
+            for (i, r) in (policy.hostRAM + [policy.hypervisorRAM]).enumerated() {
+                if let files {
+                    try memory.addRegion(base: r.base, size: r.size, file: files[i])
+                } else {
+                    try memory.addRegion(base: r.base, size: r.size)
+                }
+            }
         } catch {
             throw .memory(error)
         }

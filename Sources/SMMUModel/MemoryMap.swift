@@ -10,12 +10,19 @@ import Darwin
 ///
 /// Zeroing whole pages of a region's own memory hands them back to the kernel (`MADV_DONTNEED`), so a
 /// VM's teardown scrub costs what the VM touched, not what it owned, and never grows the daemon's memory.
+///
+/// A region may instead be backed by a file (`addRegion(base:size:file:)`: restart mode's memfds, kept in systemd's
+/// fd store, so RAM outlives the process and a checkpoint need not copy it). It is mapped shared at once; zeroing
+/// whole pages punches them out of the file (`MADV_REMOVE`), which frees and zeroes them as `MADV_DONTNEED` does
+/// for anonymous memory.
 public final class MemoryMap: PhysicalMemory {
     public enum MemoryMapError: Error, Sendable, Equatable {
         /// The region would overlap one that exists, or is empty, or wraps around.
         case invalidRegion(base: UInt64, size: UInt64)
         /// The range is not page aligned or not inside one region.
         case invalidRange(base: UInt64, size: UInt64)
+        /// The file could not be mapped (`errno`).
+        case mapFailed(base: UInt64, errno: Int32)
         /// Part of the range is already backed by external memory.
         case alreadyReplaced(base: UInt64)
         /// No external memory starts at this address.
@@ -42,8 +49,10 @@ public final class MemoryMap: PhysicalMemory {
     final class Region {
         let base: UInt64
         let size: UInt64
-        /// A private anonymous mapping made on first write; nil reads as zeros.
+        /// A private anonymous mapping made on first write, or a shared mapping of `file`; nil reads as zeros.
         var storage: UnsafeMutableRawPointer?
+        /// True when `storage` maps a file: whole pages are discarded with `MADV_REMOVE`.
+        var fileBacked = false
         /// One bit per page of `storage` written since the last `zeroWrittenPages()` (made with it, untouched
         /// parts cost nothing resident).
         var written: UnsafeMutablePointer<UInt64>?
@@ -88,6 +97,30 @@ public final class MemoryMap: PhysicalMemory {
         regions.append(Region(base: base, size: size))
         regions.sort { $0.base < $1.base }
     }
+
+    /// Adds a RAM region backed by `file` (at least `size` bytes; the map does not keep or close the descriptor),
+    /// mapped shared: its contents are the file's, and what is written goes to the file.
+    public func addRegion(base: UInt64, size: UInt64, file: Int32) throws(MemoryMapError) {
+        try addRegion(base: base, size: size)
+        guard let r = regions.first(where: { $0.base == base }) else { throw .invalidRegion(base: base, size: size) }
+        let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, file, 0)
+        let bits = mmap(nil, r.writtenWords * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED, let bits, bits != MAP_FAILED else {
+            let e = errno
+            if let p, p != MAP_FAILED { munmap(p, Int(size)) }
+            if let bits, bits != MAP_FAILED { munmap(bits, r.writtenWords * 8) }
+            regions.removeAll { $0 === r }
+            lastRegion = nil
+            throw .mapFailed(base: base, errno: e)
+        }
+        r.storage = p
+        r.written = bits.assumingMemoryBound(to: UInt64.self)
+        r.fileBacked = true
+    }
+
+    /// True when every RAM region is backed by a file (`addRegion(base:size:file:)`): RAM outlives this map, and a
+    /// state image need not carry it.
+    public var isFileBacked: Bool { !regions.isEmpty && regions.allSatisfy(\.fileBacked) }
 
     /// True if every byte of [address, address + count) is RAM.
     /// An access may span adjacent regions.
@@ -243,23 +276,26 @@ public final class MemoryMap: PhysicalMemory {
         guard contains(address: address, count: count) || count == 0 else { return false }
         return forEachSegment(address, count, forWrite: false) { p, at, n in
             guard let p else { return }
-            if discard, isOwnStorage(p), Self.discardPages(p, n) { return }
+            if discard, let r = ownRegion(of: p), Self.discardPages(p, n, advice: r.fileBacked ? MADV_REMOVE : MADV_DONTNEED) {
+                return
+            }
             memset(p, 0, n)
         }
     }
 
-    private func isOwnStorage(_ p: UnsafeMutableRawPointer) -> Bool {
-        regions.contains { r in r.storage.map { p >= $0 && p < $0 + Int(r.size) } ?? false }
+    private func ownRegion(of p: UnsafeMutableRawPointer) -> Region? {
+        regions.first { r in r.storage.map { p >= $0 && p < $0 + Int(r.size) } ?? false }
     }
 
-    /// Zeroes the whole pages of [p, p + n) by discarding them and the rest with memset; false if the kernel
-    /// refused (the caller then writes zeros).
-    private static func discardPages(_ p: UnsafeMutableRawPointer, _ n: Int) -> Bool {
+    /// Zeroes the whole pages of [p, p + n) by discarding them (`advice`: `MADV_DONTNEED` for private anonymous
+    /// memory, `MADV_REMOVE` for a shared file, where `MADV_DONTNEED` would keep the file's bytes) and the rest with
+    /// memset; false if the kernel refused (the caller then writes zeros).
+    private static func discardPages(_ p: UnsafeMutableRawPointer, _ n: Int, advice: Int32) -> Bool {
         let page = Int(pageSize)
         let start = (Int(bitPattern: p) + page - 1) & ~(page - 1)
         let end = (Int(bitPattern: p) + n) & ~(page - 1)
         guard end > start else { return false }
-        guard madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED) == 0 else { return false }
+        guard madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, advice) == 0 else { return false }
         memset(p, 0, start - Int(bitPattern: p))
         memset(UnsafeMutableRawPointer(bitPattern: end)!, 0, Int(bitPattern: p) + n - end)
         return true
