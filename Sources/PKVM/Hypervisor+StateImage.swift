@@ -55,6 +55,13 @@ extension Hypervisor {
             sharedMappings: sharedMappings.map { .init(range: $0.range, file: $0.file) }, memory: ram)
     }
 
+    /// The image a restart checkpoint holds. RAM in files that outlive the process (restart mode's memfds,
+    /// `MemoryMap.isFileBacked`) is left out: the image then records the RAM regions only, so its size and cost do
+    /// not grow with what clients wrote into RAM (G8). Anonymous RAM is copied.
+    public func checkpointImage() -> HypervisorStateImage {
+        stateImage(includeMemory: !memory.isFileBacked)
+    }
+
     static func codeRuns(_ codes: [UInt32]) -> [HypervisorStateImage.CodeRun] {
         var runs: [HypervisorStateImage.CodeRun] = []
         for code in codes {

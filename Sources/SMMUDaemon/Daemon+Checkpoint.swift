@@ -2,14 +2,6 @@ import Glibc
 import Logging
 import PKVM
 
-extension DaemonCore {
-    /// The hypervisor's part of a checkpoint. RAM in stored files (RAMFiles) outlives the process: the image then
-    /// records the RAM regions only, so its size and cost do not grow with what clients wrote into RAM (G8).
-    func checkpointHypervisorImage() -> HypervisorStateImage {
-        hypervisor.stateImage(includeMemory: !hypervisor.memory.isFileBacked)
-    }
-}
-
 /// Checkpoints in restart mode (docs/hypervisor-model.md, "Restart and crash survival"): every
 /// `checkpointJournalBytes` of journal the daemon writes its whole state to a sealed file and starts a new journal,
 /// so a restart replays at most that much input, whatever the daemon's history.
@@ -82,7 +74,7 @@ extension Daemon {
         let sessions = server.openConnections.sorted { $0.id.rawValue < $1.id.rawValue }.map { ($0.session, [UInt8]()) }
         let dispatcherImage = core.dispatcher.stateImage(sessions: sessions, serverCounters: server.counters, audit: audit)
         let dispatcherCaptured = ContinuousClock.now
-        let hypervisorImage = core.checkpointHypervisorImage()
+        let hypervisorImage = core.hypervisor.checkpointImage()
         let captured = ContinuousClock.now
         let checkpoint = Checkpoint(generation: generation, nextConnection: server.nextID, connections: connections,
                                     hypervisor: hypervisorImage.encoded(), dispatcher: dispatcherImage.encoded())

@@ -6,7 +6,7 @@ import PKVM
 /// and hypervisor RAM), mapped shared by the MemoryMap and stored in systemd's fd store as "ram.<i>" once, at a fresh
 /// start. RAM then outlives the process, so a checkpoint records only the regions (`stateImage(includeMemory:
 /// false)`) and costs the same whatever a client wrote into RAM (G8); a restart maps the stored files back.
-enum RAMFiles {
+public enum RAMFiles {
     static func name(_ region: Int) -> String { "ram.\(region)" }
 
     /// True for a stored name of a RAM file.
@@ -16,7 +16,7 @@ enum RAMFiles {
 
     /// New zero-filled files, one per region of `policy` (in `DaemonCore.memory`'s order), sized and sealed against
     /// growing or shrinking. Nil (and nothing left open) when one cannot be made.
-    static func create(_ policy: HypervisorPolicy) -> [Int32]? {
+    public static func create(_ policy: HypervisorPolicy) -> [Int32]? {
         var fds: [Int32] = []
         for r in policy.hostRAM + [policy.hypervisorRAM] {
             let fd = csock_sealed_memfd("smmu-hypd-ram", Int(r.size))

@@ -227,6 +227,7 @@ struct SMMUBench: ParsableCommand {
     /// G8: the longest one request holds the server's queue, in the worst state a host can build.
     func stateImageRows(_ report: inout Report) {
         do { try StateImageBench().rows(&report, rounds: rounds) } catch { report.failed("state image", "\(error)") }
+        do { try WorstCheckpointBench().rows(&report, rounds: rounds) } catch { report.failed("worst checkpoint", "\(error)") }
     }
 
     func worstCaseRows(_ report: inout Report) {

@@ -1,5 +1,6 @@
 import Glibc
 import PKVM
+import SMMUDaemon
 import SMMUModel
 
 /// The cost of a full state image (docs/state-image.md) of a busy Tegra234 hypervisor, in process: a stage-1 domain
@@ -75,5 +76,56 @@ struct StateImageBench {
         report.add("state image encode (capture + bytes), without RAM", ms(lean))
         report.add("state image decode (checksum + fields), with RAM", ms(decode))
         report.add("state image restore (checks, install, invariant checker), with RAM", ms(restore))
+    }
+}
+
+/// G8's worst state for a restart checkpoint: every page of host RAM (256 MiB, the shipped Tegra234 configuration's)
+/// and hypervisor RAM written. With RAM in memfds (restart mode) the checkpoint's hypervisor image leaves RAM out;
+/// with anonymous RAM it would copy all of it (one round: that is the cost restart mode no longer pays).
+struct WorstCheckpointBench {
+    static let policy = HypervisorPolicy(topology: .tegra234,
+                                         hostRAM: [PhysicalRange(base: 0x8000_0000, size: 256 << 20)],
+                                         hypervisorRAM: PhysicalRange(base: 0x7F00_0000, size: 4 << 20))
+
+    static func filled(files: [Int32]?) throws(BenchError) -> Hypervisor {
+        let memory = MemoryMap()
+        do {
+            for (i, r) in (policy.hostRAM + [policy.hypervisorRAM]).enumerated() {
+                if let files { try memory.addRegion(base: r.base, size: r.size, file: files[i]) } else {
+                    try memory.addRegion(base: r.base, size: r.size)
+                }
+            }
+        } catch { throw .unexpected("RAM: \(error)") }
+        let h: Hypervisor
+        do { h = try Hypervisor(policy: policy, memory: memory, audit: CollectingAuditSink()) } catch {
+            throw .unexpected("policy: \(error)")
+        }
+        guard h.finalize() else { throw .unexpected("finalization refused") }
+        for r in memory.ramRegions {
+            for offset in stride(from: UInt64(0), to: r.size, by: Int(MemoryMap.pageSize)) {
+                memory.write64(0xA5A5_0000_0000_0000 | offset, at: r.base + offset)
+            }
+        }
+        return h
+    }
+
+    func rows(_ report: inout Report, rounds: Int) throws(BenchError) {
+        guard let files = RAMFiles.create(Self.policy) else { throw .unexpected("memfd: errno \(errno)") }
+        defer { for fd in files { close(fd) } }
+        let inFiles = try Self.filled(files: files)
+        var lean: [(wall: Double, cpu: Double)] = []
+        var leanBytes = 0
+        for _ in 0..<max(rounds, 3) {
+            lean.append(StateImageBench.seconds { leanBytes = inFiles.checkpointImage().encoded().count })
+        }
+        let anonymous = try Self.filled(files: nil)
+        var copyBytes = 0
+        let copy = StateImageBench.seconds { copyBytes = anonymous.checkpointImage().encoded().count }
+        func mb(_ n: Int) -> String { fixed(Double(n) / 1048576, 2) + " MB" }
+        report.add("checkpoint hypervisor image, worst state (all 260 MiB of RAM written), RAM in memfds: size, encode",
+                   mb(leanBytes) + ", " + fixed(medianOf(lean.map(\.wall)) * 1000, 2) + " ms (CPU "
+                       + fixed(medianOf(lean.map(\.cpu)) * 1000, 2) + " ms)")
+        report.add("checkpoint hypervisor image, worst state, anonymous RAM (before restart mode's memfds): size, encode",
+                   mb(copyBytes) + ", " + fixed(copy.wall * 1000, 0) + " ms (CPU " + fixed(copy.cpu * 1000, 0) + " ms)")
     }
 }

@@ -41,7 +41,7 @@ import TestSupport
         let image = core.dispatcher.stateImage(sessions: sessions.map { ($0, []) }, serverCounters: ConnectionCounters(),
                                                audit: audit)
         return Checkpoint(generation: 1, nextConnection: UInt64(sessions.count + 1), connections: [],
-                          hypervisor: core.checkpointHypervisorImage().encoded(), dispatcher: image.encoded())
+                          hypervisor: core.hypervisor.checkpointImage().encoded(), dispatcher: image.encoded())
     }
 
     /// One 8-byte non-zero store into every page of every RAM region (host and hypervisor): the most RAM a client
