@@ -96,10 +96,13 @@ struct DaemonProcessTests {
         #expect(daemon.notify.wait(for: "FDNAME=c.1") != nil, "the connection is stored")
         let journal = try #require(daemon.notify.received.first { $0.contains("FDNAME=journal.0") })
         #expect(journal.contains("FDSTORE=1"))
-        // A fresh start moves to generation 1 at once: checkpoint 1 (the configuration's state) and its journal are
-        // stored, confirmed by a barrier, and generation 0 is removed.
+        // RAM (host RAM, then hypervisor RAM) is stored first, once, with journal 0 (RAMFiles). A fresh start then
+        // moves to generation 1 at once: checkpoint 1 (the configuration's state) and its journal are stored,
+        // confirmed by a barrier, and generation 0 is removed.
         let names = daemon.notify.received.compactMap { d in d.split(separator: "\n").first { $0.hasPrefix("FDNAME=") } }
-        #expect(Array(names.prefix(4)) == ["FDNAME=journal.0", "FDNAME=checkpoint.1", "FDNAME=journal.1", "FDNAME=journal.0"])
+        #expect(Array(names.prefix(6)) == ["FDNAME=ram.0", "FDNAME=ram.1", "FDNAME=journal.0", "FDNAME=checkpoint.1",
+                                           "FDNAME=journal.1", "FDNAME=journal.0"])
+        #expect(names.filter { $0.hasPrefix("FDNAME=ram.") }.count == 2, "RAM is stored once")
         #expect(daemon.notify.received.contains { $0.contains("FDSTOREREMOVE=1") && $0.contains("FDNAME=journal.0") })
         #expect(daemon.notify.barriers >= 2)
         #expect(Date().timeIntervalSince(daemon.started) < 5, "BARRIER=1 was not answered at once")
