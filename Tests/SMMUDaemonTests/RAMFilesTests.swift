@@ -108,7 +108,14 @@ import TestSupport
         let checkpoint = Self.checkpoint(core, sessions: [], audit: Self.sink())
         memory.write64(0x3333, at: host.base + 0x20_0000)
         memory.write64(0x4444, at: host.base + 0x10_0000)
+        // A scrub of a whole page punches it out of the (sealed) file: freed, not just zeroed.
+        func blocks(_ fd: Int32) -> Int {
+            var st = stat()
+            return fstat(fd, &st) == 0 ? Int(st.st_blocks) : -1
+        }
+        let before = blocks(fds[fds.count - 1])
         #expect(memory.zero(at: hyp.base + 0x2000, count: 4096))
+        #expect(blocks(fds[fds.count - 1]) == before - 8, "MADV_REMOVE gives the page's 4 KiB back")
 
         let entries = fds.enumerated().map { i, fd in
             FDStore.Entry(fd: fd, name: RAMFiles.name(i), identity: FDStore.FileIdentity(fd: fd)!)
