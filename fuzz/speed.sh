@@ -2,7 +2,7 @@
 # Prints how fast each fuzz target runs: SECONDS (default 20) from its committed seed corpus into an empty
 # directory, libFuzzer seed 1, and per target the executions, libFuzzer's exec/s (wall clock), executions per
 # CPU second (steadier when other work shares the cores) and the final cov/ft. Builds nothing: BIN_DIR
-# (default: fuzz/run.sh's build) holds FuzzProtocol, FuzzTrap and FuzzMemory.
+# (default: fuzz/run.sh's build) holds the targets; one it does not hold is skipped.
 # Usage: fuzz/speed.sh [SECONDS] [BIN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,11 +10,13 @@ seconds="${1:-20}"
 bin="${2:-.build-fuzz/release}"
 export SWIFT_BACKTRACE=enable=no
 printf '%-8s %10s %8s %12s %6s %7s\n' target execs exec/s exec/cpu-s cov ft
-for target in protocol trap memory; do
+product() { case "$1" in stateimage) echo FuzzStateImage ;; *) echo "Fuzz${1^}" ;; esac; }
+for target in protocol trap memory stateimage; do
+    [ -x "$bin/$(product "$target")" ] && [ -d "corpus/$target" ] || continue
     work="$(mktemp -d)"
     log="$work/log"
     mkdir "$work/corpus"
-    /usr/bin/time -f 'cpu %U %S' "$bin/Fuzz${target^}" -max_total_time="$seconds" -seed=1 -print_final_stats=1 \
+    /usr/bin/time -f 'cpu %U %S' "$bin/$(product "$target")" -max_total_time="$seconds" -seed=1 -print_final_stats=1 \
         "$work/corpus" "corpus/$target" >"$log" 2>&1 || true
     execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
     rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log")

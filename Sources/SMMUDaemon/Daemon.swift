@@ -257,8 +257,10 @@ public final class Daemon: @unchecked Sendable {  // invariant: mutable state on
         Systemd.notify(.stopping, .status("stopping"))
         if server.persistence != nil {
             // Everything is in the fd store already: exit without closing a connection. On `systemctl restart` the
-            // next process serves them on; on `systemctl stop` systemd drops the store, which closes them.
+            // next process serves them on; on `systemctl stop` systemd drops the store, which closes them. A trace
+            // being recorded ends here with its end record (a trace does not span processes: docs/trace-format.md).
             audit?.stop()
+            core.dispatcher.stopTrace(wait: true)
             for timer in timers { timer.cancel() }
             server.removeSocketFile()
             logger.info("stopped; connections and state left in the fd store")

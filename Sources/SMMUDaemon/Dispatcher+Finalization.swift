@@ -1,7 +1,7 @@
 import PKVM
 
 /// Who finalized pKVM, for the log and STATS: the configured delay, the operator, or the host's own finalization.
-public enum Finalizer: Equatable, CustomStringConvertible {
+public enum Finalizer: Sendable, Equatable, CustomStringConvertible {
     /// `finalization.mode: delay`.
     case timer
     /// An admin FINALIZE.

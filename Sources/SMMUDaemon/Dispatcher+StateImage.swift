@@ -27,7 +27,7 @@ extension Dispatcher {
             operations: operations, connectionsOpened: stats.connectionsOpened, connectionsOpen: stats.connectionsOpen,
             unsupported: stats.unsupported, malformed: stats.malformed, serverCounters: serverCounters,
             interruptLines: events.lastSentLines, sessions: images.sorted { $0.id < $1.id },
-            audit: audit?.stateImage())
+            audit: audit?.stateImage(), finalizedBy: finalizedBy)
     }
 
     /// Applies the image's counters and EVENTS state to this (fresh) dispatcher, whose hypervisor has been restored,
@@ -65,6 +65,7 @@ extension Dispatcher {
         restored.unsupported = image.unsupported
         restored.malformed = image.malformed
         stats = restored
+        finalizedBy = image.finalizedBy
         return image.sessions.map { (DispatcherSession(restoring: $0, dispatcher: self), $0.output) }
     }
 

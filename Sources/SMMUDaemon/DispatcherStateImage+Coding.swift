@@ -45,6 +45,12 @@ extension DispatcherStateImage {
                 w.u64(x.awaitingSince)
             }
         }
+        switch finalizedBy {
+        case nil: w.u8(0)
+        case .timer: w.u8(1)
+        case .admin(let c): w.u8(2); w.client(c)
+        case .host(let c): w.u8(3); w.client(c)
+        }
         return w.sealed(magic: Self.magic, version: Self.formatVersion)
     }
 
@@ -117,6 +123,28 @@ extension DispatcherStateImage {
         } else {
             audit = nil
         }
+        switch try r.u8() {
+        case 0: finalizedBy = nil
+        case 1: finalizedBy = .timer
+        case 2: finalizedBy = .admin(try r.client())
+        case 3: finalizedBy = .host(try r.client())
+        case let kind: throw .corrupt(reason: "finalizer kind \(kind)")
+        }
         guard r.isAtEnd else { throw .corrupt(reason: "\(r.bytes.count - r.offset) bytes left after the last field") }
+    }
+}
+
+private extension StateImageWriter {
+    /// A finalizer's client: name, pid, uid.
+    mutating func client(_ c: ClientIdentity) {
+        string(c.name)
+        u32(UInt32(bitPattern: c.pid))
+        u32(c.uid)
+    }
+}
+
+private extension StateImageReader {
+    mutating func client() throws(StateImageError) -> ClientIdentity {
+        ClientIdentity(name: try string(), pid: Int32(bitPattern: try u32()), uid: try u32())
     }
 }

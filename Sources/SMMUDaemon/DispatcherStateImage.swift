@@ -23,6 +23,8 @@ public struct DispatcherStateImage: Sendable, Equatable {
     public var sessions: [SessionImage]
     /// The journal sink's counters and coalescing windows (nil: the daemon had no journal sink).
     public var audit: AuditSinkImage?
+    /// Who finalized pKVM (STATS' `finalized_by`; nil: not finalized yet).
+    public var finalizedBy: Finalizer? = nil
 
     public struct OperationCount: Sendable, Equatable {
         /// 0 un-greeted, else the role's raw value.
