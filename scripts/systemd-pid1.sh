@@ -2,7 +2,8 @@
 # /tmp), with smmu-hypd.service and smmu-hypd.socket installed in its /run/systemd/system and ExecStart pointing at a
 # copy of the built binary. Before sourcing set REPO and BIN; after it: WORK (the test's directory), SDPID (systemd,
 # outside), in_ns, journal_has, fail; the EXIT trap powers systemd off and removes WORK.
-# PID1_CONFIG_SED and PID1_UNIT_SED are extra sed expressions for the config and the service unit.
+# PID1_CONFIG names the config to start from (default Config/tegra234.yaml); PID1_CONFIG_SED and PID1_UNIT_SED are
+# extra sed expressions for the config and the service unit.
 [ -x "$BIN" ] || { echo "pid1-test: no smmu-hypd binary at $BIN (build first)" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "pid1-test: needs root" >&2; exit 1; }
 
@@ -14,7 +15,7 @@ cp "$BIN" "$WORK/smmu-hypd"
 cp "$REPO/clients/python/smmu_client.py" "$WORK/"
 chmod 0755 "$WORK/smmu-hypd"
 BIN="$WORK/smmu-hypd"
-sed -e "${PID1_CONFIG_SED:-}" "$REPO/Config/tegra234.yaml" > "$WORK/smmu-hypd.yaml"
+sed -e "${PID1_CONFIG_SED:-}" "${PID1_CONFIG:-$REPO/Config/tegra234.yaml}" > "$WORK/smmu-hypd.yaml"
 chmod 0644 "$WORK/smmu-hypd.yaml"
 sed -e "s#^ExecStart=.*#ExecStart=$BIN --config $WORK/smmu-hypd.yaml#" -e "${PID1_UNIT_SED:-}" \
     "$REPO/systemd/smmu-hypd.service" > "$WORK/smmu-hypd.service"
