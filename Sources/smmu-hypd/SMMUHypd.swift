@@ -41,6 +41,9 @@ struct SMMUHypd: ParsableCommand {
     @Flag(name: .long, help: "No finalization timer: mode delay becomes manual, manual and host stay (a daemon that replays a trace, which says when to finalize).")
     var noFinalizationTimer = false
 
+    @Flag(name: .long, help: "Restart mode (systemd's fd store), whatever fd_store says.")
+    var fdStore = false
+
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     var logLevel: Logger.Level = .info
 
@@ -83,6 +86,7 @@ struct SMMUHypd: ParsableCommand {
         if let trace { configuration.trace.path = trace }
         if let traceMaxBytes { configuration.trace.maxBytes = traceMaxBytes }
         if noTrace { configuration.trace.path = nil }
+        if fdStore { configuration.fdStore = true }
         do {
             try configuration.validate()
         } catch {

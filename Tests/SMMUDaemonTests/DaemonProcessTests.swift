@@ -84,11 +84,11 @@ struct DaemonProcessTests {
         #expect(daemon.stop() == 0)
     }
 
-    /// The shipped configuration turns restart mode on: under a service manager the daemon stores its journal, its
+    /// `--fd-store` turns restart mode on (the shipped configurations leave it off): under a service manager the daemon stores its journal, its
     /// first checkpoint and each connection (FDSTORE=1 with a name), and waits for BARRIER=1's answer, which is the receiver closing the
     /// descriptor the barrier sent. A receiver that never closes it would leave the daemon waiting 5 s and warning.
     @Test func restartModeStoresTheJournalAndConnectionsAndItsBarrierIsAnswered() throws {
-        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"])
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0", "--fd-store"])
         #expect(daemon.notify.wait(for: "READY=1") != nil)
         let client = try daemon.connect()
         try client.write(Frame.hello(role: Self.host, name: "stored"))
@@ -112,7 +112,7 @@ struct DaemonProcessTests {
     /// systemd 254 and later say how many descriptors the unit may store ($FDSTORE): none means no restart mode,
     /// since a stop that leaves connections to a store that keeps nothing would drop their unsent answers.
     @Test func noFileDescriptorStoreMeansNoRestartMode() throws {
-        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"], environment: ["FDSTORE": "0"])
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0", "--fd-store"], environment: ["FDSTORE": "0"])
         #expect(daemon.notify.wait(for: "READY=1") != nil)
         #expect(daemon.stop() == 0)
         #expect(!daemon.notify.received.contains { $0.contains("FDSTORE=1") })
@@ -122,7 +122,7 @@ struct DaemonProcessTests {
     /// RING requests would bypass the restart journal, so restart mode refuses a ring (INVALID) and the client keeps
     /// the socket; the same request is accepted once restart mode is off ($FDSTORE=0).
     @Test(arguments: [true, false]) func ringIsRefusedInRestartModeOnly(restartMode: Bool) throws {
-        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0"],
+        let daemon = try DaemonProcess(arguments: ["--finalize-delay", "0", "--fd-store"],
                                        environment: restartMode ? [:] : ["FDSTORE": "0"])
         #expect(daemon.notify.wait(for: "READY=1") != nil)
         let client = try daemon.connect()
