@@ -86,7 +86,18 @@ extension HypervisorStateImage {
     /// Decodes an image: every field checked for what it can say on its own (counts, enumerations, page sizes); what
     /// needs the configuration is checked by `Hypervisor.restore`. Never traps, whatever the bytes.
     public init(decoding bytes: some Collection<UInt8>) throws(StateImageError) {
-        var r = try StateImageEnvelope.open(bytes, magic: Self.magic, version: Self.formatVersion)
+        try self.init(reading: try StateImageEnvelope.open(bytes, magic: Self.magic, version: Self.formatVersion))
+    }
+
+    /// Decodes a body without its envelope (no magic, version, length or checksum to check): the fuzz target's way
+    /// to reach the fields without computing a CRC-32 of the whole body twice per input (sealing, then opening).
+    @_spi(Fuzzing)
+    public init(decodingBody body: [UInt8]) throws(StateImageError) {
+        try self.init(reading: StateImageReader(body))
+    }
+
+    private init(reading reader: StateImageReader) throws(StateImageError) {
+        var r = reader
         configuration = ConfigurationFingerprint(lines: try r.array(minimumSize: 16) { r throws(StateImageError) in
             ConfigurationFingerprint.Line(key: try r.string(), value: try r.string())
         })

@@ -64,11 +64,14 @@ public struct StateImageReader {
         return bytes[offset..<(offset + n)]
     }
 
+    /// One unaligned little-endian load, not a loop over bytes: images hold thousands of integers (register files,
+    /// TLB entries), and the byte loop was most of the decoding's time.
     private mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(StateImageError) -> T {
-        let s = try take(MemoryLayout<T>.size)
-        var v: T = 0
-        for (i, b) in s.enumerated() { v |= T(truncatingIfNeeded: b) << (8 * i) }
-        return v
+        let n = MemoryLayout<T>.size
+        guard n <= bytes.count - offset else { throw .truncated(at: offset) }
+        let v = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+        offset += n
+        return T(littleEndian: v)
     }
 
     public mutating func u8() throws(StateImageError) -> UInt8 { try integer(UInt8.self) }

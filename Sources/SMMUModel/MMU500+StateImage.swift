@@ -132,10 +132,12 @@ extension TLB {
     func restore(_ image: MMU500StateImage) {
         invalidateAll()
         for e in image.tlbEntries {
-            insert(Entry(vaPage: e.vaPage, paPage: e.paPage, ipaPage: e.ipaPage, bank: e.bank, s2Bank: e.s2Bank,
-                         vmid: e.vmid, s2VMID: e.s2VMID, asid: e.asid, global: e.global, hasIPA: e.hasIPA,
-                         permissions: Permissions(rawValue: e.permissions), level: e.level, leafShift: e.leafShift,
-                         s2LeafShift: e.s2LeafShift))
+            var entry = Entry(vaPage: e.vaPage, paPage: e.paPage, ipaPage: e.ipaPage, s2Bank: e.s2Bank,
+                              vmid: e.vmid, s2VMID: e.s2VMID, asid: e.asid, global: e.global, hasIPA: e.hasIPA,
+                              permissions: Permissions(rawValue: e.permissions), level: e.level, leafShift: e.leafShift,
+                              s2LeafShift: e.s2LeafShift)
+            entry.bank = e.bank
+            insert(entry)
         }
         setCounters(hits: image.tlbHits, misses: image.tlbMisses, direct: image.directVAInvalidations,
                     scanned: image.scannedVAInvalidations)

@@ -88,7 +88,7 @@ public final class MMU500 {
         ttbr0Slot = base(.TTBR0)
         ttbr1Slot = base(.TTBR1)
         fsrSlot = base(.FSR)
-        streamCache = FixedArray(repeating: 0, count: 1 << 16)
+        streamCache = FixedArray(zeroedCount: 1 << 16)
         contexts = FixedArray(repeating: nil, count: configuration.numContextBanks)
         reset()
     }

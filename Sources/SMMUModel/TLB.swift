@@ -44,8 +44,15 @@ final class TLB {
         var vaPage: UInt64 = 0
         var paPage: UInt64 = 0
         var ipaPage: UInt64 = 0
+        /// The context bank, stored plus one so that an all-zero entry is empty: the table is an anonymous mapping whose
+        /// pages the kernel zeroes lazily, so a new model does not write (and fault in) all 8192 slots.
+        /// Set through `bank`.
+        var storedBank: Int16 = 0
         /// -1: empty.
-        var bank: Int16 = -1
+        var bank: Int16 {
+            @inline(__always) get { storedBank &- 1 }
+            @inline(__always) set { storedBank = newValue &+ 1 }
+        }
         /// The context bank whose stage 2 produced the entry (itself for stage-2-only), or -1.
         var s2Bank: Int16 = -1
         var vmid: UInt16 = 0
@@ -62,7 +69,9 @@ final class TLB {
     }
 
     static let capacity = 8192
-    private let entries: UnsafeMutablePointer<Entry>
+    /// All-zero bytes are an empty entry (see `Entry.bank`), so the table is a lazily zeroed mapping.
+    private let table = FixedArray<Entry>(zeroedCount: capacity)
+    private var entries: UnsafeMutablePointer<Entry> { @inline(__always) get { table.base } }
     /// Live entries.
     private(set) var count = 0
     /// Live entries tagged with a VMID (stage 1 or stage 2) whose low byte is the index: a superset count, so a
@@ -72,6 +81,9 @@ final class TLB {
     private let blockBuckets = FixedArray<Int32>(repeating: 0, count: 256)
     /// Live entries per context bank (banks 0..<128, MMU-500's most), and one past the highest bank used.
     private let bankCounts = FixedArray<Int32>(repeating: 0, count: 128)
+    /// One bit per slot, set while the slot holds a live entry: a TLBI that must scan visits the live entries
+    /// through these 128 words instead of reading all 8192 slots (a sparse TLB is scanned in a few words).
+    private let occupied = FixedArray<UInt64>(repeating: 0, count: capacity / 64)
     private var bankLimit = 0
     /// [0] TLBIVA(L)s answered by probing, [1] by scanning (tests and the benchmark).
     private let vaCounters = FixedArray<Int>(repeating: 0, count: 2)
@@ -82,18 +94,15 @@ final class TLB {
     var hits: Int { counters[0] }
     var misses: Int { counters[1] }
 
-    init() {
-        entries = .allocate(capacity: Self.capacity)
-        entries.initialize(repeating: Entry(), count: Self.capacity)
-    }
+    init() {}
 
     deinit {
-        entries.deinitialize(count: Self.capacity)
-        entries.deallocate()
+        table.deallocate()
         counters.deallocate()
         vmidBuckets.deallocate()
         blockBuckets.deallocate()
         bankCounts.deallocate()
+        occupied.deallocate()
         vaCounters.deallocate()
     }
 
@@ -124,7 +133,12 @@ final class TLB {
         let i = slot(bank: Int(entry.bank), vaPage: entry.vaPage)
         if entries[i].bank >= 0 { account(entries[i], -1) }
         entries[i] = entry
-        if entry.bank >= 0 { account(entry, 1) }
+        if entry.bank >= 0 {
+            account(entry, 1)
+            occupied[i >> 6] |= 1 << UInt64(i & 63)
+        } else {
+            occupied[i >> 6] &= ~(1 << UInt64(i & 63))
+        }
     }
 
     func resetStatistics() {
@@ -157,8 +171,13 @@ final class TLB {
     /// Removes every entry `matches` selects.
     private func invalidate(where matches: (Entry) -> Bool) {
         guard count > 0 else { return }
-        for i in 0..<Self.capacity where entries[i].bank >= 0 && matches(entries[i]) {
-            remove(at: i)
+        for w in occupied.indices {
+            var bits = occupied[w]
+            while bits != 0 {
+                let i = w << 6 | bits.trailingZeroBitCount
+                bits &= bits &- 1
+                if matches(entries[i]) { remove(at: i) }
+            }
         }
     }
 
@@ -166,6 +185,7 @@ final class TLB {
     private func remove(at i: Int) {
         account(entries[i], -1)
         entries[i].bank = -1
+        occupied[i >> 6] &= ~(1 << UInt64(i & 63))
     }
 
     /// TLBIALLNSNH, reset: everything (no hypervisor or secure entries are ever made).
@@ -240,5 +260,10 @@ final class TLB {
         var n = 0
         for i in 0..<Self.capacity where entries[i].bank >= 0 { n += 1 }
         return n
+    }
+
+    /// True when the occupancy bits name exactly the live slots (tests).
+    var occupancyMatchesSlots: Bool {
+        (0..<Self.capacity).allSatisfy { i in (occupied[i >> 6] >> UInt64(i & 63)) & 1 == (entries[i].bank >= 0 ? 1 : 0) }
     }
 }

@@ -68,7 +68,7 @@ import TestSupport
                     }
                 }
                 #expect(same, "step \(step): the TLB and the reference differ")
-                #expect(tlb.count == tlb.scannedCount)
+                #expect(tlb.count == tlb.scannedCount && tlb.occupancyMatchesSlots)
                 if !same { return }
             }
         }

@@ -44,12 +44,12 @@ import TestSupport
             default:
                 if rng.next() % 50 == 0 { tlb.invalidateAll() }
             }
-            #expect(tlb.count == tlb.scannedCount)
+            #expect(tlb.count == tlb.scannedCount && tlb.occupancyMatchesSlots)
         }
         // After a TLBIVMID of every VMID used, nothing may remain.
         for high in 0..<6 { for low in 0..<3 { tlb.invalidate(vmid: UInt16(high * 0x100 + low)) } }
         for high in 0..<6 { for low in 0..<3 { tlb.invalidate(vmid: UInt16(high * 0x100 + low) ^ 0x1) } }
-        #expect(tlb.scannedCount == 0 && tlb.count == 0)
+        #expect(tlb.scannedCount == 0 && tlb.count == 0 && tlb.occupancyMatchesSlots)
     }
 
     @Test("a TLBIVMID of a VMID with no entries keeps the others; one that shares its low byte still removes only its own")
