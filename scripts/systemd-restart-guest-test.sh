@@ -73,7 +73,7 @@ kill $QEMU_PID; wait $QEMU_PID 2>/dev/null || true
 QEMU_PID=""
 total=$(rounds)
 [ "$total" -ge $((after + 2)) ] || fail "no block round completed after the restarts ($total rounds)"
-bad=$(grep -a "GUEST: blk round" "$CONSOLE" | awk '$(NF-2) != $NF' | head -n 3)
+bad=$(grep -a "GUEST: blk round" "$CONSOLE" | tr -d '\r' | awk '$(NF-2) != $NF' | head -n 3)
 [ -z "$bad" ] || fail "the guest's data did not verify: $bad"
 echo "guest-restart: $total block rounds of 32 MiB (O_DIRECT write, drop caches, read, md5) all verified, $((total - after)) after the last restart"
 errors=$(grep -ai "arm-smmu.*\(fault\|error\|timeout\|unexpected\|blocked\)\|I/O error\|blk_update_request\|timed out\|rcu.*stall\|BUG\|Oops\|GUEST: insmod" "$CONSOLE" | head -n 5 || true)
