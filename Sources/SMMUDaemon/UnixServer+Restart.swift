@@ -23,6 +23,8 @@ final class ServerPersistence {
     private(set) var disabled = false
     /// The memory reads requests made since the journal began (READS records).
     let reads = MemoryReadLog()
+    /// Bytes of READS records in the current journal (the checkpoint log line shows them).
+    private(set) var readsBytes = 0
     /// The memory map whose reads `reads` journals (`journalReads(of:)`).
     private weak var memory: MemoryMap?
 
@@ -41,6 +43,7 @@ final class ServerPersistence {
         journal = next
         self.generation = generation
         reads.reset()
+        readsBytes = 0
     }
 
     /// Journals the reads `memory` makes for requests from now on (READS records; MemoryReadLog).
@@ -55,6 +58,7 @@ final class ServerPersistence {
     func commitReads() {
         guard !disabled, let payload = reads.takePending() else { return }
         if !journal.append(.reads, payload: payload) { journalFull() }
+        readsBytes += RestartJournal.recordHeaderSize + payload.count
     }
 
     static func name(of connection: ConnectionID) -> String { "c.\(connection.rawValue)" }
