@@ -5,10 +5,13 @@
 # caches, reads it back and checks the md5, round after round, through every restart. systemd runs as PID 1
 # (scripts/systemd-pid1.sh) and QEMU inside its namespace, on the unit's socket; the config is Config/qemu-virt.yaml
 # (the guest's 512 MiB host_ram, plus a region the guest does not have for the clients' pages), fd_store on.
-# Checks: the clients' (every answer in order, no connection closed, DUMP equal across each restart, taken with the
-# guest's vCPU stopped), every completed block round verified, at least one round ran entirely after the last
-# restart and the workload was running before the first, no arm-smmu error, fault or I/O error on the guest's console,
-# no faulted DMA in QEMU's log, QEMU still alive. Prints the downtime per restart (p50, p99: benchmark figures).
+# Each restart and each kill is done twice: with the guest running (its DMA in flight), and with its vCPU and devices
+# stopped over QMP, across which DUMP must be equal (a running driver writes registers all the time).
+# Checks: the clients' (every answer in order, no connection closed, DUMP equal), every completed block round
+# verified, at least one round ran entirely after the last restart and the workload was running before the first, no
+# arm-smmu error, fault or I/O error on the guest's console, no faulted DMA in QEMU's log, QEMU still alive, no daemon
+# end but the test's kills, no replay that diverged (scripts/restart-summary.py). Prints the downtime per restart
+# (p50, p99: benchmark figures) and what the checkpoints and restores cost.
 # Needs root, qemu/build-qemu.sh's QEMU and qemu/fetch-guest.sh's guest (cached).
 # Usage: SMMU_HYPD_BIN=.build/debug/smmu-hypd scripts/systemd-restart-guest-test.sh [ROUNDS]
 set -euo pipefail
