@@ -22,7 +22,7 @@ import SMMUModel
 ///
 /// Cost: a journaled 8-byte read takes 32 bytes of journal (`observationHeader` + 8), plus a 16-byte record header
 /// per batch; the checkpoint threshold counts them as journal bytes.
-final class MemoryReadLog {
+public final class MemoryReadLog {
     /// (index u64, address u64, length u32, reserved u32) before each read's bytes, padded to 8.
     static let observationHeader = 24
 
@@ -43,6 +43,8 @@ final class MemoryReadLog {
     private(set) var uncovered = 0
     /// Journaled reads a replay could not apply (another address or length than the read): logged by the caller.
     private(set) var mismatched = 0
+
+    public init() {}
 
     struct Observation {
         let index: UInt64
@@ -86,7 +88,7 @@ final class MemoryReadLog {
     }
 
     /// The observations to journal now (a READS record's payload), or nil when there are none.
-    func takePending() -> [UInt8]? {
+    public func takePending() -> [UInt8]? {
         guard !pending.isEmpty else { return nil }
         defer { pending.removeAll(keepingCapacity: true) }
         return pending
@@ -132,11 +134,11 @@ final class MemoryReadLog {
 
 extension MemoryReadLog {
     /// Journals `memory`'s reads from now on (restart mode); `detach` stops it.
-    func attach(to memory: MemoryMap) {
+    public func attach(to memory: MemoryMap) {
         memory.readJournal = { [unowned self, unowned memory] address, bytes in
             observe(address, bytes, clientChanges: memory.clientChanges)
         }
     }
 
-    static func detach(from memory: MemoryMap) { memory.readJournal = nil }
+    public static func detach(from memory: MemoryMap) { memory.readJournal = nil }
 }
