@@ -11,7 +11,10 @@ order, exactly once (tags), with the right value. Meanwhile the main thread rest
   - the downtime: from the restart command or SIGKILL to the answer to a request the probe connection (opened
     before, so it survives) sends once the old process has exited, printed as p50/p99 per kind (a benchmark
     number: nothing asserts on it).
-A MEM_MAP client checks that the daemon still sees through its mapping, and a device connection that shared a
+A MEM_MAP client checks that the daemon still sees through its mapping; a walker (without a guest) keeps its DMA page
+tables in memory it lent (MEM_MAP) and unmaps each IOVA right after its translation, as a guest in strict mode does,
+so every restart replays translations whose descriptors are gone (the replay must read the journaled ones); a
+device connection that shared a
 DMA_EPOCH page checks after each restart that the page never went back and still moves when the probe changes an SMR,
 and an EVENTS subscriber that a global fault the probe raises and clears reaches it.
 At the end, admin STATS must count exactly the requests the clients sent (none applied twice or lost).
@@ -154,7 +157,7 @@ def wait_restarted(old_pid):
 
 # Counters that advance by themselves while clients work, or by a restart's own requests: the DUMP comparison drops
 # them. Everything else (lifecycle, ownership, every virtual and physical register, VMs) must be equal.
-VOLATILE = {"statistics", "iotlb", "tlb"}
+VOLATILE = {"statistics", "iotlb", "tlb", "tlb_hits", "tlb_misses"}
 
 
 def stable(dump):
@@ -221,6 +224,89 @@ class Mapper(threading.Thread):
                 time.sleep(0.005)
         except Exception as e:  # noqa: BLE001
             self.error = f"{type(e).__name__}: {e}"
+
+
+class Walker(threading.Thread):
+    """A host that keeps its DMA page tables in its own memory (MEM_MAP), as a QEMU guest's are, and behaves like a
+    driver in strict mode: it maps a fresh IOVA, has its device connection translate it (the answer must be the page
+    it mapped), and unmaps it at once. A restart's replay of those translations must read the descriptors as they
+    were (the journaled reads), not as they are now: a replay that walked the unmapped entries would leave context
+    faults in the walker's bank (DUMP would differ) that no DMA ever had.
+    A context bank programmed as Linux's arm_smmu_write_context_bank() does (stage 1, 4 KiB granule, 48-bit), one
+    SMR/S2CR routing STREAM to it; never an IOVA twice, so no TLB invalidation is needed."""
+    BASE = HOST_RAM + 0x3000000
+    SIZE = 0x40000  # L0, L1, L2, then 61 L3 tables of 512 entries each
+    IOVA = 0x40000000
+    STREAM = 0x31
+    SMR = 10
+    BANK = 3
+
+    def __init__(self, probe_window):
+        super().__init__(daemon=True)
+        import mmap
+        from smmu_client import sealed_memfd
+        self.fd = sealed_memfd(self.SIZE, "restart-test-tables")
+        self.view = mmap.mmap(self.fd, self.SIZE)
+        self.c = SMMUClient(SOCK, timeout=60.0)
+        self.c.hello(Role.HOST, "restart-walker")
+        self.c.mem_map(self.BASE, self.SIZE, 0, self.fd)
+        self.dev = SMMUClient(SOCK, timeout=60.0)
+        self.dev.hello(Role.DEVICE, "restart-walker-dma")
+        self.sent = 3  # two HELLOs and the MEM_MAP
+        self.limit = (self.SIZE // 0x1000 - 3) * 512
+        # Tables: L0[0] -> L1, L1[1] -> L2 (IOVA 0x40000000), L2[j] -> L3 table j.
+        self.put(0x0000, self.BASE + 0x1000 | 3)
+        self.put(0x1000 + 8 * 1, self.BASE + 0x2000 | 3)
+        for j in range(self.SIZE // 0x1000 - 3):
+            self.put(0x2000 + 8 * j, self.BASE + 0x3000 + 0x1000 * j | 3)
+        w = probe_window
+        gr1, cb = w.base + w.page_size, w.base + w.size // 2 + self.BANK * w.page_size
+        writes = [
+            (gr1 + 0x800 + 4 * self.BANK, 1, 4),                                   # CBA2R: VA64
+            (gr1 + 4 * self.BANK, 1 << 16 | 3 << 8 | 0xF << 12, 4),                # CBAR: S1_TRANS_S2_BYPASS, NSH, WB
+            (cb + 0x10, 7 << 15 | 5, 4),                                           # TCR2: SEP_UPSTREAM, PASIZE 48-bit
+            (cb + 0x30, 16 | 2 << 12 | 1 << 23, 4),                                # TCR: T0SZ 16, 4 KiB, EPD1
+            (cb + 0x20, self.BASE | self.BANK << 48, 8),                           # TTBR0: L0, ASID
+            (cb + 0x38, 0xF404FF44, 4),                                            # MAIR0
+            (cb + 0x0, 1 << 12 | 0x67, 4),                                         # SCTLR: ASIDPNE, CFIE, CFRE, AFE, TRE, M
+            (w.base + 0x800 + 4 * self.SMR, 1 << 31 | self.STREAM, 4),             # SMR: VALID, ID
+            (w.base + 0xC00 + 4 * self.SMR, self.BANK, 4),                         # S2CR: TRANS to the bank
+        ]
+        for address, value, width in writes:
+            self.c.write(address, value, width)
+        self.sent += len(writes)
+        self.done = 0
+        self.error = None
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+        self.idle = threading.Event()
+
+    def put(self, offset, descriptor):
+        self.view[offset:offset + 8] = struct.pack("<Q", descriptor)
+
+    def run(self):
+        try:
+            while not self.stop.is_set() and self.done < self.limit:
+                if self.paused.is_set():
+                    self.idle.set()
+                    time.sleep(0.01)
+                    continue
+                self.idle.clear()
+                k = self.done
+                leaf = 0x3000 + 8 * k  # L3 table k // 512, entry k % 512: consecutive
+                pa = HOST_RAM + 0x100000 + (k % 64) * 0x1000
+                self.put(leaf, pa | 0x743)  # AF, inner shareable, EL0 read/write, page
+                got = self.dev.dma(0, self.STREAM, self.IOVA + k * 0x1000 + 8)
+                self.put(leaf, 0)  # unmapped right after the DMA, as iommu.strict=1 does
+                self.done += 1
+                self.sent += 1
+                if got.fault or got.pa != pa + 8:
+                    raise AssertionError(f"walker: IOVA {self.IOVA + k * 0x1000:#x} -> {got}, mapped to {pa:#x}")
+                time.sleep(0.005)
+        except Exception as e:  # noqa: BLE001
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.idle.set()
 
 
 class EpochWatcher:
@@ -301,6 +387,9 @@ def main():
         c.start()
     mapper = Mapper()
     mapper.start()
+    walker = None if guest else Walker(pw)
+    if walker:
+        walker.start()
     epoch = None if guest else EpochWatcher()
     events = None if guest else EventsWatcher(probe, pw.base)
     print("restart-test: DUMP compared without " + ", ".join(volatile_keys(admin.dump())), flush=True)
@@ -310,18 +399,20 @@ def main():
     probes = 2 + setup  # the probe's HELLO, READ and setup above
 
     def check_clients(when):
-        for c in clients + [mapper]:
+        for c in clients + [mapper] + ([walker] if walker else []):
             if c.error:
                 raise AssertionError(f"{when}: {c.error}")
 
+    pausable = clients + ([walker] if walker else [])
+
     def pause_clients():
-        for c in clients:
+        for c in pausable:
             c.paused.set()
-        for c in clients:
+        for c in pausable:
             c.idle.wait(30)
 
     def resume_clients():
-        for c in clients:
+        for c in pausable:
             c.paused.clear()
 
     def restart(kind):
@@ -380,9 +471,9 @@ def main():
         print(f"restart-test: {kind} #{n}: {running}downtime {downtime:.1f} ms"
               f"{' with the guest paused' if guest else ''}, {sum(c.answered for c in clients)} answers so far, "
               f"DUMP equal", flush=True)
-    for c in clients + [mapper]:
+    for c in pausable + [mapper]:
         c.stop.set()
-    for c in clients + [mapper]:
+    for c in pausable + [mapper]:
         c.join(60)
     check_clients("at the end")
     sent = sum(c.sent for c in clients)
@@ -391,7 +482,7 @@ def main():
     stats = json.loads(admin.stats())
     # Every request of the clients and the probe, the admin's HELLO, and the admin's DUMPs so far (this STATS is
     # counted after it is answered or before: both are accepted).
-    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS + (0 if guest else epoch.sent + events.sent)
+    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS + (0 if guest else epoch.sent + events.sent + walker.sent)
     total = stats.get("operations_total", stats.get("total_operations"))
     if guest:
         print(f"restart-test: STATS counts {total} operations, the guest's included (not compared)")
@@ -409,7 +500,9 @@ def main():
             print(f"restart-test: downtime after {kind} with the guest stopped: p50 {percentile(values, 50):.1f} ms, "
                   f"p99 {percentile(values, 99):.1f} ms over {len(values)}")
     print(f"restart-test: {CLIENTS} clients, {answered} answers checked, no connection closed"
-          + ("" if guest else f"; the epoch page followed every restart (now {epoch.value()})"))
+          + ("" if guest else f"; the epoch page followed every restart (now {epoch.value()}); the walker's "
+                              f"{walker.done} DMAs through tables in its own memory, each IOVA unmapped right after, "
+                              f"all translated"))
 
 
 if __name__ == "__main__":
