@@ -186,6 +186,19 @@ def volatile_keys(dump):
     return sorted(found)
 
 
+def lent_memory(base, size, name):
+    """A host connection named `name` that lent a sealed memfd of `size` bytes at `base` (MEM_MAP), and the memfd
+    mapped here: (fd, mmap, client)."""
+    import mmap
+    from smmu_client import sealed_memfd
+    fd = sealed_memfd(size, name)
+    view = mmap.mmap(fd, size)
+    c = SMMUClient(SOCK, timeout=60.0)
+    c.hello(Role.HOST, name)
+    c.mem_map(base, size, 0, fd)
+    return fd, view, c
+
+
 class Mapper(threading.Thread):
     """A client that lends its own memory (MEM_MAP of a sealed memfd) and checks, across every restart, that the
     daemon still sees through that mapping: it writes through its mmap and reads through the daemon, and back."""
@@ -194,13 +207,7 @@ class Mapper(threading.Thread):
 
     def __init__(self):
         super().__init__(daemon=True)
-        import mmap
-        from smmu_client import sealed_memfd
-        self.fd = sealed_memfd(self.SIZE, "restart-test-map")
-        self.view = mmap.mmap(self.fd, self.SIZE)
-        self.c = SMMUClient(SOCK, timeout=60.0)
-        self.c.hello(Role.HOST, "restart-mapper")
-        self.c.mem_map(self.BASE, self.SIZE, 0, self.fd)
+        self.fd, self.view, self.c = lent_memory(self.BASE, self.SIZE, "restart-mapper")
         self.sent = 2
         self.error = None
         self.stop = threading.Event()
@@ -243,13 +250,7 @@ class Walker(threading.Thread):
 
     def __init__(self, probe_window):
         super().__init__(daemon=True)
-        import mmap
-        from smmu_client import sealed_memfd
-        self.fd = sealed_memfd(self.SIZE, "restart-test-tables")
-        self.view = mmap.mmap(self.fd, self.SIZE)
-        self.c = SMMUClient(SOCK, timeout=60.0)
-        self.c.hello(Role.HOST, "restart-walker")
-        self.c.mem_map(self.BASE, self.SIZE, 0, self.fd)
+        self.fd, self.view, self.c = lent_memory(self.BASE, self.SIZE, "restart-walker")
         self.dev = SMMUClient(SOCK, timeout=60.0)
         self.dev.hello(Role.DEVICE, "restart-walker-dma")
         self.sent = 3  # two HELLOs and the MEM_MAP
