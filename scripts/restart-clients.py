@@ -11,16 +11,21 @@ order, exactly once (tags), with the right value. Meanwhile the main thread rest
   - the downtime: from the restart command or SIGKILL to the answer to a request the probe connection (opened
     before, so it survives) sends once the old process has exited, printed as p50/p99 per kind (a benchmark
     number: nothing asserts on it).
-A MEM_MAP client checks that the daemon still sees through its mapping, and a device connection that shared a
+A MEM_MAP client checks that the daemon still sees through its mapping; a walker (without a guest) keeps its DMA page
+tables in memory it lent (MEM_MAP) and unmaps each IOVA right after its translation, as a guest in strict mode does,
+so every restart replays translations whose descriptors are gone (the replay must read the journaled ones); a
+device connection that shared a
 DMA_EPOCH page checks after each restart that the page never went back and still moves when the probe changes an SMR,
 and an EVENTS subscriber that a global fault the probe raises and clears reaches it.
 At the end, admin STATS must count exactly the requests the clients sent (none applied twice or lost).
 With SMMU_RESTART_QMP=SOCKET a QEMU guest runs against the same daemon (scripts/systemd-restart-guest-test.sh): the
 SMMU's registers are its driver's, so the probe writes no SMR and raises no fault (no epoch or events check), the
-clients' RAM is SMMU_RESTART_HOST_RAM (a host_ram region the guest does not have), each DUMP is taken with the guest's
-vCPU stopped (QMP stop/cont, so its driver is not mid-sequence), and STATS, which counts the guest's requests too, is
-not compared with what the clients sent. SMMU_RESTART_FRESH_ADMIN=1 (diagnosis) takes each DUMP on a new admin
-connection, so no replayed answer precedes it; a DUMP that differs is written to WORKDIR/dump-{before,after}.json.
+clients' RAM is SMMU_RESTART_HOST_RAM (a host_ram region the guest does not have), and STATS, which counts the guest's
+requests too, is not compared with what the clients sent. Each round then restarts (or kills) the daemon twice: once
+with the guest running its block workload (its DMA in flight; its driver writes registers all the time, TLBIVAL on
+every unmap, so DUMP cannot be compared across it), and once with the guest's vCPU and devices stopped (QMP stop, then
+cont after the second DUMP), across which DUMP must be equal. A DUMP that differs is written to
+WORKDIR/dump-{before,after}.json.
 Usage: restart-clients.py WORKDIR [ROUNDS]
 """
 import json
@@ -63,19 +68,6 @@ class GuestPause:
                 return
             if "error" in reply:
                 raise AssertionError(f"QMP {name}: {reply['error']}")
-
-    def dump(self, admin):
-        self.command("stop")
-        try:
-            if os.environ.get("SMMU_RESTART_FRESH_ADMIN"):  # diagnosis: no replayed answer on this connection
-                fresh = SMMUClient(SOCK, timeout=60.0)
-                fresh.hello(Role.ADMIN, "restart-admin-fresh")
-                text = fresh.dump()
-                fresh.close()
-                return text
-            return admin.dump()
-        finally:
-            self.command("cont")
 
 
 class Client(threading.Thread):
@@ -165,7 +157,7 @@ def wait_restarted(old_pid):
 
 # Counters that advance by themselves while clients work, or by a restart's own requests: the DUMP comparison drops
 # them. Everything else (lifecycle, ownership, every virtual and physical register, VMs) must be equal.
-VOLATILE = {"statistics", "iotlb", "tlb"}
+VOLATILE = {"statistics", "iotlb", "tlb", "tlb_hits", "tlb_misses"}
 
 
 def stable(dump):
@@ -194,6 +186,19 @@ def volatile_keys(dump):
     return sorted(found)
 
 
+def lent_memory(base, size, name):
+    """A host connection named `name` that lent a sealed memfd of `size` bytes at `base` (MEM_MAP), and the memfd
+    mapped here: (fd, mmap, client)."""
+    import mmap
+    from smmu_client import sealed_memfd
+    fd = sealed_memfd(size, name)
+    view = mmap.mmap(fd, size)
+    c = SMMUClient(SOCK, timeout=60.0)
+    c.hello(Role.HOST, name)
+    c.mem_map(base, size, 0, fd)
+    return fd, view, c
+
+
 class Mapper(threading.Thread):
     """A client that lends its own memory (MEM_MAP of a sealed memfd) and checks, across every restart, that the
     daemon still sees through that mapping: it writes through its mmap and reads through the daemon, and back."""
@@ -202,13 +207,7 @@ class Mapper(threading.Thread):
 
     def __init__(self):
         super().__init__(daemon=True)
-        import mmap
-        from smmu_client import sealed_memfd
-        self.fd = sealed_memfd(self.SIZE, "restart-test-map")
-        self.view = mmap.mmap(self.fd, self.SIZE)
-        self.c = SMMUClient(SOCK, timeout=60.0)
-        self.c.hello(Role.HOST, "restart-mapper")
-        self.c.mem_map(self.BASE, self.SIZE, 0, self.fd)
+        self.fd, self.view, self.c = lent_memory(self.BASE, self.SIZE, "restart-mapper")
         self.sent = 2
         self.error = None
         self.stop = threading.Event()
@@ -232,6 +231,83 @@ class Mapper(threading.Thread):
                 time.sleep(0.005)
         except Exception as e:  # noqa: BLE001
             self.error = f"{type(e).__name__}: {e}"
+
+
+class Walker(threading.Thread):
+    """A host that keeps its DMA page tables in its own memory (MEM_MAP), as a QEMU guest's are, and behaves like a
+    driver in strict mode: it maps a fresh IOVA, has its device connection translate it (the answer must be the page
+    it mapped), and unmaps it at once. A restart's replay of those translations must read the descriptors as they
+    were (the journaled reads), not as they are now: a replay that walked the unmapped entries would leave context
+    faults in the walker's bank (DUMP would differ) that no DMA ever had.
+    A context bank programmed as Linux's arm_smmu_write_context_bank() does (stage 1, 4 KiB granule, 48-bit), one
+    SMR/S2CR routing STREAM to it; never an IOVA twice, so no TLB invalidation is needed."""
+    BASE = HOST_RAM + 0x3000000
+    SIZE = 0x40000  # L0, L1, L2, then 61 L3 tables of 512 entries each
+    IOVA = 0x40000000
+    STREAM = 0x31
+    SMR = 10
+    BANK = 3
+
+    def __init__(self, probe_window):
+        super().__init__(daemon=True)
+        self.fd, self.view, self.c = lent_memory(self.BASE, self.SIZE, "restart-walker")
+        self.dev = SMMUClient(SOCK, timeout=60.0)
+        self.dev.hello(Role.DEVICE, "restart-walker-dma")
+        self.sent = 3  # two HELLOs and the MEM_MAP
+        self.limit = (self.SIZE // 0x1000 - 3) * 512
+        # Tables: L0[0] -> L1, L1[1] -> L2 (IOVA 0x40000000), L2[j] -> L3 table j.
+        self.put(0x0000, self.BASE + 0x1000 | 3)
+        self.put(0x1000 + 8 * 1, self.BASE + 0x2000 | 3)
+        for j in range(self.SIZE // 0x1000 - 3):
+            self.put(0x2000 + 8 * j, self.BASE + 0x3000 + 0x1000 * j | 3)
+        w = probe_window
+        gr1, cb = w.base + w.page_size, w.base + w.size // 2 + self.BANK * w.page_size
+        writes = [
+            (gr1 + 0x800 + 4 * self.BANK, 1, 4),                                   # CBA2R: VA64
+            (gr1 + 4 * self.BANK, 1 << 16 | 3 << 8 | 0xF << 12, 4),                # CBAR: S1_TRANS_S2_BYPASS, NSH, WB
+            (cb + 0x10, 7 << 15 | 5, 4),                                           # TCR2: SEP_UPSTREAM, PASIZE 48-bit
+            (cb + 0x30, 16 | 2 << 12 | 1 << 23, 4),                                # TCR: T0SZ 16, 4 KiB, EPD1
+            (cb + 0x20, self.BASE | self.BANK << 48, 8),                           # TTBR0: L0, ASID
+            (cb + 0x38, 0xF404FF44, 4),                                            # MAIR0
+            (cb + 0x0, 1 << 12 | 0x67, 4),                                         # SCTLR: ASIDPNE, CFIE, CFRE, AFE, TRE, M
+            (w.base + 0x800 + 4 * self.SMR, 1 << 31 | self.STREAM, 4),             # SMR: VALID, ID
+            (w.base + 0xC00 + 4 * self.SMR, self.BANK, 4),                         # S2CR: TRANS to the bank
+        ]
+        for address, value, width in writes:
+            self.c.write(address, value, width)
+        self.sent += len(writes)
+        self.done = 0
+        self.error = None
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+        self.idle = threading.Event()
+
+    def put(self, offset, descriptor):
+        self.view[offset:offset + 8] = struct.pack("<Q", descriptor)
+
+    def run(self):
+        try:
+            while not self.stop.is_set() and self.done < self.limit:
+                if self.paused.is_set():
+                    self.idle.set()
+                    time.sleep(0.01)
+                    continue
+                self.idle.clear()
+                k = self.done
+                leaf = 0x3000 + 8 * k  # L3 table k // 512, entry k % 512: consecutive
+                pa = HOST_RAM + 0x100000 + (k % 64) * 0x1000
+                self.put(leaf, pa | 0x743)  # AF, inner shareable, EL0 read/write, page
+                got = self.dev.dma(0, self.STREAM, self.IOVA + k * 0x1000 + 8)
+                self.put(leaf, 0)  # unmapped right after the DMA, as iommu.strict=1 does
+                self.done += 1
+                self.sent += 1
+                if got.fault or got.pa != pa + 8:
+                    raise AssertionError(f"walker: IOVA {self.IOVA + k * 0x1000:#x} -> {got}, mapped to {pa:#x}")
+                time.sleep(0.005)
+        except Exception as e:  # noqa: BLE001
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.idle.set()
 
 
 class EpochWatcher:
@@ -300,7 +376,6 @@ def main():
     idr0_address = pw.base + 0x20
     idr0 = probe.read(idr0_address)
     guest = GuestPause(QMP) if QMP else None
-    dump = (lambda: guest.dump(admin)) if guest else admin.dump
     # State worth comparing: SMRs written (VALID clear: accepted whatever they name), a VM owning donated pages.
     # With a guest the SMRs are its driver's: not touched.
     for i in range(0 if guest else 8):
@@ -313,27 +388,37 @@ def main():
         c.start()
     mapper = Mapper()
     mapper.start()
+    walker = None if guest else Walker(pw)
+    if walker:
+        walker.start()
     epoch = None if guest else EpochWatcher()
     events = None if guest else EventsWatcher(probe, pw.base)
     print("restart-test: DUMP compared without " + ", ".join(volatile_keys(admin.dump())), flush=True)
     time.sleep(1.0)
     downtimes = {"restart": [], "kill -9": []}
+    paused = {"restart": [], "kill -9": []}  # with a guest: the rounds it is stopped for, to compare DUMP
     probes = 2 + setup  # the probe's HELLO, READ and setup above
 
     def check_clients(when):
-        for c in clients + [mapper]:
+        for c in clients + [mapper] + ([walker] if walker else []):
             if c.error:
                 raise AssertionError(f"{when}: {c.error}")
 
-    for round_no in range(2 * ROUNDS):
-        kind = "restart" if round_no % 2 == 0 else "kill -9"
-        for c in clients:
+    pausable = clients + ([walker] if walker else [])
+
+    def pause_clients():
+        for c in pausable:
             c.paused.set()
-        for c in clients:
+        for c in pausable:
             c.idle.wait(30)
-        before = stable(dump())
-        for c in clients:
+
+    def resume_clients():
+        for c in pausable:
             c.paused.clear()
+
+    def restart(kind):
+        """Restarts or kills the daemon under the clients' load; returns the downtime in ms."""
+        nonlocal probes
         time.sleep(0.3)  # under load
         old = main_pid()
         t0 = time.monotonic()
@@ -343,33 +428,53 @@ def main():
             os.kill(old, 9)
         gone(old)  # the probe's request must be answered by the next process, not the old one on its way out
         probe.read(idr0_address)  # stored connection: answered by the next process
-        downtimes[kind].append((time.monotonic() - t0) * 1000)
+        downtime = (time.monotonic() - t0) * 1000
         probes += 1
         wait_restarted(old)
-        check_clients(f"after {kind} #{round_no // 2 + 1}")
-        for c in clients:
-            c.paused.set()
-        for c in clients:
-            c.idle.wait(30)
-        after = stable(dump())
+        return downtime
+
+    for round_no in range(2 * ROUNDS):
+        kind = "restart" if round_no % 2 == 0 else "kill -9"
+        n = round_no // 2 + 1
+        running = ""
+        if guest:
+            # With the guest running (its block workload's DMA in flight): nothing may break, but its driver keeps
+            # writing registers (TLBIVAL on every unmap), so DUMP cannot be compared across this one.
+            downtimes[kind].append(restart(kind))
+            check_clients(f"after {kind} #{n} with the guest running")
+            running = f"with the guest running: downtime {downtimes[kind][-1]:.1f} ms; "
+            guest.command("stop")  # the second one of the round: with the guest's vCPU and devices stopped
+        pause_clients()
+        before = stable(admin.dump())
+        resume_clients()
+        downtime = restart(kind)
+        if guest:
+            paused[kind].append(downtime)
+        else:
+            downtimes[kind].append(downtime)
+        check_clients(f"after {kind} #{n}")
+        pause_clients()
+        after = stable(admin.dump())
+        if guest:
+            guest.command("cont")
         if before != after:
             diff = [k for k in set(before) | set(after) if before.get(k) != after.get(k)]
             with open(os.path.join(sys.argv[1], "dump-before.json"), "w") as f:
                 json.dump(before, f, indent=1, sort_keys=True)
             with open(os.path.join(sys.argv[1], "dump-after.json"), "w") as f:
                 json.dump(after, f, indent=1, sort_keys=True)
-            raise AssertionError(f"DUMP differs after {kind} #{round_no // 2 + 1}: keys {diff}")
+            raise AssertionError(f"DUMP differs after {kind} #{n}: keys {diff}")
         if not guest:
             epoch.check_follows(probe, pw.base + 0x800, round_no)
             events.check(probe)
             probes += 3
-        for c in clients:
-            c.paused.clear()
-        print(f"restart-test: {kind} #{round_no // 2 + 1}: downtime {downtimes[kind][-1]:.1f} ms, "
-              f"{sum(c.answered for c in clients)} answers so far, DUMP equal", flush=True)
-    for c in clients + [mapper]:
+        resume_clients()
+        print(f"restart-test: {kind} #{n}: {running}downtime {downtime:.1f} ms"
+              f"{' with the guest paused' if guest else ''}, {sum(c.answered for c in clients)} answers so far, "
+              f"DUMP equal", flush=True)
+    for c in pausable + [mapper]:
         c.stop.set()
-    for c in clients + [mapper]:
+    for c in pausable + [mapper]:
         c.join(60)
     check_clients("at the end")
     sent = sum(c.sent for c in clients)
@@ -378,7 +483,7 @@ def main():
     stats = json.loads(admin.stats())
     # Every request of the clients and the probe, the admin's HELLO, and the admin's DUMPs so far (this STATS is
     # counted after it is answered or before: both are accepted).
-    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS + (0 if guest else epoch.sent + events.sent)
+    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS + (0 if guest else epoch.sent + events.sent + walker.sent)
     total = stats.get("operations_total", stats.get("total_operations"))
     if guest:
         print(f"restart-test: STATS counts {total} operations, the guest's included (not compared)")
@@ -391,8 +496,14 @@ def main():
               f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms over {len(values)}; p50 of the first "
               f"{half} {percentile(values[:half], 50):.1f} ms, of the last {len(values) - half} "
               f"{percentile(values[half:], 50):.1f} ms (flat: checkpoints bound the replay)")
+    for kind, values in paused.items():
+        if values:
+            print(f"restart-test: downtime after {kind} with the guest stopped: p50 {percentile(values, 50):.1f} ms, "
+                  f"p99 {percentile(values, 99):.1f} ms over {len(values)}")
     print(f"restart-test: {CLIENTS} clients, {answered} answers checked, no connection closed"
-          + ("" if guest else f"; the epoch page followed every restart (now {epoch.value()})"))
+          + ("" if guest else f"; the epoch page followed every restart (now {epoch.value()}); the walker's "
+                              f"{walker.done} DMAs through tables in its own memory, each IOVA unmapped right after, "
+                              f"all translated"))
 
 
 if __name__ == "__main__":

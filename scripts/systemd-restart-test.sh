@@ -23,43 +23,9 @@ in_ns journalctl -u smmu-hypd --no-pager -o cat > "$WORK/daemon.log"
 restored=$(grep -c "restored from the fd store" "$WORK/daemon.log" || true)
 echo "restart-test: the journal shows $restored restores"
 [ "$restored" -ge $((2 * ROUNDS)) ] || fail "only $restored restores logged for $((2 * ROUNDS)) restarts"
-# What checkpoints cost on the serial queue, and what each restore replayed (benchmark figures, not asserted).
-python3 - "$WORK/daemon.log" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def pct(v, p):
-    s = sorted(v)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
-cps = [(int(b), float(e), float(f)) for b, e, f in re.findall(
-    r"checkpoint \d+: (\d+) bytes, .*?capture and encode [\d.]+ ms .*?; ([\d.]+) ms of CPU\), file and store [\d.]+ ms \(([\d.]+) ms of CPU\)", text)]
-for line in re.findall(r"checkpoint \d+: \d+ bytes.*", text)[:3]:
-    print("restart-test: " + line)
-if cps:
-    enc, sto, size = [c[1] for c in cps], [c[2] for c in cps], [c[0] for c in cps]
-    print(f"restart-test: {len(cps)} checkpoints of {min(size)}..{max(size)} bytes, CPU time: capture and encode p50 "
-          f"{pct(enc, 50):.2f} ms, max {max(enc):.2f} ms; sealed file and store p50 {pct(sto, 50):.2f} ms, "
-          f"max {max(sto):.2f} ms")
-else:
-    print("restart-test: no checkpoint was taken")
-# RAM is in the stored ram.<i> memfds: a checkpoint copies none, so its cost does not depend on RAM contents (G8;
-# `smmu-bench --state-image-only` prints the checkpoint of the worst state, every RAM page written). Asserted.
-ram = [int(n) for n in re.findall(r"checkpoint \d+: .*?; (\d+) RAM pages", text)]
-print(f"restart-test: RAM pages copied into checkpoints: max {max(ram) if ram else 0} (RAM lives in the stored memfds)")
-if any(ram):
-    sys.exit("restart-test: FAIL: a checkpoint copied RAM")
-def seconds(s):
-    return float(s.split()[0]) * (1 if s.endswith("seconds") else 1e-3 if s.endswith("ms") else 1e-6)
-restores = [(int(n), seconds(t)) for n, t in re.findall(
-    r"restored from the fd store: generation \d+.*?, (\d+) journal records replayed, ([\d.e-]+ \w+) in all", text)]
-images = [seconds(t) for t in re.findall(r"checkpoint \d+ restored in ([\d.e-]+ \w+)", text)]
-if restores:
-    n, t = [r[0] for r in restores], [r[1] * 1000 for r in restores]
-    print(f"restart-test: per restore, journal records replayed p50 {pct(n, 50)}, max {max(n)}; replay p50 "
-          f"{pct(t, 50):.0f} ms, max {max(t):.0f} ms")
-if images:
-    i = [x * 1000 for x in images]
-    print(f"restart-test: checkpoint decode and restore p50 {pct(i, 50):.0f} ms, max {max(i):.0f} ms over {len(i)}")
-PY
+# What checkpoints cost on the serial queue and what each restore replayed (benchmark figures); asserted: no RAM
+# copied into a checkpoint, and no replay that diverged.
+python3 "$REPO/scripts/restart-summary.py" restart-test "$WORK/daemon.log" || fail "restart-summary.py"
 
 # An explicit stop is a clean end: exit 0, and the store is dropped (the connection closes, nothing restores).
 in_ns python3 - "$WORK" <<'PY' &

@@ -3,7 +3,7 @@
 # tests against the built daemon, the load-and-faults script, a short libFuzzer run of both targets, and
 # (as root) the systemd-as-PID-1 tests of the units (start, audit, stop; restart and kill -9 under 64 clients) and
 # the real Linux guests in QEMU (Debian's kernel, the project's kernel running pKVM, and the project's kernel on
-# Tegra234's SMMUs and memory controller).
+# Tegra234's SMMUs and memory controller; Debian's kernel again through 10 restarts and 10 kill -9 of the daemon).
 # Skip the slow parts with SMMU_SKIP_FUZZ=1, SMMU_SKIP_GUEST=1, SMMU_SKIP_PID1=1; FUZZ_SECONDS sets the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,8 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${SMMU_SKIP_GUEST:-}" ]; then
     # The project's kernel on Tegra234's SMMU and MC drivers (the same cached kernel), without and with pKVM.
     qemu/tegra-guest-test.sh plain
     qemu/tegra-guest-test.sh pkvm
+    # A live guest through systemctl restart and kill -9 (systemd as PID 1): 10 of each by default, about 80 s.
+    [ -n "${SMMU_SKIP_PID1:-}" ] || scripts/systemd-restart-guest-test.sh "${SMMU_GUEST_RESTART_ROUNDS:-10}"
 else
     echo "test.sh: not root or SMMU_SKIP_GUEST: skipping the QEMU guest test" >&2
 fi

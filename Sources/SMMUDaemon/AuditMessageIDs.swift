@@ -5,6 +5,9 @@ import PKVM
 public enum AuditMessageIDs {
     /// The summary of denials counted but not written one by one (SMMU_COUNT carries how many).
     public static let coalesced = "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0aff"
+    /// A restart closed a connection whose replayed answers did not line up with what the previous process had
+    /// written (not a denial: no SMMU_RULE, no SMMU_COUNT).
+    public static let replayMisaligned = "3f1d6c2a9b7e4f0c8a5d1e2b7c9f0b01"
 
     public struct Entry: Sendable, Equatable {
         public let id: String
@@ -42,6 +45,8 @@ public enum AuditMessageIDs {
     /// One entry per trap rule (the hypervisor's table), then the coalesced summary.
     public static var all: [Entry] {
         TrapRule.allCases.map { Entry(id: id(of: $0), rule: $0.rawValue, subject: $0.summary) }
-            + [Entry(id: coalesced, rule: "coalesced", subject: "denials coalesced under a flood, with their count")]
+            + [Entry(id: coalesced, rule: "coalesced", subject: "denials coalesced under a flood, with their count"),
+               Entry(id: replayMisaligned, rule: "replay-misaligned",
+                     subject: "a restart closed a connection its replayed answers did not line up with")]
     }
 }

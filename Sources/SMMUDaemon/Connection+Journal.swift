@@ -120,6 +120,21 @@ extension Connection {
             teardown()
             return false
         }
+        if let outputFile {
+            outputFile.finishReplay()
+            let check = outputFile.replayCheck
+            if let problem = check.problem {
+                // Sending on would corrupt the peer's stream: it sees its connection closed instead.
+                server.replayMisaligned(self, problem)
+                teardown()
+                return false
+            }
+            if let first = check.firstDifferent {
+                // Expected for answers that carry the translation epoch (DMA_CACHED, DMA_PREFETCH, DMA_EPOCH), which a
+                // restore moves on, and for STATS; the peer gets the previous process's.
+                server.logger.info("restore: \(id): \(check.different) replayed answer(s) of the same length differ from what the previous process wrote, the first (opcode 0x\(String(first.opcode, radix: 16))) at byte \(first.offset); the peer gets the previous process's")
+            }
+        }
         readSuspended = state == .draining || session.hasPendingInput || pendingOutput > limits.maxPendingOutput
         registered = readSuspended ? [] : .read
         guard server.poller.add(fd, token: id.rawValue, interest: registered) else {

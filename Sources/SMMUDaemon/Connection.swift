@@ -73,6 +73,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         if let outputFile {
             // Inside another connection's request: the bytes go to the file now, in the journal's order. Closing
             // waits for the end of that request, as a replay of the journal closes it (the CLOSE record follows).
+            server.persistence?.commitReads()
             _ = bytes.withUnsafeBytes { outputFile.append($0) }
             notePeak()
             account()
@@ -162,7 +163,9 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         if !output.isEmpty { buffer += output }
         if let outputFile {
             // The session always starts from an empty buffer: what it answers depends on its input alone, never on
-            // how fast the socket drains, so a replay answers exactly the same.
+            // how fast the socket drains, so a replay answers exactly the same. The reads it was computed from are
+            // journaled first (MemoryReadLog): what an output file holds, a replay computes again byte for byte.
+            server.persistence?.commitReads()
             _ = buffer.withUnsafeBytes { outputFile.append($0) }
             output = []
         } else {

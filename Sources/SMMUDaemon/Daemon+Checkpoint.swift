@@ -90,11 +90,12 @@ extension Daemon {
             return
         }
         let journaled = persistence.journal.committed
+        let reads = persistence.readsBytes
         let moved = persistence.advance(checkpoint: fd, journal: next)
         close(fd)
         let end = ContinuousClock.now
         if moved {
-            logger.info("checkpoint \(generation): \(checkpoint.hypervisor.count + checkpoint.dispatcher.count) bytes, \(connections.count) connection(s), after \(journaled) journal bytes; capture and encode \(ms(encoded - start)) ms (capture \(ms(captured - start)) ms, of which the dispatcher's \(ms(dispatcherCaptured - start)) ms; \(hypervisorImage.memory?.count ?? 0) RAM pages; \(ms(encodedCPU - startCPU)) ms of CPU), file and store \(ms(end - encoded)) ms (\(ms(Self.threadCPUTime() - encodedCPU)) ms of CPU)")
+            logger.info("checkpoint \(generation): \(checkpoint.hypervisor.count + checkpoint.dispatcher.count) bytes, \(connections.count) connection(s), after \(journaled) journal bytes (\(reads) of memory reads); capture and encode \(ms(encoded - start)) ms (capture \(ms(captured - start)) ms, of which the dispatcher's \(ms(dispatcherCaptured - start)) ms; \(hypervisorImage.memory?.count ?? 0) RAM pages; \(ms(encodedCPU - startCPU)) ms of CPU), file and store \(ms(end - encoded)) ms (\(ms(Self.threadCPUTime() - encodedCPU)) ms of CPU)")
         }
     }
 

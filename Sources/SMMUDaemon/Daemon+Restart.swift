@@ -65,6 +65,7 @@ extension Daemon {
         guard restartMode else { return false }
         if let t = takeOver {
             server.persistence = ServerPersistence(journal: t.journal, generation: t.generation, logger: logger)
+            server.persistence?.journalReads(of: core.hypervisor.memory)
             if ramFilesToStore != nil {
                 storeNewRAMFiles()
                 if !FDStore.barrier() { logger.warning("fd store: no BARRIER=1 answer; RAM may not survive a crash") }
@@ -77,6 +78,9 @@ extension Daemon {
                 }
                 audit.replaying = false
                 logger.info("restored from the fd store: generation \(t.generation)\(t.checkpoint == nil ? " (no checkpoint)" : ""), \(report.records) journal records replayed, \(ContinuousClock.now - start) in all; \(report.connections) connection(s) served on, \(report.adopted) adopted, \(report.gone) gone, \(report.remappedClientMemory) client mapping(s); \(core.hypervisor.lifecycle)")
+                if report.uncoveredReads + report.mismatchedReads > 0 {
+                    logger.error("the replay diverged: \(report.uncoveredReads) memory read(s) the journal did not hold, \(report.mismatchedReads) it held for another address")
+                }
                 return true
             } catch {
                 logger.error("the stored restart journal cannot be replayed (\(error)): starting afresh, stored connections are closed")
@@ -93,6 +97,7 @@ extension Daemon {
             FDStore.store([journal.fd], name: RestartGenerations.name(.journal, 0), poll: false)
             if !FDStore.barrier() { logger.warning("fd store: no BARRIER=1 answer; is FileDescriptorStoreMax= set?") }
             server.persistence = ServerPersistence(journal: journal, logger: logger)
+            server.persistence?.journalReads(of: core.hypervisor.memory)
             logger.info("restart mode: journal stored in systemd's fd store")
         } catch {
             logger.error("restart mode off: \(error)")

@@ -54,6 +54,8 @@ final class DispatcherSession: Session {
 
     var connection: ConnectionID { context.connection }
     var role: Role? { context.role }
+    /// The name the audit gives the peer (its HELLO name).
+    var clientName: String { context.client.name }
     var wantsInput: Bool { !eventsMode && !closing }
     var isGreeted: Bool { context.role != nil }
     /// Only what `drain` held back for the output bound counts: a partial frame (a header whose payload has

@@ -17,7 +17,13 @@ final class OutputFile {
     /// Bytes the socket has taken: the file offset.
     private(set) var sent: Int
     /// Everything below is a hole.
-    private var punched: Int
+    private(set) var punched: Int
+    /// The end of the stream the previous process wrote (the file's size when taken over; 0 for a new file). A replay
+    /// regenerates the stream up to here: those bytes stay the previous process's (what the peer got or gets next),
+    /// and the regenerated ones are only compared with them (`OutputFile+Replay`); past it they are written.
+    let produced: Int
+    /// What the comparison found (nil: nothing regenerated differed).
+    var replayCheck = ReplayCheck()
     static let punchGranule = 64 << 10
 
     var pending: Int { written - sent }
@@ -36,16 +42,17 @@ final class OutputFile {
         sent = max(0, offset)
         punched = sent & ~(Self.punchGranule - 1)
         self.written = written
+        var st = stat()
+        produced = fstat(fd, &st) == 0 ? max(sent, Int(st.st_size)) : sent
     }
 
     deinit { close(fd) }
 
-    /// Appends `bytes` to the stream. The part below the file offset was sent already (a replay regenerating the
-    /// stream) and is not written again. False when the write failed (out of memory).
+    /// Appends `bytes` (whole frames) to the stream. The part below `produced` is the previous process's (a replay
+    /// regenerating the stream): compared, not written. False when the write failed (out of memory).
     func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
         defer { written += bytes.count }
-        let skip = max(0, min(bytes.count, sent - written))
-        var done = skip
+        var done = written < produced ? catchUp(bytes) : 0
         while done < bytes.count {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(written + done))
             if n < 0 && errno == EINTR { continue }

@@ -47,6 +47,8 @@ public final class RestartJournal {
         case finalize = 5
         /// A newcomer was refused at the connection cap (STATS counts it).
         case refused = 6
+        /// Bytes of memory requests read, for the replay to read the same (MemoryReadLog): payload the observations.
+        case reads = 7
     }
 
     /// One committed record.
@@ -57,7 +59,8 @@ public final class RestartJournal {
     }
 
     static let magic: UInt64 = 0x314E_524A_5550_4D53  // "SMPUJRN1" little-endian
-    public static let version: UInt32 = 1
+    /// 2: READS records (a version 1 journal has none, and its replay would read memory as it is now).
+    public static let version: UInt32 = 2
     static let headerSize = 64
     static let commitOffset = 16
     /// Where peeked bytes go before they are received into a record (one read's worth).

@@ -42,10 +42,8 @@ final class TraceRecorder {
     private var observedCount = 0
     /// Events sent to other connections while the exchange runs: written after it, as a replay will see them.
     private var eventsDuringExchange: [(session: UInt64, frame: [UInt8])] = []
-    /// The last value recorded per 8-byte address of client memory since the last daemon write to client memory:
-    /// direct-mapped by address, slot i holding (address | 1, value) at 2i, 2i + 1 (0: empty). A slot another address
-    /// took is only a value recorded twice, never one left out; cheaper than a dictionary on every descriptor read.
-    private var recorded = [UInt64](repeating: 0, count: 2 * TraceRecorder.rememberedSlots)
+    /// The last value recorded per 8-byte address of client memory since the last daemon write to client memory.
+    private var recorded = RememberedValues()
     /// Descriptor files by (device, inode): the trace's file numbers.
     private var files: [FileKey: UInt32] = [:]
 
@@ -53,7 +51,6 @@ final class TraceRecorder {
     static let flushNanoseconds: UInt64 = 50_000_000
     static let clockEvery = 64
     static let maxPendingBytes = 16 << 20
-    static let rememberedSlots = 1 << 15
     /// The smallest bound that holds the header and its end record.
     static func minimumBytes(configuration: [UInt8]) -> UInt64 {
         UInt64(TraceFormat.headerSize + configuration.count + TraceEncoder.endRecordSize)
@@ -203,23 +200,13 @@ final class TraceRecorder {
 
     private func observe(_ address: UInt64, _ bytes: UnsafeRawBufferPointer) {
         guard inExchange else { return }
-        if bytes.count == 8 {
-            let value = bytes.loadUnaligned(as: UInt64.self)
-            let slot = 2 * Int(truncatingIfNeeded: (address >> 3) & UInt64(Self.rememberedSlots - 1))
-            let same = recorded.withUnsafeMutableBufferPointer { r in
-                if r[slot] == address | 1 && r[slot + 1] == value { return true }
-                r[slot] = address | 1
-                r[slot + 1] = value
-                return false
-            }
-            if same { return }
-        }
+        if bytes.count == 8, recorded.seen(address, bytes.loadUnaligned(as: UInt64.self)) { return }
         TraceMemory.encode(address: address, bytes: bytes, into: &observed)
         observedCount += 1
     }
 
     private func forgetRecordedMemory() {
-        recorded.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        recorded.forget()
     }
 
     /// What a replay needs to pass a descriptor the daemon judges alike: a regular file's size and seals, and

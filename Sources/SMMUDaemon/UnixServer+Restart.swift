@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import Logging
+import SMMUModel
 
 /// Restart mode: what the server keeps in systemd's fd store and the restart journal so that a new process, after
 /// `systemctl restart` or a crash, serves every connection on from where the old one was (docs/hypervisor-model.md,
@@ -20,6 +21,12 @@ final class ServerPersistence {
     var replaying = false
     /// Set when the journal filled up: the daemon serves on but no longer survives a crash.
     private(set) var disabled = false
+    /// The memory reads requests made since the journal began (READS records).
+    let reads = MemoryReadLog()
+    /// Bytes of READS records in the current journal (the checkpoint log line shows them).
+    private(set) var readsBytes = 0
+    /// The memory map whose reads `reads` journals (`journalReads(of:)`).
+    private weak var memory: MemoryMap?
 
     init(journal: RestartJournal, generation: UInt64 = 0, store: any RestartStore = SystemdFDStore(), logger: Logger) {
         self.journal = journal
@@ -35,6 +42,23 @@ final class ServerPersistence {
     func replaceJournal(_ next: RestartJournal, generation: UInt64) {
         journal = next
         self.generation = generation
+        reads.reset()
+        readsBytes = 0
+    }
+
+    /// Journals the reads `memory` makes for requests from now on (READS records; MemoryReadLog).
+    func journalReads(of memory: MemoryMap) {
+        self.memory = memory
+        reads.attach(to: memory)
+    }
+
+    /// Journals the reads made since the last commit. Called before any answer reaches an output file, so every
+    /// byte an output file holds was computed from journaled reads; during a replay too (reads the journal does not
+    /// cover: those of the request a crash interrupted, whose answer no output file holds).
+    func commitReads() {
+        guard !disabled, let payload = reads.takePending() else { return }
+        if !journal.append(.reads, payload: payload) { journalFull() }
+        readsBytes += RestartJournal.recordHeaderSize + payload.count
     }
 
     static func name(of connection: ConnectionID) -> String { "c.\(connection.rawValue)" }
@@ -89,6 +113,8 @@ final class ServerPersistence {
     func journalFull() {
         guard !disabled else { return }
         disabled = true
+        if let memory { MemoryReadLog.detach(from: memory) }
+        reads.reset()
         store.remove(name: RestartGenerations.name(.journal, generation))
         logger.error("restart journal full (\(journal.capacity) bytes): a crash or restart from now on loses the connections")
     }
@@ -111,6 +137,10 @@ public struct RestoreReport: Sendable, Equatable {
     public var adopted = 0
     public var gone = 0
     public var remappedClientMemory = 0
+    /// Reads the replay made that the journal should have held, or held for another address: a replay that diverged
+    /// (zero unless something is wrong).
+    public var uncoveredReads = 0
+    public var mismatchedReads = 0
 }
 
 extension UnixServer {
@@ -136,6 +166,8 @@ extension UnixServer {
         if let checkpoint { install(checkpoint, take: take) }
         let records = try journal.records()
         report.records = records.count
+        // Every replayed request reads the memory its original read (MemoryReadLog).
+        persistence?.reads.beginReplay(records.filter { $0.kind == .reads }.map(\.payload))
         for (index, record) in records.enumerated() {
             // A long replay must not look like a hang: systemd's watchdog (WatchdogSec=) counts from the start.
             if index % 4096 == 4095 { Systemd.notify(.watchdog) }
@@ -167,7 +199,15 @@ extension UnixServer {
                 finalize()
             case .refused:
                 counters.refused += 1
+            case .reads:
+                break  // applied as the replay reads (beginReplay above)
             }
+        }
+        if let reads = persistence?.reads {
+            report.uncoveredReads = reads.uncovered
+            report.mismatchedReads = reads.mismatched
+            persistence?.commitReads()
+            reads.endReplay()
         }
         persistence?.replaying = false
         report.remappedClientMemory = ReplayMappings.finish()
@@ -192,6 +232,33 @@ extension UnixServer {
         let live = Set(openConnections.map { ServerPersistence.name(of: $0.id) })
         for name in Set(stored.map(\.name)) where name.hasPrefix("c.") && !live.contains(name) { FDStore.remove(name: name) }
         return report
+    }
+
+    /// A connection whose replayed answers do not line up with its stream (ReplayCheck): logged, and one journal
+    /// record for the audit (MESSAGE_ID `AuditMessageIDs.replayMisaligned`); the caller closes it.
+    func replayMisaligned(_ c: Connection, _ problem: ReplayCheck.Problem) {
+        let offset: Int
+        let what: String
+        switch problem {
+        case .misaligned(let at):
+            offset = at
+            what = "a replayed answer at stream byte \(at) does not line up with what the previous process wrote"
+        case .short(let written, let produced):
+            offset = written
+            what = "the replay regenerated \(written) bytes of answers, the previous process had written \(produced)"
+        }
+        let client = (c.session as? DispatcherSession)?.clientName ?? "?"
+        logger.error("restore: closing \(c.id) (\(client), pid \(c.peer.pid)): \(what)")
+        _ = Systemd.journal([
+            ("MESSAGE", "restart: closed connection \(c.id.rawValue) of \(client) (pid \(c.peer.pid)): \(what)"),
+            ("PRIORITY", "3"),
+            ("MESSAGE_ID", AuditMessageIDs.replayMisaligned),
+            ("SYSLOG_IDENTIFIER", "smmu-hypd"),
+            ("SMMU_CLIENT", client),
+            ("SMMU_PID", String(c.peer.pid)),
+            ("SMMU_UID", String(c.peer.uid)),
+            ("SMMU_OFFSET", String(offset)),
+        ])
     }
 
     private func count(_ reason: CloseReason) {

@@ -73,6 +73,14 @@ public final class MemoryMap: PhysicalMemory {
     /// request wrote, which the daemon's trace records so a replay can put it back (docs/trace-format.md). Scrubs
     /// (`zero`) are writes and are not reported. Unset, it costs one test on a client-memory read.
     public var clientReadObserver: ((_ address: UInt64, _ bytes: UnsafeRawBufferPointer) -> Void)?
+    /// While set, called before every read that can decide an answer (a descriptor, MEM_READ's bytes), of RAM and
+    /// client memory alike, with the bytes about to be read: restart mode journals them, and its replay writes the
+    /// journaled bytes there first, so a replayed request reads what the original read (docs/hypervisor-model.md,
+    /// "Restart and crash survival"). Unset, it costs one test per read.
+    public var readJournal: ((_ address: UInt64, _ bytes: UnsafeMutableRawBufferPointer) -> Void)?
+    /// Counts the daemon's own writes into client memory and changes of which memory backs an address (`replace`,
+    /// `restore`): a reader that remembers values it saw there must forget them when this moves.
+    public private(set) var clientChanges: UInt64 = 0
     /// The region of the last access: descriptor walks and DMA stay in one region.
     private var lastRegion: Region?
 
@@ -181,15 +189,17 @@ public final class MemoryMap: PhysicalMemory {
             return nil
         }
         guard let p else { return 0 }
+        if let readJournal { readJournal(address, UnsafeMutableRawBufferPointer(start: p, count: 8)) }
         if client, let clientReadObserver { clientReadObserver(address, UnsafeRawBufferPointer(start: p, count: 8)) }
         return UInt64(littleEndian: p.load(as: UInt64.self))
     }
 
     @discardableResult
     public func write64(_ value: UInt64, at address: UInt64) -> Bool {
-        guard address & 7 == 0, let (p, available, _) = segment(address, forWrite: true), available >= 8, let p else {
+        guard address & 7 == 0, let (p, available, client) = segment(address, forWrite: true), available >= 8, let p else {
             return false
         }
+        if client { clientChanges &+= 1 }
         p.storeBytes(of: value.littleEndian, as: UInt64.self)
         noteWritten(address, 8)
         return true
@@ -227,17 +237,22 @@ public final class MemoryMap: PhysicalMemory {
     // MARK: Bytes
 
     /// Calls `body` for each contiguous piece of [address, address + count); false if any is not RAM.
+    /// `observed`: a read the hooks see (before `body` copies it); `writes`: `body` changes the memory.
     private func forEachSegment(_ address: UInt64, _ count: Int, forWrite: Bool, observed: Bool = false,
-                                _ body: (UnsafeMutableRawPointer?, Int, Int) -> Void) -> Bool {
+                                writes: Bool = false, _ body: (UnsafeMutableRawPointer?, Int, Int) -> Void) -> Bool {
         guard count >= 0, contains(address: address, count: count) || count == 0 else { return false }
         var done = 0
         while done < count {
             guard let (p, available, client) = segment(address + UInt64(done), forWrite: forWrite) else { return false }
             let n = Int(min(available, UInt64(count - done)))
-            body(p, done, n)
-            if observed, client, let p, let clientReadObserver {
-                clientReadObserver(address + UInt64(done), UnsafeRawBufferPointer(start: p, count: n))
+            if observed, let p {
+                if let readJournal { readJournal(address + UInt64(done), UnsafeMutableRawBufferPointer(start: p, count: n)) }
+                if client, let clientReadObserver {
+                    clientReadObserver(address + UInt64(done), UnsafeRawBufferPointer(start: p, count: n))
+                }
             }
+            if writes, client { clientChanges &+= 1 }
+            body(p, done, n)
             done += n
         }
         return true
@@ -260,7 +275,7 @@ public final class MemoryMap: PhysicalMemory {
     public func writeBytes(_ bytes: [UInt8], at address: UInt64) -> Bool {
         guard contains(address: address, count: bytes.count) || bytes.isEmpty else { return false }
         return bytes.withUnsafeBytes { buffer in
-            forEachSegment(address, bytes.count, forWrite: true) { p, at, n in
+            forEachSegment(address, bytes.count, forWrite: true, writes: true) { p, at, n in
                 if let p, let base = buffer.baseAddress { p.copyMemory(from: base + at, byteCount: n) }
                 noteWritten(address + UInt64(at), n)
             }
@@ -274,7 +289,7 @@ public final class MemoryMap: PhysicalMemory {
     @discardableResult
     public func zero(at address: UInt64, count: Int, discard: Bool = true) -> Bool {
         guard contains(address: address, count: count) || count == 0 else { return false }
-        return forEachSegment(address, count, forWrite: false) { p, at, n in
+        return forEachSegment(address, count, forWrite: false, writes: true) { p, at, n in
             guard let p else { return }
             if discard, let r = ownRegion(of: p), Self.discardPages(p, n, advice: r.fileBacked ? MADV_REMOVE : MADV_DONTNEED) {
                 return
@@ -345,6 +360,7 @@ public final class MemoryMap: PhysicalMemory {
             throw .alreadyReplaced(base: base)
         }
         r.overlays.append(Overlay(base: base, size: size, pointer: pointer, release: release))
+        clientChanges &+= 1
     }
 
     /// Ends the replacement that starts at `base`: the region's own memory shows again.
@@ -353,6 +369,7 @@ public final class MemoryMap: PhysicalMemory {
             throw .notReplaced(base: base)
         }
         r.overlays.remove(at: i)
+        clientChanges &+= 1
     }
 
     /// The replaced ranges, as (base, size).

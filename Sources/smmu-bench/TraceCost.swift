@@ -8,15 +8,18 @@ import WireProtocol
 /// What recording a trace costs the request path (docs/trace-format.md), with no socket so that the scheduler's noise
 /// on a shared machine does not hide it: pipelined requests into a session of the daemon's own dispatcher, with the
 /// trace off, written to /dev/null (the encoding alone) and written to a file (the background writer too), in
-/// interleaved rounds. The DMAs miss the IOTLB and walk tables held in client memory, so the recorder's memory capture
-/// runs on every walk.
+/// interleaved rounds; and, with no trace, restart mode's journal of memory reads (MemoryReadLog, which a restart's
+/// replay reads back). The DMAs miss the IOTLB and walk tables held in client memory, so the recorder's memory
+/// capture runs on every walk.
 struct TraceCost {
     final class NoServer: ServerHandle {
         func send(_ bytes: [UInt8], to connection: ConnectionID) {}
     }
 
     enum Mode: String, CaseIterable {
-        case off = "off", devNull = "/dev/null", file = "file"
+        case off = "off", devNull = "trace /dev/null", file = "trace file"
+        /// No trace; restart mode's journal of memory reads (MemoryReadLog), its payloads taken and dropped per batch.
+        case reads = "restart mode's memory reads"
     }
 
     let translation: InProcessTranslation
@@ -24,6 +27,8 @@ struct TraceCost {
     let host: Session
     let device: Session
     let directory: String
+    /// Set in mode `.reads`.
+    var reads: MemoryReadLog?
 
     init(directory: String) throws(BenchError) {
         translation = try InProcessTranslation()
@@ -88,6 +93,7 @@ struct TraceCost {
         while now < end {
             for _ in 0..<16 {
                 _ = batches[i].withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
+                _ = reads?.takePending()   // what would be appended to the journal before the answers
                 output.removeAll(keepingCapacity: true)
                 i = (i + 1) % batches.count
                 requests += 64
@@ -97,10 +103,15 @@ struct TraceCost {
         return Double(requests) / (Double(now - start) / 1e9)
     }
 
-    func select(_ mode: Mode) throws(BenchError) {
+    mutating func select(_ mode: Mode) throws(BenchError) {
         dispatcher.stopTrace(wait: true)
+        MemoryReadLog.detach(from: translation.hypervisor.memory)
+        reads = nil
         switch mode {
         case .off: return
+        case .reads:
+            reads = MemoryReadLog()
+            reads?.attach(to: translation.hypervisor.memory)
         case .devNull: if let why = dispatcher.startTrace(path: "/dev/null", maxBytes: 1 << 40, exclusive: false) { throw .unexpected(why) }
         case .file:
             let path = directory + "/cost.smmutrace"
@@ -121,8 +132,8 @@ struct TraceCost {
                 for (name, session, batch) in workloads {
                     rates[name, default: [:]][mode, default: []].append(throughput(session, batch, seconds: seconds))
                 }
-                if mode != .off, dispatcher.traceStatus?.recording == false {
-                    report.failed("trace \(mode.rawValue)", "the trace ended early: \(dispatcher.traceStatus!)")
+                if mode == .devNull || mode == .file, dispatcher.traceStatus?.recording == false {
+                    report.failed("\(mode.rawValue)", "the trace ended early: \(dispatcher.traceStatus!)")
                 }
             }
         }
@@ -132,7 +143,7 @@ struct TraceCost {
             let off = medianOf(rates[name]?[.off] ?? [])
             for mode in Mode.allCases {
                 let v = medianOf(rates[name]?[mode] ?? [])
-                report.add("in-process \(name) pipelined 64, trace \(mode.rawValue)", rate(v),
+                report.add("in-process \(name) pipelined 64, \(mode == .off ? "trace off" : mode.rawValue)", rate(v),
                            floor: mode == .off ? "" : rate(off), ratio: mode == .off ? "" : ratio(v / off))
             }
         }

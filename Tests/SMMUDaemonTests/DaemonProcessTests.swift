@@ -84,7 +84,7 @@ struct DaemonProcessTests {
         #expect(daemon.stop() == 0)
     }
 
-    /// `--fd-store` turns restart mode on (the shipped configurations leave it off): under a service manager the daemon stores its journal, its
+    /// Restart mode (`fd_store: true`, the shipped configurations', or `--fd-store`): under a service manager the daemon stores its journal, its
     /// first checkpoint and each connection (FDSTORE=1 with a name), and waits for BARRIER=1's answer, which is the receiver closing the
     /// descriptor the barrier sent. A receiver that never closes it would leave the daemon waiting 5 s and warning.
     @Test func restartModeStoresTheJournalAndConnectionsAndItsBarrierIsAnswered() throws {
