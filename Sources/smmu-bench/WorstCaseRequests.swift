@@ -97,6 +97,7 @@ struct WorstCaseRequests {
             worst = max(worst, time { _ = hypervisor.vmDonate(vm, range: PhysicalRange(base: 0x8710_0000 + i * 0x1000, size: 0x1000), client: client) })
         }
         row("worst VM_DONATE: 600 banks over a tree past the scan budget (refused)", worst)
+        row("one queue turn: a 64 KiB read of pipelined refused VM_DONATEs", queueTurn(vm: vm))
         for (w, window) in hypervisor.windows.enumerated() {
             for bank in 0..<Int(window.contextBanks) { write(w, .SCTLR, bank, 0) }
         }
@@ -144,6 +145,27 @@ struct WorstCaseRequests {
             worst = max(worst, t)
         }
         row("DUMP: every register programmed, 16 VMs of 256 scattered pages", worst)
+    }
+
+    /// One turn of the serial queue for a host that pipelines a whole read (`UnixServer.Limits.readChunk`, 64 KiB) of
+    /// the slowest refusal: what the connection's session does with one received chunk before the queue serves anyone
+    /// else (G8 bounds the turn, not only each request).
+    private func queueTurn(vm: VMHandle) -> Double {
+        let host = dispatcher.makeSession(connection: ConnectionID(rawValue: 2), peer: PeerCredentials(pid: 2, uid: 0, gid: 0),
+                                          server: Sink())
+        var output: [UInt8] = []
+        var fds: [Int32] = []
+        Request.hello(HelloRequest(role: .host, name: "bench-host")).encoded(tag: 1).withUnsafeBytes {
+            _ = host.receive($0, fds: &fds, output: &output)
+        }
+        var chunk: [UInt8] = []
+        var tag: UInt32 = 2
+        while chunk.count + 40 <= UnixServer.Limits().readChunk {
+            chunk += Request.vmDonate(VMDonateRequest(vm: vm.rawValue, address: 0x8720_0000, size: 0x1000)).encoded(tag: tag)
+            tag += 1
+        }
+        output.removeAll()
+        return time { chunk.withUnsafeBytes { _ = host.receive($0, fds: &fds, output: &output) } }
     }
 
     /// Translations by a host stream over the benchmark's stage-1 domain (Linux's attach, bank 0 of window 0), on
