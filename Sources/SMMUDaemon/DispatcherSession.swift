@@ -81,9 +81,8 @@ final class DispatcherSession: Session {
             let handled: Bool? = decoder.next { verdict, payload in
                 switch verdict {
                 case .request(let opcode, let header):
-                    spent += TurnBudget.cost(of: opcode)
                     apply(dispatcher.handle(opcode, header: header, payload: payload, fds: &fds, context: context,
-                                            output: &output))
+                                            output: &output, spent: &spent))
                 case .unsupported(let header):
                     spent += TurnBudget.framingCost
                     dispatcher.answerUnsupported(header, output: &output)

@@ -147,16 +147,16 @@ extension SharedRing {
                     case .request(let op, let header):
                         let room = Self.maxFrame - output.count - FrameHeader.size
                         guard op.maxResponsePayload(request: payload) <= room else { full = true; return }
-                        spent += TurnBudget.cost(of: op)
                         switch op {
                         case .hello, .events, .memMap, .dmaEpoch, .ring:
+                            spent += TurnBudget.framingCost
                             ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
                         default:
                             var fds: [Int32] = []
                             // The opcodes whose effect changes the session are refused above; an undecodable
                             // request is answered MALFORMED and ends the ring, as it ends a socket connection.
                             if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
-                                                 output: &output) == .closeAfterFrame { step = .closeRing }
+                                                 output: &output, spent: &spent) == .closeAfterFrame { step = .closeRing }
                         }
                     case .unsupported(let header):
                         guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }

@@ -75,4 +75,40 @@ import WireProtocol
         #expect(first.count == 16 && first.allSatisfy { $0.0.statusCode == .ok && $0.1.count == 4096 })
         #expect(resumeAll().map(\.count) == [16, 8])
     }
+
+    @Test("an event's fan-out is charged to the turn: a write that reaches 300 EVENTS connections ends its turn")
+    func eventFanOutPerTurn() {
+        let server = DispatcherTests.Server()
+        func session(_ id: UInt64, _ role: Role) -> Session {
+            let s = dispatcher.makeSession(connection: ConnectionID(rawValue: id), peer: PeerCredentials(pid: Int32(id), uid: 0, gid: 0),
+                                           server: server)
+            var output: [UInt8] = []
+            var fds: [Int32] = []
+            _ = Request.hello(HelloRequest(role: role, name: "\(role)")).encoded(tag: 0).withUnsafeBytes { s.receive($0, fds: &fds, output: &output) }
+            return s
+        }
+        func send(_ r: Request, to s: Session) -> [(FrameHeader, [UInt8])] {
+            var output: [UInt8] = []
+            var fds: [Int32] = []
+            _ = r.encoded(tag: 1).withUnsafeBytes { s.receive($0, fds: &fds, output: &output) }
+            return responseFrames(output)
+        }
+        let sCR0 = Self.base, usfcfg: UInt64 = 1 << 10, gfie: UInt64 = 1 << 2
+        #expect(receive(Request.write(WriteRequest(address: sCR0, value: usfcfg | gfie, width: 4)).encoded(tag: 1)).first?.0.statusCode == .ok)
+        // An unidentified stream's DMA: a global fault in the host's sGFSR, so GFIE drives the global line.
+        let device = session(100, .device)
+        #expect(send(.dma(DMARequest(window: 0, streamID: 0x7F, iova: 0x8000_0000, flags: [])), to: device).first?.0.statusCode == .fault)
+        for n in UInt64(0)..<300 {
+            #expect(send(.events, to: session(200 + n, .host)).first?.0.statusCode == .ok)
+        }
+        server.sent.removeAll()
+        var bytes: [UInt8] = []
+        for tag in UInt32(1)...10 {
+            bytes += Request.write(WriteRequest(address: sCR0, value: usfcfg | (tag % 2 == 0 ? gfie : 0), width: 4)).encoded(tag: tag)
+        }
+        #expect(receive(bytes).count == 1, "one write reached 300 subscribers: the turn is spent")
+        #expect(server.sent.count == 300)
+        #expect(resumeAll().map(\.count) == Array(repeating: 1, count: 9))
+        #expect(server.sent.count == 3000, "every subscriber heard every toggle")
+    }
 }
