@@ -138,11 +138,14 @@ extension SharedRing {
     func serve(_ decoder: inout FrameDecoder, into output: inout [UInt8]) -> Step {
         var step = Step.done
         var full = false
-        while step == .done && !full && decoder.bufferedByteCount >= FrameHeader.size {
+        // Another turn only when this one ran out of budget: a partial frame left over is not waited for.
+        var budgetSpent = true
+        while step == .done && !full && budgetSpent {
+            budgetSpent = false
             queue.sync {
                 guard !stopping.load(ordering: .acquiring) else { step = .stopped; return }
                 var spent = 0
-                while step == .done, !full, spent < TurnBudget.units, let _ = decoder.next({ verdict, payload in
+                while step == .done, !full, !budgetSpent, let _ = decoder.next({ verdict, payload in
                     switch verdict {
                     case .request(let op, let header):
                         let room = Self.maxFrame - output.count - FrameHeader.size
@@ -169,6 +172,7 @@ extension SharedRing {
                     case .message:
                         break
                     }
+                    budgetSpent = spent >= TurnBudget.units
                 }) {}
             }
         }

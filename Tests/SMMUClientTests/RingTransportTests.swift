@@ -89,6 +89,11 @@ struct RingTransportTests {
         let base = hello.windows[0].base
         #expect(try ring.read(address: base + 0x20) == host.read(address: base + 0x20))
         #expect(try Self.memReadsAnswered(host) == before + 2)
+        // A batch that ends inside a frame: the whole frames are answered, the partial one is dropped (not waited
+        // for, not the start of the next exchange).
+        let read = Request.read(ReadRequest(address: base + 0x20, width: 4)).encoded(tag: 7)
+        #expect(try ring.exchange(read + read.prefix(20), batch: true).map(\.header.tag) == [7])
+        #expect(try ring.read(address: base + 0x20) == host.read(address: base + 0x20))
         // A batch of small answers still runs whole.
         let small = try ring.batch(Array(repeating: .read(ReadRequest(address: base + 0x20, width: 4)), count: 1000))
         #expect(small.count == 1000 && small.allSatisfy { $0.status == .ok })
