@@ -67,13 +67,16 @@ import WireProtocol
         #expect(resumeAll().map(\.count) == [44])
     }
 
-    @Test("a turn holds at most 16 STATS, MEM_READs or prefetches")
+    @Test("a turn holds at most 16 MEM_READs, MEM_WRITEs or prefetches, and one STATS")
     func middleClassPerTurn() {
         var bytes: [UInt8] = []
         for tag in UInt32(1)...40 { bytes += Request.memRead(MemReadRequest(address: 0x8000_0000, length: 4096)).encoded(tag: tag) }
         let first = receive(bytes)
         #expect(first.count == 16 && first.allSatisfy { $0.0.statusCode == .ok && $0.1.count == 4096 })
         #expect(resumeAll().map(\.count) == [16, 8])
+        let stats = Request.stats.encoded(tag: 1) + Request.stats.encoded(tag: 2)
+        #expect(receive(stats).count == 1, "the admin's STATS JSON takes milliseconds: a turn of its own")
+        #expect(resumeAll().map(\.count) == [1])
     }
 
     @Test("an event's fan-out is charged to the turn: a write that reaches 300 EVENTS connections ends its turn")
