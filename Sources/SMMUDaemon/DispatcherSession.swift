@@ -107,13 +107,23 @@ final class DispatcherSession: Session {
         case .closeAfterFrame: closing = true
         case .greeted(let role, let name):
             context.role = role
-            context.client.name = name.isEmpty ? "pid\(context.peer.pid)" : name
+            context.client.name = name.isEmpty ? "pid\(context.peer.pid)" : Self.printable(name)
         case .subscribed: eventsMode = true
         case .mapped(let base): mappedRanges.append(base)
         }
     }
 
     func closed() { dispatcher.sessionClosed(context.connection, mapped: mappedRanges) }
+
+    /// A HELLO name as the daemon keeps it: the client chose it, and it goes into log lines (finalization), audit
+    /// messages and, without journald, one-line stderr records, where a newline would start a line of the client's
+    /// making (journald's stream parses a "<0>" there as an emergency from the daemon). Control characters become "?".
+    static func printable(_ name: String) -> String {
+        guard name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return name }
+        return String(String.UnicodeScalarView(name.unicodeScalars.map {
+            $0.properties.generalCategory == .control ? "?" : $0
+        }))
+    }
 
     // MARK: State image
 
