@@ -66,11 +66,22 @@ public final class SMMUClientRing {
             tag &+= 1
             r.encode(tag: tag, into: &out)
         }
-        guard out.count <= FrameHeader.size + Int(FrameHeader.maxPayloadLength) else {
-            throw .invalidArgument("a ring batch of \(out.count) bytes")
+        let frames = try exchange(out, batch: requests.count > 1)
+        for (i, frame) in frames.enumerated() where frame.header.tag != first &+ UInt32(i) {
+            throw .protocolViolation("unexpected ring response")
         }
-        out.withUnsafeBytes { (base + Self.requestOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        csock_store_release(requestBytes, requests.count > 1 ? UInt32(out.count) : 0)
+        guard frames.count == requests.count else { throw .protocolViolation("\(frames.count) ring responses of \(requests.count)") }
+        return frames
+    }
+
+    /// One exchange of raw request bytes (`batch`: sent as `request_bytes` of frames, else as one frame) and the
+    /// response frames the daemon wrote, as they are (tests send what a well-behaved client would not).
+    public func exchange(_ bytes: [UInt8], batch: Bool) throws(SMMUClientError) -> [SMMUClient.Frame] {
+        guard bytes.count <= FrameHeader.size + Int(FrameHeader.maxPayloadLength) else {
+            throw .invalidArgument("a ring batch of \(bytes.count) bytes")
+        }
+        bytes.withUnsafeBytes { (base + Self.requestOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        csock_store_release(requestBytes, batch ? UInt32(bytes.count) : 0)
         seq &+= 1
         csock_store_release(requestSeq, seq)
         csock_fence()
@@ -101,12 +112,9 @@ public final class SMMUClientRing {
             guard case .message(let h) = verdict else { return nil }
             return SMMUClient.Frame(header: h, payload: Array(payload))
         }) {
-            guard let frame, frame.header.tag == first &+ UInt32(frames.count) else {
-                throw .protocolViolation("unexpected ring response")
-            }
+            guard let frame else { throw .protocolViolation("unexpected ring response") }
             frames.append(frame)
         }
-        guard frames.count == requests.count else { throw .protocolViolation("\(frames.count) ring responses of \(requests.count)") }
         return frames
     }
 

@@ -17,6 +17,8 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     /// Restart mode (the fd store): the answers go through this file, and input is received into the journal.
     let outputFile: OutputFile?
     var readSuspended = true
+    /// A turn of held-back input is queued (`relieve`).
+    private var resumeScheduled = false
     private var writeSuspended = true
     /// What the poller was last told; changed only when the wanted interest differs.
     var registered: EventPoller.Interest = []
@@ -228,23 +230,29 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         if state == .draining && !session.hasPendingInput { teardown() }
     }
 
-    /// Once output is below half the bound: let the session answer requests it held back, then read again.
+    /// Once output is below half the bound: let the session answer requests it held back, one turn's worth per turn
+    /// of the queue (the other connections' turns come between, G8), then read again.
     func relieve() {
-        var rounds = 0
-        while state != .closed, session.hasPendingInput, pendingOutput <= limits.maxPendingOutput / 2 {
-            rounds += 1
-            if rounds > 16 {  // stay fair to other connections; continue on a later turn
-                server.queue.async { [weak self] in self?.relieve() }
-                return
-            }
+        guard state != .closed else { return }
+        if session.hasPendingInput {
+            guard pendingOutput <= limits.maxPendingOutput / 2, !resumeScheduled else { return }
+            resumeScheduled = true
+            server.queue.async { [weak self] in self?.resumeHeldInput() }
+            return
+        }
+        if state == .open, readSuspended, pendingOutput <= limits.maxPendingOutput / 2 { resumeRead() }
+    }
+
+    /// One turn of the input the session held back.
+    private func resumeHeldInput() {
+        resumeScheduled = false
+        if state != .closed, session.hasPendingInput, pendingOutput <= limits.maxPendingOutput / 2 {
             server.persistence?.resumed(id)
             let verdict = withSessionOutput { session.resumeInput(output: &$0) }
             if verdict == .closeAfterFlush { state = .draining }
             flush()
         }
-        if state == .open, readSuspended, !session.hasPendingInput, pendingOutput <= limits.maxPendingOutput / 2 {
-            resumeRead()
-        }
+        relieve()
     }
 
     // MARK: lifecycle

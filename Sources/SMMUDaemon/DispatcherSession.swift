@@ -31,8 +31,9 @@ enum SessionEffect: Equatable {
 
 /// One connection's protocol state: framing, HELLO and role, and the requests it sends.
 ///
-/// Frame-level back-pressure: it answers requests only while its output stays under `outputLimit`;
-/// the rest wait in the decoder (`hasPendingInput`) until the server has drained the output.
+/// Frame-level back-pressure: it answers requests only while its output stays under `outputLimit` and the turn's work
+/// budget lasts (`TurnBudget`, G8); the rest wait in the decoder (`hasPendingInput`) until the server has drained the
+/// output and given the queue to the other connections.
 final class DispatcherSession: Session {
     /// Strong: an unowned reference paid a checked retain and a release on every request. The dispatcher holds
     /// no session, so there is no cycle.
@@ -61,7 +62,7 @@ final class DispatcherSession: Session {
     /// Only what `drain` held back for the output bound counts: a partial frame (a header whose payload has
     /// not all arrived, or the tail a peer left when it hung up) is waiting for bytes, not for the output.
     var hasPendingInput: Bool { !closing && !eventsMode && heldBack }
-    /// Set when `drain` stopped at `outputLimit` with input still buffered.
+    /// Set when `drain` stopped at `outputLimit` or at the turn's budget with input still buffered.
     private var heldBack = false
 
     func receive(_ input: UnsafeRawBufferPointer, fds: inout [Int32], output: inout [UInt8]) -> SessionVerdict {
@@ -74,14 +75,18 @@ final class DispatcherSession: Session {
         return drain(fds: &none, output: &output)
     }
 
+    /// Answers what the decoder holds, until the output bound or the turn's work budget (`TurnBudget`) is reached;
+    /// the rest is held back for a later turn of the queue.
     private func drain(fds: inout [Int32], output: inout [UInt8]) -> SessionVerdict {
-        while !closing && !eventsMode && output.count < Self.outputLimit {
+        var spent = 0
+        while !closing && !eventsMode && output.count < Self.outputLimit && spent < TurnBudget.units {
             let handled: Bool? = decoder.next { verdict, payload in
                 switch verdict {
                 case .request(let opcode, let header):
                     apply(dispatcher.handle(opcode, header: header, payload: payload, fds: &fds, context: context,
-                                            output: &output))
+                                            output: &output, spent: &spent))
                 case .unsupported(let header):
+                    spent += TurnBudget.framingCost
                     dispatcher.answerUnsupported(header, output: &output)
                 case .malformed(let opcode, let tag, _):
                     dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
@@ -93,7 +98,8 @@ final class DispatcherSession: Session {
             }
             if handled == nil { break }
         }
-        heldBack = output.count >= Self.outputLimit && decoder.bufferedByteCount >= FrameHeader.size
+        heldBack = (output.count >= Self.outputLimit || spent >= TurnBudget.units)
+            && decoder.bufferedByteCount >= FrameHeader.size
         return closing ? .closeAfterFlush : .keepOpen
     }
 
@@ -103,13 +109,23 @@ final class DispatcherSession: Session {
         case .closeAfterFrame: closing = true
         case .greeted(let role, let name):
             context.role = role
-            context.client.name = name.isEmpty ? "pid\(context.peer.pid)" : name
+            context.client.name = name.isEmpty ? "pid\(context.peer.pid)" : Self.printable(name)
         case .subscribed: eventsMode = true
         case .mapped(let base): mappedRanges.append(base)
         }
     }
 
     func closed() { dispatcher.sessionClosed(context.connection, mapped: mappedRanges) }
+
+    /// A HELLO name as the daemon keeps it: the client chose it, and it goes into log lines (finalization), audit
+    /// messages and, without journald, one-line stderr records, where a newline would start a line of the client's
+    /// making (journald's stream parses a "<0>" there as an emergency from the daemon). Control characters become "?".
+    static func printable(_ name: String) -> String {
+        guard name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return name }
+        return String(String.UnicodeScalarView(name.unicodeScalars.map {
+            $0.properties.generalCategory == .control ? "?" : $0
+        }))
+    }
 
     // MARK: State image
 

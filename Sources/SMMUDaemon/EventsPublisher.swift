@@ -12,6 +12,9 @@ struct EventsPublisher {
     private var lines: [[Bool]]
     /// The MMIO trace, told of every event sent (its order against requests is what a replay checks).
     var trace: TraceRecorder?
+    /// Event batches handed to subscribers so far, one per subscriber per change: what a request's fan-out cost
+    /// (`TurnBudget`: a WRITE that toggles a line reaches every EVENTS connection).
+    private(set) var deliveries = 0
 
     init(hypervisor: Hypervisor) {
         self.hypervisor = hypervisor
@@ -32,6 +35,7 @@ struct EventsPublisher {
             lines[w] = now
         }
         guard !bytes.isEmpty, let server else { return }
+        deliveries += subscribers.count
         for c in subscribers {
             server.send(bytes, to: c)
             trace?.event(bytes, to: c)

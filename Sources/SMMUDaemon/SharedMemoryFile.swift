@@ -42,11 +42,16 @@ struct SharedMemoryFile {
     let file: SharedFileRange
 
     /// Checks `fd` and maps [offset, offset + size) of it shared. The caller has checked alignment.
+    ///
+    /// The seal is read before the size: the client holds the file too and may change it meanwhile. Once
+    /// `F_SEAL_SHRINK` is seen the size can only grow, so a size read after it holds for good; a size read before it
+    /// could be gone by the time the seal is set (a client that truncates and then seals between the two reads had
+    /// the daemon map past the end and die of SIGBUS at its first access: `SharedMemoryRaceTests`).
     static func map(fd: Int32, offset: UInt64, size: UInt64) -> Result<SharedMemoryFile, Refusal> {
+        let seals = fcntl(fd, getSeals)
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return .failure(.notAFile) }
         if csock_fs_type(fd) == hugetlbfsMagic { return .failure(.hugeTLB) }
-        let seals = fcntl(fd, getSeals)
         guard seals >= 0, seals & sealShrink != 0 else { return .failure(.notSealedAgainstShrinking) }
         let (end, overflow) = offset.addingReportingOverflow(size)
         guard !overflow, st.st_size >= 0, UInt64(st.st_size) >= end, size <= UInt64(Int.max) else {

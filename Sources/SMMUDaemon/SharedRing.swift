@@ -110,43 +110,13 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
             let count = batch > 0 ? min(batch, Self.maxFrame)
                 : FrameHeader.size + min(declared, Int(FrameHeader.maxPayloadLength))
             frame.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: base + Self.requestOffset, byteCount: count) }
+            frame.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
             output.removeAll(keepingCapacity: true)
-            var closeRing = false
-            queue.sync {
-                guard !stopping.load(ordering: .acquiring) else { return }
-                frame.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-                while let more = decoder.next({ verdict, payload -> Bool in
-                    switch verdict {
-                    case .request(let op, let header):
-                        switch op {
-                        case .hello, .events, .memMap, .dmaEpoch, .ring:
-                            ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
-                        default:
-                            var fds: [Int32] = []
-                            // The opcodes whose effect changes the session are refused above; an undecodable
-                            // request is answered MALFORMED and ends the ring, as it ends a socket connection.
-                            if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
-                                                 output: &output) == .closeAfterFrame { closeRing = true }
-                        }
-                    case .unsupported(let header):
-                        dispatcher.answerUnsupported(header, output: &output)
-                    case .malformed(let opcode, let tag, _):
-                        dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
-                        closeRing = true
-                    case .message:
-                        break
-                    }
-                    return true
-                }), more {}
-            }
-            // Whole responses only: a batch whose answers would not fit is cut at the last one that does
-            // (a client batches small requests, so this does not happen to a well-behaved one).
-            var n = 0
-            while n + FrameHeader.size <= output.count {
-                let length = Int(output.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).littleEndian })
-                guard n + FrameHeader.size + length <= min(output.count, Self.maxFrame) else { break }
-                n += FrameHeader.size + length
-            }
+            let step = serve(&decoder, into: &output)
+            // One exchange is whole: frames left unrun (no room for their answers) or a partial frame are dropped.
+            decoder.discardBuffered()
+            let closeRing = step == .closeRing
+            let n = output.count
             output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
             csock_store_release(responseBytes, UInt32(n))
             last = seq
@@ -155,6 +125,58 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
             if csock_load_acquire(clientSleeping) != 0 { csock_futex_wake(responseSeq) }
             if closeRing { break }
         }
+    }
+}
+
+extension SharedRing {
+    enum Step { case done, closeRing, stopped }
+
+    /// Runs the exchange's frames in order, one turn of the serial queue per `TurnBudget` (other connections are
+    /// served between turns, G8), each only while the response area has room for the largest answer it can get: the
+    /// frames after the first that might not fit are not run (the client sees fewer answers and sends them again), so
+    /// a batch never does work whose answer is lost, and the output never outgrows the area.
+    func serve(_ decoder: inout FrameDecoder, into output: inout [UInt8]) -> Step {
+        var step = Step.done
+        var full = false
+        // Another turn only when this one ran out of budget: a partial frame left over is not waited for.
+        var budgetSpent = true
+        while step == .done && !full && budgetSpent {
+            budgetSpent = false
+            queue.sync {
+                guard !stopping.load(ordering: .acquiring) else { step = .stopped; return }
+                var spent = 0
+                while step == .done, !full, !budgetSpent, let _ = decoder.next({ verdict, payload in
+                    switch verdict {
+                    case .request(let op, let header):
+                        let room = Self.maxFrame - output.count - FrameHeader.size
+                        guard op.maxResponsePayload(request: payload) <= room else { full = true; return }
+                        switch op {
+                        case .hello, .events, .memMap, .dmaEpoch, .ring:
+                            spent += TurnBudget.framingCost
+                            ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
+                        default:
+                            var fds: [Int32] = []
+                            // The opcodes whose effect changes the session are refused above; an undecodable
+                            // request is answered MALFORMED and ends the ring, as it ends a socket connection.
+                            if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
+                                                 output: &output, spent: &spent) == .closeAfterFrame { step = .closeRing }
+                        }
+                    case .unsupported(let header):
+                        guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }
+                        spent += TurnBudget.framingCost
+                        dispatcher.answerUnsupported(header, output: &output)
+                    case .malformed(let opcode, let tag, _):
+                        guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }
+                        dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
+                        step = .closeRing
+                    case .message:
+                        break
+                    }
+                    budgetSpent = spent >= TurnBudget.units
+                }) {}
+            }
+        }
+        return step == .stopped ? .closeRing : step
     }
 }
 

@@ -151,6 +151,14 @@ public struct FrameDecoder: Sendable {
         return result
     }
 
+    /// Drops every byte buffered and any payload still to skip (a shared-memory ring's exchange is whole: what one
+    /// left undecoded or unexecuted does not become the start of the next). A closed decoder stays closed.
+    public mutating func discardBuffered() {
+        readIndex = 0
+        writeIndex = 0
+        skipRemaining = 0
+    }
+
     /// The header-level framing rules that close the connection.
     public static func framingError(_ header: FrameHeader) -> WireError? {
         if header.magic != FrameHeader.magic { return .badMagic(header.magic) }

@@ -222,6 +222,24 @@ extension Opcode {
     }
 }
 
+extension Opcode {
+    /// The largest response payload a request of this opcode with this payload can get: the fixed size, else what
+    /// MEM_READ asks for or the most records DMA_PREFETCH can answer, else a whole frame's (HELLO, STATS, DUMP, TRACE).
+    /// A shared-memory ring's response area must have room for it before the request is run.
+    public func maxResponsePayload(request payload: UnsafeRawBufferPointer) -> Int {
+        if let fixed = fixedResponseSize { return fixed }
+        switch self {
+        case .memRead where payload.count >= 12:
+            return min(Int(UInt32(littleEndian: payload.loadUnaligned(fromByteOffset: 8, as: UInt32.self))),
+                       MemReadRequest.maxLength)
+        case .dmaPrefetch:
+            return 16 + 16 * (2 * Int(DMAPrefetchRequest.maxPages) + 1)
+        default:
+            return Int(FrameHeader.maxPayloadLength)
+        }
+    }
+}
+
 /// Appends responses to an output buffer with no allocation of its own.
 ///
 /// The fixed-size rule lives here: READ, DMA and VM_CREATE responses always carry 8, 16 and 4

@@ -2,6 +2,7 @@ import Glibc
 import PKVM
 import SMMUDaemon
 import SMMUModel
+import WireProtocol
 
 /// The cost of a full state image (docs/state-image.md) of a busy Tegra234 hypervisor, in process: a stage-1 domain
 /// with a full IOTLB, eight protected VMs with 512 written pages each, and 8 MiB of written host RAM. Times are
@@ -127,5 +128,34 @@ struct WorstCheckpointBench {
                        + fixed(medianOf(lean.map(\.cpu)) * 1000, 2) + " ms)")
         report.add("checkpoint hypervisor image, worst state, anonymous RAM (before restart mode's memfds): size, encode",
                    mb(copyBytes) + ", " + fixed(copy.wall * 1000, 0) + " ms (CPU " + fixed(copy.cpu * 1000, 0) + " ms)")
+        let (pendingBytes, pending) = pendingInputImage(inFiles)
+        report.add("checkpoint dispatcher image, 1,024 connections each holding a 64 KiB partial frame: size, encode",
+                   mb(pendingBytes) + ", " + fixed(pending.wall * 1000, 1) + " ms (CPU " + fixed(pending.cpu * 1000, 1) + " ms)")
+    }
+
+    /// The dispatcher's part of a checkpoint when every connection the limits allow (1,024) is greeted and has sent
+    /// all but the last bytes of a 64 KiB frame: the input a checkpoint carries for them (restart mode, G8).
+    func pendingInputImage(_ hypervisor: Hypervisor) -> (Int, (wall: Double, cpu: Double)) {
+        final class Sink: ServerHandle { func send(_ bytes: [UInt8], to connection: ConnectionID) {} }
+        let dispatcher = Dispatcher(hypervisor: hypervisor)
+        let server = Sink()
+        var partial = FrameHeader(request: .memWrite, tag: 1, length: 65536).encoded
+        partial += [UInt8](repeating: 0, count: 65536 - 1)
+        var sessions: [(session: Session, output: [UInt8])] = []
+        for n in 0..<1024 {
+            let s = dispatcher.makeSession(connection: ConnectionID(rawValue: UInt64(n + 1)),
+                                           peer: PeerCredentials(pid: Int32(n + 1), uid: 0, gid: 0), server: server)
+            var output: [UInt8] = []
+            var fds: [Int32] = []
+            (Request.hello(HelloRequest(role: .host, name: "h")).encoded(tag: 0) + partial).withUnsafeBytes {
+                _ = s.receive($0, fds: &fds, output: &output)
+            }
+            sessions.append((s, []))
+        }
+        var size = 0
+        let t = StateImageBench.seconds {
+            size = dispatcher.stateImage(sessions: sessions, serverCounters: ConnectionCounters(), audit: nil).encoded().count
+        }
+        return (size, t)
     }
 }

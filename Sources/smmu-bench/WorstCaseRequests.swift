@@ -97,6 +97,7 @@ struct WorstCaseRequests {
             worst = max(worst, time { _ = hypervisor.vmDonate(vm, range: PhysicalRange(base: 0x8710_0000 + i * 0x1000, size: 0x1000), client: client) })
         }
         row("worst VM_DONATE: 600 banks over a tree past the scan budget (refused)", worst)
+        row("one queue turn: a 64 KiB read of pipelined refused VM_DONATEs", queueTurn(vm: vm))
         for (w, window) in hypervisor.windows.enumerated() {
             for bank in 0..<Int(window.contextBanks) { write(w, .SCTLR, bank, 0) }
         }
@@ -125,6 +126,7 @@ struct WorstCaseRequests {
         worst = 0
         for i in 0..<UInt64(64) { worst = max(worst, time { write(0, .TLBIVA, 0, (Stage1Domain.missIOVA >> 12) + i, width: .doubleword) }) }
         row("host TLBIVA, full IOTLB (worst of 64)", worst)
+        newerRows(row)
 
         // DUMP with every register programmed and 16 VMs holding scattered pages.
         buildSharedTree(l2Tables: 1, l3PerL2: 1)
@@ -144,6 +146,69 @@ struct WorstCaseRequests {
             worst = max(worst, t)
         }
         row("DUMP: every register programmed, 16 VMs of 256 scattered pages", worst)
+    }
+
+    /// One turn of the serial queue for a host that pipelines a whole read (`UnixServer.Limits.readChunk`, 64 KiB) of
+    /// the slowest refusal: what the connection's session does with one received chunk before the queue serves anyone
+    /// else (G8 bounds the turn, not only each request).
+    private func queueTurn(vm: VMHandle) -> Double {
+        let host = greeted(.host, id: 2)
+        var output: [UInt8] = []
+        var fds: [Int32] = []
+        var chunk: [UInt8] = []
+        var tag: UInt32 = 2
+        while chunk.count + 40 <= UnixServer.Limits().readChunk {
+            chunk += Request.vmDonate(VMDonateRequest(vm: vm.rawValue, address: 0x8720_0000, size: 0x1000)).encoded(tag: tag)
+            tag += 1
+        }
+        output.removeAll()
+        return time { chunk.withUnsafeBytes { _ = host.receive($0, fds: &fds, output: &output) } }
+    }
+
+    /// A root session of the bench's dispatcher, greeted as `role`.
+    private func greeted(_ role: Role, id: UInt64) -> Session {
+        let s = dispatcher.makeSession(connection: ConnectionID(rawValue: id), peer: PeerCredentials(pid: Int32(id), uid: 0, gid: 0),
+                                       server: Sink())
+        _ = receive(Request.hello(HelloRequest(role: role, name: "bench-\(role)")).encoded(tag: 1), on: s)
+        return s
+    }
+
+    /// One call into `session` with `bytes` (the queue's share of a read): its output.
+    @discardableResult
+    private func receive(_ bytes: [UInt8], on session: Session) -> [UInt8] {
+        var output: [UInt8] = []
+        var fds: [Int32] = []
+        _ = bytes.withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
+        return output
+    }
+
+    /// The requests added since the rows above were first measured: DMA_PREFETCH, MC_DMA, STATS, TRACE (G8), on the
+    /// benchmark's stage-1 domain (attached by `fillTLB`).
+    private func newerRows(_ row: (String, Double) -> Void) {
+        let device = greeted(.device, id: 3)
+        func prefetch(_ page: UInt64, tag: UInt32) -> [UInt8] {
+            Request.dmaPrefetch(DMAPrefetchRequest(
+                access: DMARequest(window: 0, streamID: UInt32(Stage1Domain.stream), iova: Stage1Domain.missIOVA + page << 12, flags: []),
+                pages: 64 | DMAPrefetchRequest.windowFlag)).encoded(tag: tag)
+        }
+        for w in hypervisor.windows.indices { write(w, .TLBIALLNSNH, 0, 0) }
+        row("DMA_PREFETCH around the access, 64 pages each side, IOTLB empty", time { receive(prefetch(1000, tag: 2), on: device) })
+        for w in hypervisor.windows.indices { write(w, .TLBIALLNSNH, 0, 0) }
+        var turn: [UInt8] = []
+        for i in 0..<UInt64(16) { turn += prefetch(2000 + i * 256, tag: 3 + UInt32(i)) }
+        row("one queue turn: 16 such DMA_PREFETCHes, IOTLB empty", time { receive(turn, on: device) })
+        if let mc = hypervisor.memoryController {
+            let id = UInt32(mc.configuration.clients[0].id)
+            let dma = Request.mcDMA(MCDMARequest(client: id, iova: 0x8000_0000, flags: [])).encoded(tag: 30)
+            row("MC_DMA", time { receive(dma, on: device) })
+        }
+        row("STATS (admin), every role's operations counted", time { receive(Request.stats.encoded(tag: 31), on: session) })
+        let path = "/tmp/smmu-bench-trace-\(getpid())"
+        defer { unlink(path) }
+        let start = Request.trace(TraceControlRequest(.start, maxBytes: 1 << 20, path: path)).encoded(tag: 32)
+        row("TRACE start (creates the file)", time { receive(start, on: session) })
+        let stop = Request.trace(TraceControlRequest(.stop)).encoded(tag: 33)
+        row("TRACE stop", time { receive(stop, on: session) })
     }
 
     /// Translations by a host stream over the benchmark's stage-1 domain (Linux's attach, bank 0 of window 0), on

@@ -58,4 +58,44 @@ struct RingTransportTests {
             if i % 500 == 0 { #expect(try ring.read(address: cb0 + 0x38) == UInt64(i)) }
         }
     }
+
+    /// `operations.MEM_READ.OK` from the host's STATS.
+    static func memReadsAnswered(_ host: SMMUClient) throws -> Int {
+        let stats = try JSONSerialization.jsonObject(with: Data(host.stats().utf8)) as? [String: Any]
+        let operations = stats?["operations"] as? [String: Any]
+        return (operations?["MEM_READ"] as? [String: Any])?["OK"] as? Int ?? 0
+    }
+
+    @Test("a batch whose answers cannot fit the response area: only the requests answered are run, and the next exchange starts clean")
+    func batchBoundedByItsAnswers() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        let (host, hello) = try daemon.connect()
+        let ring = try SMMUClientRing(client: host)
+        // 2,048 MEM_READs of 30,000 bytes each (64 KiB of requests): 61 MB of answers for a 64 KiB area. Before the
+        // bound the daemon ran them all in one turn of its queue, built every answer in memory (kept the capacity
+        // after) and sent the first two: work and memory for answers nobody could get.
+        var bytes: [UInt8] = []
+        var tag: UInt32 = 1
+        while bytes.count + 32 <= 16 + 65536 {
+            bytes += Request.memRead(MemReadRequest(address: 0x8000_0000, length: 30_000)).encoded(tag: tag)
+            tag += 1
+        }
+        let before = try Self.memReadsAnswered(host)
+        let answers = try ring.exchange(bytes, batch: true)
+        #expect(answers.map(\.header.tag) == [1, 2] && answers.allSatisfy { $0.status == .ok && $0.payload.count == 30_000 })
+        #expect(try Self.memReadsAnswered(host) == before + 2, "the requests left unanswered were not run")
+        // The frames left over are not the start of the next exchange.
+        let base = hello.windows[0].base
+        #expect(try ring.read(address: base + 0x20) == host.read(address: base + 0x20))
+        #expect(try Self.memReadsAnswered(host) == before + 2)
+        // A batch that ends inside a frame: the whole frames are answered, the partial one is dropped (not waited
+        // for, not the start of the next exchange).
+        let read = Request.read(ReadRequest(address: base + 0x20, width: 4)).encoded(tag: 7)
+        #expect(try ring.exchange(read + read.prefix(20), batch: true).map(\.header.tag) == [7])
+        #expect(try ring.read(address: base + 0x20) == host.read(address: base + 0x20))
+        // A batch of small answers still runs whole.
+        let small = try ring.batch(Array(repeating: .read(ReadRequest(address: base + 0x20, width: 4)), count: 1000))
+        #expect(small.count == 1000 && small.allSatisfy { $0.status == .ok })
+    }
 }

@@ -78,6 +78,8 @@ import WireProtocol
         var fds = fds
         _ = bytes.withUnsafeBytes { session.receive($0, fds: &fds, output: &output) }
         for fd in fds { close(fd) }
+        // What the connection does on its later turns with input the turn's budget held back.
+        while session.hasPendingInput { _ = session.resumeInput(output: &output) }
         return output
     }
 

@@ -110,6 +110,19 @@ import WireProtocol
         #expect(second?.opcode == Opcode.memMap.responseCode && second?.tag == 2)
     }
 
+    @Test("a HELLO name's control characters never reach a log line or audit message: a newline would forge a journal line")
+    func helloNameIsPrintable() {
+        dispatcher.hypervisor.finalize()
+        let s = dispatcher.makeSession(connection: ConnectionID(rawValue: 30), peer: PeerCredentials(pid: 7, uid: 0, gid: 0),
+                                       server: Server())
+        #expect(exchange(request(.hello(HelloRequest(role: .host, name: "vmm\n<0>forged\u{7}"))), on: s).frames.first?.0.statusCode == .ok)
+        // Hypervisor RAM is no host page: DENIED and audited under the session's name.
+        let denied = exchange(request(.memWrite(MemWriteRequest(address: 0x7F00_0000, bytes: [1]))), on: s)
+        #expect(denied.frames.first?.0.statusCode == .denied)
+        #expect(audit.events.last?.client.name == "vmm?<0>forged?")
+        #expect(DispatcherSession.printable("ünïcode ok") == "ünïcode ok")
+    }
+
     /// A root peer's session greeted as `role`.
     func greeted(_ role: Role, id: UInt64) -> Session {
         let s = dispatcher.makeSession(connection: ConnectionID(rawValue: id), peer: PeerCredentials(pid: Int32(id), uid: 0, gid: 0),
