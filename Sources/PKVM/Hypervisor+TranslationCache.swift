@@ -13,6 +13,13 @@ extension Hypervisor {
         return (pa, extent)
     }
 
+    /// Runs `body` (a run of `probeDMA`s by `stream` through window `w`) with that instance's walk cache on: one
+    /// request's probes of neighbouring pages then share the table descriptors above their leaves.
+    public func speculating<T>(window w: Int, stream raw: UInt32, _ body: () -> T) -> T {
+        guard instances.indices.contains(w), raw <= UInt32(instances[w].idMask) else { return body() }
+        return instances[w].physical.speculating(stream: StreamID(UInt16(raw)), body)
+    }
+
     /// Live IOTLB entries over every instance (the benchmark's load).
     public var tlbEntryCount: Int { instances.reduce(0) { $0 + $1.physical.tlbEntryCount } }
 }
