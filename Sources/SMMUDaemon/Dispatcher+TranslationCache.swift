@@ -145,14 +145,28 @@ extension Dispatcher {
         func walk(from start: UInt64, down: Bool, limit: UInt32, skipHoles: Bool) {
             var edge = start
             var steps: UInt32 = 0
+            var inHole = false
             while steps < limit, edge != 0 {
-                steps += 1
                 let probe = down ? edge - 4096 : edge
+                if inHole {
+                    // Pages whose probe would give nothing, counted from their descriptors: one step each, as probed
+                    // (asked only after a probe found a hole: mapped pages come in runs).
+                    let holes = hypervisor.certainHoles(window: Int(d.window), stream: d.streamID, iova: probe, down: down,
+                                                        limit: Int(limit - steps))
+                    if holes > 0 {
+                        steps += UInt32(holes)
+                        edge = down ? edge - UInt64(holes) << 12 : edge &+ UInt64(holes) << 12
+                        continue
+                    }
+                }
+                steps += 1
                 guard let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags) else {
                     if !skipHoles { return }
                     edge = down ? probe : probe &+ 4096
+                    inHole = true
                     continue
                 }
+                inHole = false
                 let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
                 let base = probe & ~mask
                 var access: UInt8 = 0
