@@ -8,7 +8,9 @@
 # Usage: qemu/bench-io.sh [ROUNDS] (default 3; each boot runs the workload 3 times, the first is
 # dropped as warm-up; each measurement moves BENCH_REPEAT x 32 MiB, default 4). Environment: SMMU_HYPD_BIN (use a release build:
 # .build/release/smmu-hypd), SMMU_HYPD_CACHE, BENCH_STRICT=0 for lazy invalidation (iommu.strict=0),
-# BENCH_DEVICE_OPTS=,ring=on (device properties appended to smmu-hypd's).
+# BENCH_DEVICE_OPTS=,ring=on (device properties appended to smmu-hypd's), BENCH_CONFIGS (default
+# "smmu-hypd smmuv3 none"), BENCH_STATS=1 to print the device's exit counters (round trips, cache
+# hits, misses, flushes and why) after each smmu-hypd boot.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -58,11 +60,14 @@ run() {   # run CONFIG -> "write_cs read_cs" per measured round, on stdout
     else
         say "$config: no block rounds (see $TMP/console-$config.log)"; tail -n 5 "$TMP/console-$config.log" >&2
     fi
+    if [ "${BENCH_STATS:-0}" = 1 ] && [ "$config" = smmu-hypd ]; then
+        grep -a "smmu-hypd: \(translation cache\|full flushes\|round trips\)" "$TMP/qemu-$config.log" >&2
+    fi
 }
 
 declare -A W R
 for i in $(seq "$ROUNDS"); do
-    for config in smmu-hypd smmuv3 none; do
+    for config in ${BENCH_CONFIGS:-smmu-hypd smmuv3 none}; do
         say "round $i/$ROUNDS: $config"
         while read -r w r; do
             W[$config]+="$w "; R[$config]+="$r "

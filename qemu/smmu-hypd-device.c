@@ -92,7 +92,7 @@ enum {
     SH_WINDOW_RECORD = 32, SH_EVENT_PAYLOAD = 12,
     SH_MAX_IRQS = 1 + 128,
     SH_MAX_WINDOWS = 8, SH_NUM_SPIS = 256,
-    SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
+    SH_MAX_POSTED = 64, SH_OP_DMA_PREFETCH = 0x0A, SH_MAX_PREFETCH = 512, SH_V12_MAX_PREFETCH = 64, SH_OP_RING = 0x0B,
     SH_RING_SIZE = 0x23000, SH_RING_REQUEST = 0x1000, SH_RING_RESPONSE = 0x12000,
     SH_CACHE_PAGES = 4096, SH_CACHE_BLOCKS = 512, SH_BLOCK_SHIFT = 21,
     /* v1.2's invalidation log in the epoch page */
@@ -135,6 +135,7 @@ typedef struct SmmuHypdConn {
     uint8_t batch[SH_MAX_POSTED * (SH_HEADER + 24)];
     uint32_t batch_len, batch_count;
     uint64_t idr0_address;  /* what a full batch is flushed with */
+    uint64_t calls, posts, call_ns; /* round trips, posted requests, time waited (printed at exit) */
 } SmmuHypdConn;
 
 /*
@@ -240,6 +241,9 @@ struct SmmuHypdState {
     SmmuHypdCacheEntry cache_blocks[SH_CACHE_BLOCKS];
     uint64_t cache_hits, cache_misses, cache_faults, cache_verified, cache_stale;
     uint64_t cache_full_flushes, cache_ranges, cache_range_drops;
+    /* why full flushes happened: no log or overflow, an unranged record, a range not probed */
+    uint64_t flush_overflow, flush_unranged, flush_unprobed;
+    uint64_t prefetch_calls, prefetch_records;
     Notifier exit_notifier;
 };
 
@@ -462,6 +466,7 @@ static void sh_post(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
     if (c->ring) {
         /* Batched: they go to the daemon, in order, in front of the next request. */
         qemu_mutex_lock(&c->lock);
+        c->posts++;
         if (!c->dead) {
             sh_put_header(c->batch + c->batch_len, opcode, c->next_tag++, len);
             memcpy(c->batch + c->batch_len + SH_HEADER, payload, len);
@@ -495,6 +500,7 @@ static void sh_post(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
         goto broken;
     }
     c->posted++;
+    c->posts++;
     goto out;
 broken:
     sh_mark_dead(c);
@@ -515,8 +521,11 @@ static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
     uint32_t tag, rlen;
     bool ok = false;
 
+    int64_t t0 = get_clock();
+
     assert(len <= sizeof(req) - SH_HEADER);
     qemu_mutex_lock(&c->lock);
+    c->calls++;
     if (c->dead) {
         goto out;
     }
@@ -587,6 +596,7 @@ static bool sh_call(SmmuHypdConn *c, uint8_t opcode, const void *payload, uint32
 broken:
     sh_mark_dead(c);
 out:
+    c->call_ns += get_clock() - t0;
     qemu_mutex_unlock(&c->lock);
     return ok;
 }
@@ -1002,21 +1012,31 @@ static bool smmu_hypd_cache_drop_range(SmmuHypdState *s, uint64_t first, uint32_
  */
 static void smmu_hypd_cache_sync(SmmuHypdState *s)
 {
-    struct { uint64_t address; uint32_t pages; uint16_t window; } rec[SH_LOG_SLOTS];
+    struct { uint64_t address, epoch; uint32_t pages; uint16_t window; } rec[SH_LOG_SLOTS];
     uint64_t now = le64_to_cpu(qatomic_load_acquire(s->epoch_page));
     uint32_t n = 0;
 
     if (now == s->seen) {
         return;
     }
-    if (!s->log_kept || now < s->seen || now - s->seen > SH_LOG_SLOTS) {
+    if (!s->log_kept || now < s->seen) {
+        s->flush_overflow++;
         goto flush;
     }
-    for (uint64_t e = s->seen + 1; e <= now; e++) {
+    /*
+     * Newest first: a record that covers k advances (v1.3, bytes 28-31; 0 from a v1.2 daemon, taken as 1)
+     * names a range that includes the ranges of the k - 1 records before it, so the next one read is k back.
+     */
+    for (uint64_t e = now; e > s->seen; ) {
         const uint64_t *slot = s->epoch_page + (SH_LOG_FIRST_SLOT + (e % SH_LOG_SLOTS) * SH_LOG_SLOT) / 8;
         uint64_t w1, w2;
+        uint32_t covers;
         uint8_t kind;
 
+        if (now - e >= SH_LOG_SLOTS) {
+            s->flush_overflow++;
+            goto flush;     /* that slot was reused: the chain cannot reach the epoch last seen */
+        }
         if (le64_to_cpu(qatomic_load_acquire(&slot[0])) != e) {
             goto flush;
         }
@@ -1025,16 +1045,21 @@ static void smmu_hypd_cache_sync(SmmuHypdState *s)
         w2 = le64_to_cpu(qatomic_read(&slot[3]));
         kind = w2 >> 16;
         if (kind != SH_LOG_ADDRESS && kind != SH_LOG_ADDRESS_ANY_ASID) {
+            s->flush_unranged++;
             goto flush;     /* anything may have changed (or a kind this device does not know) */
         }
         rec[n].pages = (uint32_t)w1;
         rec[n].window = (uint16_t)(w1 >> 32);
+        rec[n].epoch = e;
+        covers = MAX((uint32_t)(w2 >> 32), 1);
         n++;
+        e -= MIN(e, covers);
     }
     smp_rmb();
-    for (uint64_t e = s->seen + 1; e <= now; e++) {
-        const uint64_t *slot = s->epoch_page + (SH_LOG_FIRST_SLOT + (e % SH_LOG_SLOTS) * SH_LOG_SLOT) / 8;
-        if (le64_to_cpu(qatomic_read(&slot[0])) != e) {
+    for (uint32_t i = 0; i < n; i++) {
+        const uint64_t *slot = s->epoch_page +
+            (SH_LOG_FIRST_SLOT + (rec[i].epoch % SH_LOG_SLOTS) * SH_LOG_SLOT) / 8;
+        if (le64_to_cpu(qatomic_read(&slot[0])) != rec[i].epoch) {
             goto flush;     /* rewritten while read */
         }
     }
@@ -1043,6 +1068,7 @@ static void smmu_hypd_cache_sync(SmmuHypdState *s)
             continue;       /* this device caches its own window's translations only */
         }
         if (!smmu_hypd_cache_drop_range(s, rec[i].address & SH_LOG_ADDRESS_MASK, rec[i].pages)) {
+            s->flush_unprobed++;
             goto flush;
         }
     }
@@ -1171,6 +1197,11 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
                  &len)) {
         return false;
     }
+    if (*status == SH_INVALID && s->prefetch > SH_V12_MAX_PREFETCH) {
+        /* A daemon before v1.3 takes at most 64 pages: ask as many from now on. */
+        s->prefetch = SH_V12_MAX_PREFETCH;
+        return smmu_hypd_prefetch(s, sid, iova, write, status, e);
+    }
     if (*status == SH_INVALID && (backward || around)) {
         /* A v1.1 daemon: pages with bit 31 or 30 is out of range (nothing was translated). */
         s->backward_prefetch = s->around_prefetch = false;
@@ -1194,6 +1225,8 @@ static bool smmu_hypd_prefetch(SmmuHypdState *s, uint32_t sid, uint64_t iova, bo
         return true;
     }
     qemu_mutex_lock(&s->cache_lock);
+    s->prefetch_calls++;
+    s->prefetch_records += n;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *r = resp + 16 + 16 * i;
         uint8_t shift = r[8];
@@ -1324,6 +1357,12 @@ static void smmu_hypd_exit_summary(Notifier *n, void *data)
                 PRIu64 " ranges applied dropping %" PRIu64 " entries", s->cache_hits,
                 s->cache_misses, s->cache_faults, s->cache_verified, s->cache_stale,
                 s->cache_full_flushes, s->cache_ranges, s->cache_range_drops);
+    info_report("smmu-hypd: full flushes: %" PRIu64 " log overflow, %" PRIu64 " unranged, %" PRIu64
+                " unprobed; %" PRIu64 " prefetches, %" PRIu64 " records", s->flush_overflow,
+                s->flush_unranged, s->flush_unprobed, s->prefetch_calls, s->prefetch_records);
+    info_report("smmu-hypd: round trips: mmio %" PRIu64 " (%" PRIu64 " ms), %" PRIu64 " posted; dma %"
+                PRIu64 " (%" PRIu64 " ms)", s->mmio.calls, s->mmio.call_ns / 1000000, s->mmio.posts,
+                s->dma.calls, s->dma.call_ns / 1000000);
     for (uint32_t i = 0; i < s->num_windows; i++) {
         SmmuHypdWindow *w = &s->windows[i];
         info_report("smmu-hypd: window \"%s\" at 0x%" PRIx64 ": %" PRIu64 " reads, %" PRIu64
@@ -1703,7 +1742,7 @@ static Property smmu_hypd_properties[] = {
     DEFINE_PROP_UINT32("context-irqs", SmmuHypdState, context_irqs, 0),
     DEFINE_PROP_UINT64("ram-base", SmmuHypdState, ram_base, 0x40000000),
     DEFINE_PROP_BOOL("verify-cache", SmmuHypdState, verify_cache, false),
-    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 64),
+    DEFINE_PROP_UINT32("prefetch", SmmuHypdState, prefetch, 256),
     DEFINE_PROP_BOOL("ring", SmmuHypdState, use_ring, false),
     DEFINE_PROP_BOOL("prefetch-backward", SmmuHypdState, backward_prefetch, true),
     DEFINE_PROP_BOOL("prefetch-around", SmmuHypdState, around_prefetch, true),

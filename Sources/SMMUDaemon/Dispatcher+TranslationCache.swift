@@ -35,9 +35,14 @@ final class EpochPages {
 
     deinit { for page in pages.values { SharedMemoryFile.unmap(page, size: Self.pageSize) } }
 
+    /// The last record published and its epoch: the next advance's record may stand for both (v1.3 `covers`).
+    private var last: (epoch: UInt64, record: InvalidationRecord)?
+
     private func store(_ value: UInt64, _ change: TranslationChange) {
-        guard !pages.isEmpty else { return }
-        let record = InvalidationRecord(change)
+        guard !pages.isEmpty else { last = nil; return }
+        var record = InvalidationRecord(change)
+        if let last, last.epoch &+ 1 == value, let merged = last.record.merging(record) { record = merged }
+        last = (value, record)
         for page in pages.values { InvalidationLog.publish(record, epoch: value, to: SharedPageWords(base: page)) }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
@@ -140,14 +145,28 @@ extension Dispatcher {
         func walk(from start: UInt64, down: Bool, limit: UInt32, skipHoles: Bool) {
             var edge = start
             var steps: UInt32 = 0
+            var inHole = false
             while steps < limit, edge != 0 {
-                steps += 1
                 let probe = down ? edge - 4096 : edge
+                if inHole {
+                    // Pages whose probe would give nothing, counted from their descriptors: one step each, as probed
+                    // (asked only after a probe found a hole: mapped pages come in runs).
+                    let holes = hypervisor.certainHoles(window: Int(d.window), stream: d.streamID, iova: probe, down: down,
+                                                        limit: Int(limit - steps))
+                    if holes > 0 {
+                        steps += UInt32(holes)
+                        edge = down ? edge - UInt64(holes) << 12 : edge &+ UInt64(holes) << 12
+                        continue
+                    }
+                }
+                steps += 1
                 guard let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags) else {
                     if !skipHoles { return }
                     edge = down ? probe : probe &+ 4096
+                    inHole = true
                     continue
                 }
+                inHole = false
                 let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
                 let base = probe & ~mask
                 var access: UInt8 = 0
@@ -159,11 +178,13 @@ extension Dispatcher {
             }
         }
         let firstEnd = firstBase &+ (1 << UInt64(r.sizeShift))
-        if p.window {
-            walk(from: firstEnd, down: false, limit: p.count, skipHoles: true)
-            walk(from: firstBase, down: true, limit: p.count, skipHoles: true)
-        } else {
-            walk(from: p.backward ? firstBase : firstEnd, down: p.backward, limit: p.count - 1, skipHoles: false)
+        hypervisor.speculating(window: Int(d.window), stream: d.streamID) {
+            if p.window {
+                walk(from: firstEnd, down: false, limit: p.count, skipHoles: true)
+                walk(from: firstBase, down: true, limit: p.count, skipHoles: true)
+            } else {
+                walk(from: p.backward ? firstBase : firstEnd, down: p.backward, limit: p.count - 1, skipHoles: false)
+            }
         }
         withUnsafeBytes(of: n.littleEndian) { for i in 0..<4 { out[8 + i] = $0[i] } }
         return (.ok, .bytes(out))

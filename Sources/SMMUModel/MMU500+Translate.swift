@@ -140,7 +140,12 @@ extension MMU500 {
             // Only AArch64 descriptors are modelled: a VA64 = 0 bank faults every transaction.
             return fail(bank, stream, iova, access, WalkFault(kind: .translation, level: 0, duringWalk: false))
         }
-        let walker = TableWalker(memory: memory, filter: filter, stream: stream)
+        if ctx.type == .s1TranslateS2Bypass, ctx.enabled, walkCache.isActive(for: stream),
+           let t = translateInLeafTable(bank: bank, stream: stream, iova: iova, access: access) {
+            return t
+        }
+        let walker = TableWalker(memory: memory, filter: filter, stream: stream,
+                                 cache: walkCache.isActive(for: stream) ? walkCache : nil)
         var entry = TLB.Entry()
         entry.bank = Int16(bank)
         entry.vmid = ctx.vmid
@@ -247,7 +252,7 @@ extension MMU500 {
 
     /// The last checks on a translated address: permissions (for TLB hits) and the filter.
     @inline(__always)
-    private func finish(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess, physical: UInt64,
+    func finish(bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess, physical: UInt64,
                         permissions: TLB.Permissions, level: Int, ipa: UInt64?, tlbHit: Bool,
                         mappingShift: UInt8, reachShift: UInt8) -> Translation {
         guard permissions.permits(access) else {
@@ -294,7 +299,7 @@ extension MMU500 {
                                  write: access.isWrite ? true : otherOK, reachShift: t.reachShift)
     }
 
-    private func fail(_ bank: Int, _ stream: StreamID, _ iova: UInt64, _ access: DMAAccess,
+    func fail(_ bank: Int, _ stream: StreamID, _ iova: UInt64, _ access: DMAAccess,
                       _ f: WalkFault) -> Translation {
         recordContextFault(bank: bank, fault: f, stream: stream, iova: iova, access: access)
         return Translation(outcome: .fault(f.kind), contextBank: bank)

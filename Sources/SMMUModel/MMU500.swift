@@ -37,6 +37,9 @@ public final class MMU500 {
     public var windowIndex = 0
     /// [0]: faults are recorded (false only inside `probe`, the speculative translation of a prefetch).
     let recordsFaults = FixedArray<Bool>(repeating: true, count: 1)
+    /// The table (non-leaf) descriptors read during one run of speculative translations (`speculating`), as
+    /// an SMMU's walk cache holds them: consecutive probes then read only their leaf (`WalkCache`).
+    let walkCache = WalkCache()
     /// Stream ID → (generation << 16 | matching SMR index, or `noMatch`/`multipleMatches`); an
     /// entry of an older generation is unresolved, so invalidating is one increment.
     let streamCache: FixedArray<UInt32>
@@ -99,6 +102,7 @@ public final class MMU500 {
         streamCache.deallocate()
         streamCacheGeneration.deallocate()
         recordsFaults.deallocate()
+        walkCache.deallocate()
         contexts.deallocate()
     }
 

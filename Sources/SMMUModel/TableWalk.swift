@@ -80,6 +80,8 @@ struct TableWalker {
     let memory: PhysicalMemory
     let filter: DownstreamFilter?
     let stream: StreamID
+    /// Table descriptors already read (and checked through the filter) in this run of speculative walks.
+    var cache: WalkCache? = nil
 
     /// Walks `params` for `input`. `tableAddress` maps each descriptor address before it is read
     /// (stage 2 under a nested stage 1); it returns the physical address or a fault.
@@ -113,11 +115,11 @@ struct TableWalker {
             // Aligned by construction (`withAlignedTableBase`, granule-aligned next-level tables, stage-2 outputs
             // that keep the IPA's low bits); masking again keeps the 8 bytes read inside the page checked.
             address &= ~7
-            if let filter, !filter.permits(stream: stream, address: address, kind: .tableWalk) {
-                return fault(.ownership, level, walk: true)
-            }
-            guard let descriptor = memory.read64(at: address) else {
-                return fault(.translation, level, walk: true, abort: true)
+            let descriptor: UInt64
+            switch fetch(address, level: level) {
+            case .success(let d): descriptor = d
+            case .failure(.ownership): return fault(.ownership, level, walk: true)
+            case .failure: return fault(.translation, level, walk: true, abort: true)
             }
             guard descriptor & 1 != 0 else { return fault(.translation, level) }
             let isTable = descriptor & 2 != 0
@@ -142,6 +144,40 @@ struct TableWalker {
                                      nonGlobal: !params.stage2 && descriptor & (1 << 11) != 0))
         }
         return fault(.translation, 3)
+    }
+
+    enum FetchFailure: Error { case ownership, abort }
+
+    /// The descriptor at `address` (8-byte aligned): from the run's walk cache, or read through the filter.
+    @inline(__always)
+    func fetch(_ address: UInt64, level: Int) -> Result<UInt64, FetchFailure> {
+        if let cached = cache?.descriptor(at: address, level: level) { return .success(cached) }
+        if let filter, !filter.permits(stream: stream, address: address, kind: .tableWalk) { return .failure(.ownership) }
+        guard let d = memory.read64(at: address) else { return .failure(.abort) }
+        if level < 3 && d & 3 == 3 { cache?.keep(d, at: address, level: level) }
+        return .success(d)
+    }
+
+    /// The last-level table a stage-1 walk of `input` (4 KiB granule) reaches and the permissions its table
+    /// descriptors allow, exactly as `walk` gets there; nil when the walk would end above level 3 (a fault or a
+    /// block): the caller then walks. For a run of probes that decodes leaves directly (`translateInLeafTable`).
+    func leafTable(_ params: StageParameters, input: UInt64) -> (table: UInt64, allowed: TLB.Permissions)? {
+        let level0 = params.startLevel
+        guard !params.stage2, params.granuleShift == 12, (0...2).contains(level0), params.startIndexBits >= 1,
+              params.startIndexBits <= params.stride, params.inputBits < 64, input >> UInt64(params.inputBits) == 0
+        else { return nil }
+        var table = params.tableBase
+        var allowed = TLB.Permissions.all
+        for level in level0...2 {
+            let bits = level == level0 ? params.startIndexBits : params.stride
+            let index = (input >> UInt64(params.shift(level))) & ((1 << UInt64(bits)) - 1)
+            guard case .success(let d) = fetch((table + index * 8) & ~7, level: level), d & 3 == 3 else { return nil }
+            let next = StageParameters.addressField(d, lowBit: params.granuleShift)
+            guard next >> UInt64(params.outputBits) == 0 else { return nil }
+            allowed.formIntersection(Self.tablePermissions(d))
+            table = next
+        }
+        return (table, allowed)
     }
 
     /// Stage-1 leaf: AP[2:1] (bits 7:6), PXN (53), UXN (54); EL0-writable implies PXN.

@@ -13,7 +13,7 @@
 ///
 /// A slot: `u64 sequence` (the epoch whose advance it records; 0 while it is written), `u64 address` (the
 /// first byte of the range, VA[55:12]), `u32 pages`, `u16 window`, `u16 context_bank`, `u16 asid`, `u8 kind`
-/// (`InvalidationRecord.Kind`), 5 reserved bytes.
+/// (`InvalidationRecord.Kind`), a reserved byte, `u32 covers` (v1.3: the advances this record stands for).
 ///
 /// It is a seqlock per slot. The writer (the daemon, alone) writes a record as: sequence ← 0; release fence;
 /// the fields; sequence ← e (release); and only then the epoch ← e (release). A reader that last saw epoch s
@@ -86,30 +86,35 @@ public enum InvalidationLog {
 
     /// What changed since epoch `seen`: the epoch now and what a cache valid at `seen` must drop to be valid
     /// at it (the reader's half of the seqlock).
+    ///
+    /// v1.3: the reader walks from the newest record down, and a record that `covers` k advances stands for the
+    /// k − 1 before it too (its range includes theirs), so only the records it lands on are read; a v1.2 daemon's
+    /// records cover 1 each, and this reads every one of them. The records come back oldest first.
     public static func changes<M: ReadableMemory>(since seen: UInt64, in m: M) -> (epoch: UInt64, changes: Changes) {
         let now = m.loadAcquire(0)
         if now == seen { return (now, .none) }
-        guard now > seen, now - seen <= UInt64(slots) else { return (now, .everything(.overflow)) }
+        guard now > seen else { return (now, .everything(.overflow)) }
         var records: [InvalidationRecord] = []
-        records.reserveCapacity(Int(now - seen))
-        var e = seen + 1
-        while e <= now {
+        var read: [UInt64] = []
+        var e = now
+        while e > seen {
+            // A slot older than the last `slots` advances has been reused: the chain cannot reach `seen`.
+            guard now - e < UInt64(slots) else { return (now, .everything(.overflow)) }
             let slot = slotOffset(epoch: e)
             guard m.loadAcquire(slot) == e else { return (now, .everything(.overwritten)) }
             let record = InvalidationRecord(words: (m.loadRelaxed(slot + 8), m.loadRelaxed(slot + 16),
                                                     m.loadRelaxed(slot + 24)))
             guard let record else { return (now, .everything(.unreadable)) }
             records.append(record)
-            e += 1
+            read.append(e)
+            e -= min(e, UInt64(max(record.covers, 1)))
         }
         m.fenceAcquire()
-        e = seen + 1
-        while e <= now {
+        for e in read {
             guard m.loadRelaxed(slotOffset(epoch: e)) == e else { return (now, .everything(.overwritten)) }
-            e += 1
         }
         if records.contains(where: { $0.kind == .everything }) { return (now, .everything(.unranged)) }
-        return (now, .ranges(records))
+        return (now, .ranges(records.reversed()))
     }
 
     public enum Changes: Equatable, Sendable {
@@ -151,17 +156,40 @@ public struct InvalidationRecord: Equatable, Sendable {
     public var window: UInt16
     public var contextBank: UInt16
     public var asid: UInt16
+    /// v1.3: how many advances, ending with this one, this record's range stands for (their records' ranges are
+    /// inside it; 1 for a record of its own advance only, 0 for kind `everything`). A v1.2 daemon writes 0 there
+    /// (reserved), which a reader takes as 1.
+    public var covers: UInt32
 
     public static let addressMask: UInt64 = 0x00FF_FFFF_FFFF_F000
+    /// The widest range a merge makes (2 MiB): a device drops a range by probing each page of it.
+    public static let maxMergedPages: UInt32 = 512
 
     public init(kind: Kind, address: UInt64 = 0, pages: UInt32 = 0, window: UInt16 = 0, contextBank: UInt16 = 0,
-                asid: UInt16 = 0) {
+                asid: UInt16 = 0, covers: UInt32 = 1) {
         self.kind = kind
         self.address = kind == .everything ? 0 : address & Self.addressMask
         self.pages = kind == .everything ? 0 : pages
         self.window = kind == .everything ? 0 : window
         self.contextBank = kind == .everything ? 0 : contextBank
         self.asid = kind == .address ? asid : 0
+        self.covers = kind == .everything ? 0 : max(covers, 1)
+    }
+
+    /// v1.3: the record for the advance after `self`'s that stands for both: `next`'s scope (kind, window, context
+    /// bank, ASID) and the smallest range holding both ranges (the pages between them too: ending a translation
+    /// that did not change is a miss, never stale), when that range is at most `maxMergedPages`; nil otherwise
+    /// (then `next` is published as it is). A strict unmap of a 1 MiB request is 256 TLBIVALs on IOVAs of one
+    /// neighbourhood: they become one or two records instead of overflowing the log.
+    public func merging(_ next: InvalidationRecord) -> InvalidationRecord? {
+        guard kind != .everything, next.kind == kind, next.window == window, next.contextBank == contextBank,
+              next.asid == asid, covers < UInt32.max else { return nil }
+        let end = address &+ UInt64(pages) << 12, nextEnd = next.address &+ UInt64(next.pages) << 12
+        guard end >= address, nextEnd >= next.address else { return nil }
+        let first = min(address, next.address), last = max(end, nextEnd)
+        guard (last - first) >> 12 <= UInt64(Self.maxMergedPages) else { return nil }
+        return InvalidationRecord(kind: kind, address: first, pages: UInt32((last - first) >> 12), window: window,
+                                  contextBank: contextBank, asid: asid, covers: covers + 1)
     }
 
     public static let everything = InvalidationRecord(kind: .everything)
@@ -181,10 +209,10 @@ public struct InvalidationRecord: Equatable, Sendable {
     }
 
     /// The slot's three words after its sequence: address; pages | window << 32 | context_bank << 48;
-    /// asid | kind << 16.
+    /// asid | kind << 16 | covers << 32 (v1.3; byte 27 stays reserved).
     var words: (UInt64, UInt64, UInt64) {
         (address, UInt64(pages) | UInt64(window) << 32 | UInt64(contextBank) << 48,
-         UInt64(asid) | UInt64(kind.rawValue) << 16)
+         UInt64(asid) | UInt64(kind.rawValue) << 16 | UInt64(covers) << 32)
     }
 
     /// Nil when the kind is unknown.
@@ -196,5 +224,6 @@ public struct InvalidationRecord: Equatable, Sendable {
         window = UInt16(truncatingIfNeeded: words.1 >> 32)
         contextBank = UInt16(truncatingIfNeeded: words.1 >> 48)
         asid = UInt16(truncatingIfNeeded: words.2)
+        covers = kind == .everything ? 0 : max(UInt32(truncatingIfNeeded: words.2 >> 32), 1)
     }
 }

@@ -62,9 +62,9 @@ public struct MCDMARequest: Hashable, Sendable {
     }
 }
 
-/// DMA_PREFETCH (v1.1): DMA's fields, with `u32 pages` (1 to 64) in place of the reserved word.
+/// DMA_PREFETCH (v1.1): DMA's fields, with `u32 pages` (1 to 64; v1.3: to 512) in place of the reserved word.
 public struct DMAPrefetchRequest: Hashable, Sendable {
-    public static let maxPages: UInt32 = 64
+    public static let maxPages: UInt32 = 512
     /// v1.2: bit 31 of the `pages` word: speculate over the ranges before the access instead of after it.
     public static let backwardFlag: UInt32 = 1 << 31
     public var access: DMARequest
@@ -76,7 +76,7 @@ public struct DMAPrefetchRequest: Hashable, Sendable {
     }
     /// v1.2: bit 30: speculate over the pages on both sides of the access, skipping unmapped ones.
     public static let windowFlag: UInt32 = 1 << 30
-    /// Records (forward, backward) or pages probed on each side (window): 1 to 64 is valid.
+    /// Records (forward, backward) or pages probed on each side (window): 1 to `maxPages` is valid (64 before v1.3).
     public var count: UInt32 { pages & ~(Self.backwardFlag | Self.windowFlag) }
     /// Whether the speculative ranges precede the access (v1.2).
     public var backward: Bool { pages & Self.backwardFlag != 0 }

@@ -61,6 +61,36 @@ struct InProcessTranslation {
         }
     }
 
+    /// DMA_PREFETCH's speculative probes (`Hypervisor.probeDMA`) over the miss sweep's pages, 256 per run as a
+    /// prefetch asks them: each walking from the TTBR, or (`inRun`) inside `speculating` (the walk cache and the
+    /// last-level table decode). Probes per second.
+    func probes(seconds: Double, inRun: Bool) throws(BenchError) -> Rate {
+        let budget = UInt64(seconds * 1e9)
+        let cpuStart = threadCPUNanoseconds()
+        let start = monotonicNanoseconds()
+        var count = 0
+        var faults = 0
+        let stream = UInt32(Stage1Domain.stream)
+        repeat {
+            for _ in 0..<16 {
+                let first = Stage1Domain.missIOVA + UInt64(count % Stage1Domain.missPages) << 12
+                func sweep() {
+                    for page in 0..<UInt64(256) {
+                        if hypervisor.probeDMA(window: 0, stream: stream, iova: first + page << 12, access: .read) == nil {
+                            faults += 1
+                        }
+                    }
+                }
+                if inRun { hypervisor.speculating(window: 0, stream: stream, sweep) } else { sweep() }
+                count += 256
+            }
+        } while monotonicNanoseconds() - start < budget
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        let cpu = Double(threadCPUNanoseconds() - cpuStart) / 1e9
+        guard faults == 0 else { throw .unexpected("\(faults) of \(count) probes faulted") }
+        return Rate(wall: Double(count) / elapsed, cpu: Double(count) / cpu)
+    }
+
     private func run(seconds: Double, expectHits: Bool, _ iova: (Int) -> UInt64) throws(BenchError) -> Rate {
         let before = hypervisor.tlbStatistics
         let budget = UInt64(seconds * 1e9)

@@ -258,6 +258,17 @@ struct SMMUBench: ParsableCommand {
                        target: ">= 5M/s per CPU-s", pass: hitCPU >= 5e6)
             report.add("in-process DMA, IOTLB miss, 4-level walk (wall; per CPU-s)",
                        rate(medianOf(misses.map(\.wall))) + "; " + rate(medianOf(misses.map(\.cpu))))
+            var walked: [InProcessTranslation.Rate] = []
+            var inRun: [InProcessTranslation.Rate] = []
+            for _ in 0..<rounds {
+                walked.append(try t.probes(seconds: seconds, inRun: false))
+                inRun.append(try t.probes(seconds: seconds, inRun: true))
+            }
+            report.add("in-process DMA_PREFETCH probes, each walked (wall; per CPU-s)",
+                       rate(medianOf(walked.map(\.wall))) + "; " + rate(medianOf(walked.map(\.cpu))))
+            report.add("in-process DMA_PREFETCH probes, 256 per run (wall; per CPU-s)",
+                       rate(medianOf(inRun.map(\.wall))) + "; " + rate(medianOf(inRun.map(\.cpu))),
+                       ratio: ratio(medianOf(inRun.map(\.cpu)) / medianOf(walked.map(\.cpu))))
             var tlbivals: [InProcessTranslation.InvalidationRate] = []
             for _ in 0..<rounds { tlbivals.append(try t.tlbivalUnderLoad(seconds: seconds)) }
             let each = medianOf(tlbivals.map(\.nanosecondsEach))

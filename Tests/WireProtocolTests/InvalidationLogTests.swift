@@ -146,4 +146,96 @@ import Testing
         #expect(span.ends(window: 0, iova: 0x10_F000, reachShift: 12) && !span.ends(window: 0, iova: 0x11_0000, reachShift: 12))
         #expect(InvalidationRecord.everything.ends(window: 9, iova: 0, reachShift: 12))
     }
+
+    /// What the daemon publishes for a run of advances (EpochPages.store): each record merged into the one before
+    /// when it may be (v1.3).
+    static func publishMerging(_ records: [InvalidationRecord], from epoch: UInt64, to page: Page) {
+        var last: InvalidationRecord?
+        for (i, r) in records.enumerated() {
+            let record = last.flatMap { $0.merging(r) } ?? r
+            InvalidationLog.publish(record, epoch: epoch + UInt64(i), to: page)
+            last = record
+        }
+    }
+
+    @Test("v1.3 merging: ranges of one scope within 2 MiB of each other become one record holding both")
+    func mergingRules() throws {
+        let a = InvalidationRecord(kind: .address, address: 0x10_0000, pages: 4, window: 1, contextBank: 3, asid: 7)
+        let above = InvalidationRecord(kind: .address, address: 0x10_4000, pages: 1, window: 1, contextBank: 3, asid: 7)
+        let below = InvalidationRecord(kind: .address, address: 0x0F_F000, pages: 1, window: 1, contextBank: 3, asid: 7)
+        let m = try #require(a.merging(above))
+        #expect(m.address == 0x10_0000 && m.pages == 5 && m.covers == 2 && m.asid == 7 && m.window == 1)
+        let m2 = try #require(m.merging(below))
+        #expect(m2.address == 0x0F_F000 && m2.pages == 6 && m2.covers == 3)
+        #expect(try #require(a.merging(a)).pages == 4, "the same page again")
+        var gap = above
+        gap.address = 0x10_9000
+        let hull = try #require(a.merging(gap), "pages between them: the range holding both")
+        #expect(hull.address == 0x10_0000 && hull.pages == 10 && hull.covers == 2)
+        for change in [\InvalidationRecord.asid, \.contextBank, \.window] {
+            var other = above
+            other[keyPath: change] = 2
+            #expect(a.merging(other) == nil, "another scope")
+        }
+        var anyASID = above
+        anyASID.kind = .addressAnyASID
+        #expect(a.merging(anyASID) == nil && InvalidationRecord.everything.merging(a) == nil && a.merging(.everything) == nil)
+        let wide = InvalidationRecord(kind: .address, address: 0, pages: 512, window: 1, contextBank: 3, asid: 7)
+        #expect(wide.merging(InvalidationRecord(kind: .address, address: 0x20_0000, pages: 1, window: 1, contextBank: 3,
+                                                asid: 7)) == nil, "past 2 MiB")
+    }
+
+    @Test("v1.3: 300 contiguous TLBIVALs, more than the slots, read as the few records that cover them, from any epoch")
+    func coveringChainsFitInTheLog() {
+        let page = Page()
+        InvalidationLog.initialize(page, epoch: 1000)
+        // A strict 1 MiB unmap (256 pages up), then 44 pages of another buffer (down).
+        let up = (0..<256).map { Self.range(0x4_0000 + UInt64($0)) }
+        let down = (0..<44).map { Self.range(0x9_0000 - UInt64($0)) }
+        Self.publishMerging(up + down, from: 1001, to: page)
+        for seen in [UInt64(1000), 1100, 1256, 1257, 1299] {
+            let got = InvalidationLog.changes(since: seen, in: page)
+            guard case .ranges(let r) = got.changes else { Issue.record("since \(seen): \(got)"); continue }
+            #expect(got.epoch == 1300 && r.count <= 2, "since \(seen): \(r.count) records")
+            // Every advance after `seen` is inside a record returned.
+            for (i, each) in (up + down).enumerated() where UInt64(1001 + i) > seen {
+                #expect(r.contains { $0.address <= each.address && each.address < $0.address + UInt64($0.pages) << 12 })
+            }
+        }
+        // A chain link older than the slots (a record covering back past seen needs no older slot): 126 single
+        // records after it overflow as before.
+        Self.publishMerging((0..<127).map { Self.range(0x20_0000 + 1024 * UInt64($0)) }, from: 1301, to: page)   // 4 MiB apart
+        #expect(InvalidationLog.changes(since: 1300, in: page).changes == .everything(.overflow))
+        if case .ranges(let r) = InvalidationLog.changes(since: 1301, in: page).changes { #expect(r.count == 126) } else {
+            Issue.record("126 single records fit")
+        }
+    }
+
+    @Test("v1.3: a slot the covering chain lands on, rewritten while it is read, is never trusted")
+    func tornChainLinksAreNeverTrusted() {
+        var outcomes: [String: Int] = [:]
+        var wrong = 0
+        let chain = (0..<10).map { Self.range(0x700 + UInt64($0)) } + (0..<5).map { Self.range(0xA00 + 2 * UInt64($0)) }
+        for stopAfter in 0...6 {
+            for loadIndex in 0..<30 {
+                let page = Page()
+                InvalidationLog.initialize(page, epoch: 100)
+                Self.publishMerging(chain, from: 101, to: page)
+                let truth = InvalidationLog.changes(since: 100, in: page).changes
+                // The reader lands on 115 (covering 111...115, over 2 MiB from the rest) and then 110 (covering
+                // 101...110): rewrite 110's slot.
+                let steps = Self.writerSteps(Self.range(0xBAD), epoch: 110 + UInt64(InvalidationLog.slots), page: page)
+                page.loads = 0
+                page.interpose = { n in if n == loadIndex { for s in steps.prefix(stopAfter) { s() } } }
+                let got = InvalidationLog.changes(since: 100, in: page)
+                switch got.changes {
+                case let c where c == truth: outcomes["true records", default: 0] += 1
+                case .everything: outcomes["everything", default: 0] += 1
+                default: wrong += 1
+                }
+            }
+        }
+        #expect(wrong == 0)
+        #expect(outcomes["true records", default: 0] > 0 && outcomes["everything", default: 0] > 0, "\(outcomes)")
+    }
 }

@@ -1,0 +1,151 @@
+import Testing
+@testable import SMMUModel
+
+/// A run of speculative translations (`speculating`: the walk cache and the last-level table decode) answers
+/// exactly what probing page by page answers: compared on two identical machines over pages of every kind.
+@Suite("Speculative runs: the walk cache and the leaf-table decode")
+struct LeafRunTests {
+    static let sid = Stage1Tests.sid
+    static let bank = Stage1Tests.bank
+    static let base: UInt64 = 0x1000_0000 - 0x10_0000   // 3 MiB from here crosses two 2 MiB boundaries
+    static let pages = 768
+
+    /// A machine whose stage-1 tables hold, page by page, one of: nothing, read-write, read-only, privileged-only,
+    /// no access flag, an output the filter refuses, an output past the address size, a level-3 descriptor with
+    /// bits[1:0] = 0b01 (invalid there); plus a 2 MiB block right after the range.
+    static func machine(filter: RangeFilter) throws -> (Machine, PageTableBuilder) {
+        var m = Machine(filter: filter)
+        let d = m.driver
+        d.reset()
+        _ = d.testSMRMasks()
+        let pt = try m.builder(.stage1)
+        d.attachStage1(bank: bank, ttbr0: pt.root, tcr: pt.tcr)
+        d.route(smr: 0, stream: sid, mask: 0x7F80, toBank: bank)
+        var rng = SplitMix(seed: 0x5EED)
+        for i in 0..<UInt64(pages) {
+            let va = base + i << 12, pa = Machine.ramBase + (i % 4096) << 12
+            switch rng.next() % 9 {
+            case 0, 1: continue
+            case 2: try pt.map(va, to: pa, size: 0x1000, attributes: .readOnly)
+            case 3: try pt.map(va, to: pa, size: 0x1000, attributes: .init(user: false))
+            case 4: try pt.map(va, to: pa, size: 0x1000, attributes: .init(accessFlag: false))
+            case 5: try pt.map(va, to: Machine.ramBase + (200 << 20) + i << 12, size: 0x1000)   // refused output
+            case 6:
+                try pt.map(va, to: pa, size: 0x1000)
+                let (desc, _) = try #require(pt.leaf(for: va))
+                let address = try #require(Self.descriptorAddress(m, pt, va))
+                _ = m.memory.write64(i & 1 == 0 ? desc | 0x8000_0000_0000 : desc & ~2, at: address)
+            default: try pt.map(va, to: pa, size: 0x1000)
+            }
+        }
+        try pt.map(0x1040_0000, to: Machine.ramBase + 0x20_0000, size: 0x20_0000)   // the range ends at 0x1020_0000
+        return (m, pt)
+    }
+
+    /// The physical address of va's level-3 descriptor (the builder's tables are identity-mapped RAM).
+    static func descriptorAddress(_ m: Machine, _ pt: PageTableBuilder, _ va: UInt64) -> UInt64? {
+        var table = pt.root
+        for level in 0...2 {
+            let index = (va >> UInt64(39 - 9 * level)) & 511
+            guard let d = m.memory.read64(at: table + index * 8), d & 3 == 3 else { return nil }
+            table = StageParameters.addressField(d, lowBit: 12)
+        }
+        return table + ((va >> 12) & 511) * 8
+    }
+
+    @Test(arguments: [DMAAccess.read, .write, [.write, .privileged], [.privileged, .instructionFetch]])
+    func runAnswersWhatEachProbeAnswers(access: DMAAccess) throws {
+        let allowed = Machine.ramBase..<(Machine.ramBase + (192 << 20))   // tables included, not the refused outputs
+        let (a, _) = try Self.machine(filter: RangeFilter(allowed))
+        let (b, _) = try Self.machine(filter: RangeFilter(allowed))
+        let stream = StreamID(Self.sid)
+        var translated = 0, faulted = 0, holes = 0
+        // Up, then down, then up again: the run's cached leaf table changes region in both directions.
+        let order = Array(0..<(Self.pages + 600)) + (0..<(Self.pages + 600)).reversed() + Array(0..<300)
+        b.smmu.speculating(stream: stream) {
+            for i in order {
+                let iova = Self.base + UInt64(i) << 12 + 0x18
+                var slow = a.smmu.probe(stream: stream, iova: iova, access: access)
+                var fast = b.smmu.probe(stream: stream, iova: iova, access: access)
+                // The one documented difference: the run's decodes do not fill the TLB (later passes hit in a's).
+                slow.tlbHit = false
+                fast.tlbHit = false
+                #expect(fast == slow, "iova 0x\(String(iova, radix: 16))")
+                #expect(a.smmu.extent(of: slow, stream: stream) == b.smmu.extent(of: fast, stream: stream))
+                if slow.physicalAddress != nil { translated += 1 } else { faulted += 1 }
+                // Pages counted as certain holes, either way, do fault when probed.
+                for down in [false, true] {
+                    let n = b.smmu.certainHoles(stream: stream, iova: iova, down: down, limit: 40)
+                    holes += n
+                    for k in 0..<UInt64(n) {
+                        let page = down ? iova - k << 12 : iova + k << 12
+                        #expect(a.smmu.probe(stream: stream, iova: page, access: access).fault != nil,
+                                "0x\(String(page, radix: 16)) counted as a hole")
+                    }
+                }
+            }
+        }
+        #expect(holes > 1000, "holes are found")
+        #expect(translated > 300 && faulted > 300, "\(translated) translated, \(faulted) faulted")   // both kinds compared
+        #expect(b.driver.r32(.FSR, Self.bank) == 0)    // a probe records no fault, in a run or not
+    }
+
+    @Test func aPageTheTLBStillHoldsIsNoHole() throws {
+        let (m, pt) = try Self.machine(filter: RangeFilter(0..<UInt64.max))
+        let stream = StreamID(Self.sid)
+        let first: UInt64 = 0x1020_0000, stale = first + 0x3000   // after the mixed range: nothing mapped there
+        try pt.map(stale, to: Machine.ramBase + 0x7000, size: 0x1000)
+        #expect(m.smmu.translate(stream: stream, iova: stale, access: .read).physicalAddress == Machine.ramBase + 0x7000)
+        try pt.unmap(stale, size: 0x1000)            // no TLBI yet: the TLB still translates it, as hardware would
+        try pt.map(first + 0x9000, to: Machine.ramBase, size: 0x1000)   // a last-level table for the region
+        m.smmu.speculating(stream: stream) {
+            #expect(m.smmu.certainHoles(stream: stream, iova: first, down: false, limit: 64) == 0, "no table known yet")
+            #expect(m.smmu.probe(stream: stream, iova: first, access: .read).fault == .translation)
+            #expect(m.smmu.certainHoles(stream: stream, iova: first, down: false, limit: 64) == 3)
+            #expect(m.smmu.certainHoles(stream: stream, iova: first + 0x4000, down: false, limit: 64) == 5)
+            #expect(m.smmu.certainHoles(stream: stream, iova: first + 0x8000, down: true, limit: 3) == 3)
+            #expect(m.smmu.probe(stream: stream, iova: stale, access: .read).physicalAddress == Machine.ramBase + 0x7000)
+        }
+        #expect(m.smmu.certainHoles(stream: stream, iova: first, down: false, limit: 64) == 0, "outside a run")
+    }
+
+    @Test func theCacheLivesOnlyInsideTheRun() throws {
+        let (m, pt) = try Self.machine(filter: RangeFilter(0..<UInt64.max))
+        let stream = StreamID(Self.sid)
+        let iova: UInt64 = 0x1020_5000      // after the mixed range, before the block
+        try pt.map(iova, to: Machine.ramBase + 0x7000, size: 0x1000)
+        // The level-2 table descriptor above iova, then the same table moved: a copy elsewhere mapping another PA.
+        let leaf = try #require(Self.descriptorAddress(m, pt, iova))
+        let table = leaf & ~0xFFF
+        let copy = Machine.ramBase + (100 << 20)
+        for i in 0..<UInt64(512) { _ = m.memory.write64(m.memory.read64(at: table + i * 8) ?? 0, at: copy + i * 8) }
+        _ = m.memory.write64((m.memory.read64(at: leaf) ?? 0) & ~0xFFFF_FFFF_F000 | (Machine.ramBase + 0x9000),
+                             at: copy + (leaf & 0xFFF))
+        var l2 = pt.root
+        for level in 0...1 { l2 = StageParameters.addressField(m.memory.read64(at: l2 + ((iova >> UInt64(39 - 9 * level)) & 511) * 8)!, lowBit: 12) }
+        let l2Entry = l2 + ((iova >> 21) & 511) * 8
+        let before = try #require(m.memory.read64(at: l2Entry))
+        m.smmu.speculating(stream: stream) {
+            // A hole next to it: fills the run's caches for this region.
+            #expect(m.smmu.probe(stream: stream, iova: iova - 0x1000, access: .read).fault == .translation)
+            _ = m.memory.write64(before & 0xFFF | copy | before & ~0xFFFF_FFFF_F000, at: l2Entry)
+            // Inside the run the table descriptor read before is reused, as a walk cache would.
+            #expect(m.smmu.probe(stream: stream, iova: iova, access: .read).physicalAddress == Machine.ramBase + 0x7000)
+        }
+        // After it, a probe walks again and sees the new table (nothing of the run went into the TLB).
+        #expect(m.smmu.probe(stream: stream, iova: iova, access: .read).physicalAddress == Machine.ramBase + 0x9000)
+    }
+}
+
+/// A small deterministic generator for the tests' page mixes.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
