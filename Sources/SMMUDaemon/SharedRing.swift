@@ -38,22 +38,40 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
     private let dispatcher: Dispatcher
     /// The connection's context when the ring was attached (greeted: its role and audit identity no longer change).
     private let context: SessionContext
+    /// The ring's file (restart mode: it is in the fd store, and a checkpoint names it).
+    let file: FDStore.FileIdentity
     private let stopping = Atomic<Bool>(false)
 
-    init(base: UnsafeMutableRawPointer, queue: DispatchQueue, dispatcher: Dispatcher, context: SessionContext) {
+    // On the queue only.
+    private var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
+    private var output: [UInt8] = []
+    /// The request word of the request answered last (when attached: the request word then, as the client sends its
+    /// first request after RING's answer, and the thread may start after it arrived). The thread waits for another.
+    private(set) var answered: UInt32
+    /// A malformed frame ended the ring (the connection keeps it: a second RING stays INVALID).
+    private(set) var ended = false
+    /// A restart's replay: the answer to the last replayed request, published after the replay unless the previous
+    /// process did (`resumeAfterReplay`).
+    private var replayed: (seq: UInt32, answer: [UInt8])?
+    private enum Mapping { case idle, serving, unmapped }
+    private var mapping = Mapping.idle
+
+    init(base: UnsafeMutableRawPointer, file: FDStore.FileIdentity, queue: DispatchQueue, dispatcher: Dispatcher,
+         context: SessionContext) {
         self.base = base
+        self.file = file
         self.queue = queue
         self.dispatcher = dispatcher
         self.context = context
-        initialSeq = csock_load_acquire(base.assumingMemoryBound(to: UInt32.self))
+        answered = csock_load_acquire(base.assumingMemoryBound(to: UInt32.self))
+        output.reserveCapacity(4096)
     }
 
-    /// The request word when RING was answered: the client sends its first request after that answer, so
-    /// the thread must not read it later (it may start after the first request has arrived).
-    private let initialSeq: UInt32
-
+    /// From the queue: serves requests from `answered` on.
     func start() {
-        let thread = Thread { [self] in run() }
+        guard mapping == .idle, !ended else { return }
+        mapping = .serving
+        let thread = Thread { [self, last = answered] in run(after: last) }
         thread.name = "smmu-hypd ring"
         thread.start()
     }
@@ -61,7 +79,16 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
     /// From the queue, when the connection closes: the thread finishes the request in hand, then unmaps.
     func stop() {
         stopping.store(true, ordering: .releasing)
-        csock_futex_wake(requestSeq)
+        switch mapping {
+        case .serving: csock_futex_wake(requestSeq)
+        case .idle: unmap()
+        case .unmapped: break
+        }
+    }
+
+    private func unmap() {
+        mapping = .unmapped
+        SharedMemoryFile.unmap(base, size: Self.size)
     }
 
     private func now() -> UInt64 {
@@ -70,13 +97,11 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    private func run() {
+    private func run(after initial: UInt32) {
+        // Plain munmap: a serving ring was mapped shared from the start, or again after the replay (ReplayMappings).
         defer { munmap(base, Self.size) }
-        var last = initialSeq
-        var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
+        var last = initial
         var frame = [UInt8](repeating: 0, count: Self.maxFrame)
-        var output: [UInt8] = []
-        output.reserveCapacity(4096)
         while !stopping.load(ordering: .acquiring) {
             var seq = csock_load_acquire(requestSeq)
             if seq == last {
@@ -105,73 +130,153 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
             }
             // One request frame, or (request_bytes set) several whole frames one after the other, as a
             // pipelined socket client sends them; the decoder judges them as it judges the socket's bytes.
+            // Copied out of the shared memory once: the client cannot change what is judged (nor what is journaled).
             let batch = Int(UInt32(littleEndian: csock_load_acquire(requestBytes)))
             let declared = Int(base.loadUnaligned(fromByteOffset: Self.requestOffset + 12, as: UInt32.self).littleEndian)
             let count = batch > 0 ? min(batch, Self.maxFrame)
                 : FrameHeader.size + min(declared, Int(FrameHeader.maxPayloadLength))
             frame.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: base + Self.requestOffset, byteCount: count) }
-            output.removeAll(keepingCapacity: true)
             var closeRing = false
             queue.sync {
                 guard !stopping.load(ordering: .acquiring) else { return }
-                frame.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-                while let more = decoder.next({ verdict, payload -> Bool in
-                    switch verdict {
-                    case .request(let op, let header):
-                        switch op {
-                        case .hello, .events, .memMap, .dmaEpoch, .ring:
-                            ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
-                        default:
-                            var fds: [Int32] = []
-                            // The opcodes whose effect changes the session are refused above; an undecodable
-                            // request is answered MALFORMED and ends the ring, as it ends a socket connection.
-                            if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
-                                                 output: &output) == .closeAfterFrame { closeRing = true }
-                        }
-                    case .unsupported(let header):
-                        dispatcher.answerUnsupported(header, output: &output)
-                    case .malformed(let opcode, let tag, _):
-                        dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
-                        closeRing = true
-                    case .message:
-                        break
-                    }
-                    return true
-                }), more {}
+                frame.withUnsafeBytes { closeRing = serve(UnsafeRawBufferPointer(rebasing: $0[..<count]), seq: seq) }
             }
-            // Whole responses only: a batch whose answers would not fit is cut at the last one that does
-            // (a client batches small requests, so this does not happen to a well-behaved one).
-            var n = 0
-            while n + FrameHeader.size <= output.count {
-                let length = Int(output.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).littleEndian })
-                guard n + FrameHeader.size + length <= min(output.count, Self.maxFrame) else { break }
-                n += FrameHeader.size + length
-            }
-            output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
-            csock_store_release(responseBytes, UInt32(n))
+            if stopping.load(ordering: .acquiring) { break }
             last = seq
-            csock_store_release(responseSeq, seq)
             csock_fence()
             if csock_load_acquire(clientSleeping) != 0 { csock_futex_wake(responseSeq) }
             if closeRing { break }
         }
     }
+
+    /// On the queue: one request (or batch) `seq`, journaled before it is applied (restart mode), answered, and
+    /// published. Publishing on the queue keeps a checkpoint (also on the queue) from falling between a request and
+    /// its answer: every checkpoint finds each ring answered up to `answered`. True when the ring ends.
+    private func serve(_ request: UnsafeRawBufferPointer, seq: UInt32) -> Bool {
+        let server = dispatcher.server as? UnixServer
+        server?.persistence?.journalRing(context.connection, seq: seq, request: request)
+        let close = answer(request)
+        server?.persistence?.commitReads()
+        let n = Self.wholeResponses(output)
+        output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+        csock_store_release(responseBytes, UInt32(n))
+        csock_store_release(responseSeq, seq)
+        answered = seq
+        if close { ended = true }
+        server?.afterInput?()
+        return close
+    }
+
+    /// On the queue: answers the frames of `request` into `output`, as the socket's session would. True when a
+    /// malformed frame ends the ring.
+    private func answer(_ request: UnsafeRawBufferPointer) -> Bool {
+        output.removeAll(keepingCapacity: true)
+        var closeRing = false
+        decoder.append(request)
+        while let more = decoder.next({ verdict, payload -> Bool in
+            switch verdict {
+            case .request(let op, let header):
+                switch op {
+                case .hello, .events, .memMap, .dmaEpoch, .ring:
+                    ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
+                default:
+                    var fds: [Int32] = []
+                    // The opcodes whose effect changes the session are refused above; an undecodable
+                    // request is answered MALFORMED and ends the ring, as it ends a socket connection.
+                    if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
+                                         output: &output) == .closeAfterFrame { closeRing = true }
+                }
+            case .unsupported(let header):
+                dispatcher.answerUnsupported(header, output: &output)
+            case .malformed(let opcode, let tag, _):
+                dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
+                closeRing = true
+            case .message:
+                break
+            }
+            return true
+        }), more {}
+        return closeRing
+    }
+
+    /// The bytes of `output`'s whole responses that fit the response area: a batch whose answers would not fit is cut
+    /// at the last one that does (a client batches small requests, so this does not happen to a well-behaved one).
+    static func wholeResponses(_ output: [UInt8]) -> Int {
+        var n = 0
+        while n + FrameHeader.size <= output.count {
+            let length = Int(output.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).littleEndian })
+            guard n + FrameHeader.size + length <= min(output.count, Self.maxFrame) else { break }
+            n += FrameHeader.size + length
+        }
+        return n
+    }
+
+    // MARK: restart (docs/hypervisor-model.md, "Restart and crash survival": the ring)
+
+    /// A journaled RING record: `request` nil for the attach (the request word then), else a request the previous
+    /// process took from the ring, applied again. Its answer is kept for `resumeAfterReplay`.
+    func replay(seq: UInt32, request: UnsafeRawBufferPointer?, ended: Bool = false) {
+        answered = seq
+        if ended { self.ended = true }
+        guard let request else { return }
+        if answer(request) { self.ended = true }
+        replayed = (seq, Array(output[..<Self.wholeResponses(output)]))
+    }
+
+    /// What `resumeAfterReplay` did with the last replayed answer.
+    enum Resumption: Equatable {
+        case nothingReplayed
+        /// The previous process had published it: left as it was, and it equals the replayed one (or not).
+        case alreadyPublished(same: Bool)
+        /// The previous process had not: published now.
+        case published
+    }
+
+    /// After the replay (the ring's memory mapped shared again): publishes the last replayed answer unless the
+    /// previous process did (`response_seq` already says so), wakes a client that slept through the restart, and
+    /// serves the ring from `answered` on.
+    @discardableResult
+    func resumeAfterReplay() -> Resumption {
+        var outcome = Resumption.nothingReplayed
+        if let (seq, answer) = replayed {
+            if csock_load_acquire(responseSeq) == seq {
+                let n = Int(UInt32(littleEndian: csock_load_acquire(responseBytes)))
+                let same = n == answer.count && answer.withUnsafeBytes {
+                    $0.elementsEqual(UnsafeRawBufferPointer(start: base + Self.responseOffset, count: n))
+                }
+                outcome = .alreadyPublished(same: same)
+            } else {
+                answer.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                csock_store_release(responseBytes, UInt32(answer.count))
+                csock_store_release(responseSeq, seq)
+                outcome = .published
+            }
+            replayed = nil
+        }
+        csock_fence()
+        csock_futex_wake(responseSeq)
+        if ended { unmap() } else { start() }
+        return outcome
+    }
 }
 
 extension Dispatcher {
-    /// RING: maps the client's memfd (checked as MEM_MAP's files are) and starts serving it.
+    /// RING: maps the client's memfd (checked as MEM_MAP's files are) and starts serving it. In restart mode the
+    /// request word it starts from is journaled (a replay attaches the ring again when the client has moved on), and
+    /// during a replay the ring is not served until the replay is over (`SharedRing.resumeAfterReplay`).
     func attachRing(fd: Int32, context: SessionContext) -> Status {
-        // Ring requests bypass the restart journal: in restart mode a ring is refused and the client stays on the
-        // socket (QEMU's device falls back to it), so a restart or a crash replays everything it did.
         guard rings[context.connection] == nil, rings.count < SharedRing.limit,
-              let server = server as? UnixServer, server.persistence == nil else { return .invalid }
-        let queue = server.queue
-        guard case .success(let file) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(SharedRing.size)) else {
+              let server = server as? UnixServer else { return .invalid }
+        guard case .success(let mapped) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(SharedRing.size)) else {
             return .invalid
         }
-        let ring = SharedRing(base: file.pointer, queue: queue, dispatcher: self, context: context)
+        let ring = SharedRing(base: mapped.pointer, file: FDStore.FileIdentity(device: mapped.file.device, inode: mapped.file.inode),
+                              queue: server.queue, dispatcher: self, context: context)
         rings[context.connection] = ring
-        ring.start()
+        if server.persistence?.replaying != true {
+            server.persistence?.journalRing(context.connection, seq: ring.answered, request: nil)
+            ring.start()
+        }
         return .ok
     }
 }
