@@ -226,10 +226,27 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
     /// What `resumeAfterReplay` did with the last replayed answer.
     enum Resumption: Equatable {
         case nothingReplayed
-        /// The previous process had published it: left as it was, and it equals the replayed one (or not).
-        case alreadyPublished(same: Bool)
+        /// The previous process had published it: left as it was. Nil when it equals the replayed one, else the
+        /// opcode of the replayed answer's first frame that differs (expected for answers that carry the translation
+        /// epoch, which a restore moves on, as on the socket).
+        case alreadyPublished(differing: UInt8?)
         /// The previous process had not: published now.
         case published
+    }
+
+    /// The opcode byte of the first frame of `answer` that differs from `published` (nil: the same bytes).
+    static func firstDifferingOpcode(_ answer: [UInt8], _ published: UnsafeRawBufferPointer) -> UInt8? {
+        let common = min(answer.count, published.count)
+        guard let first = (0..<common).first(where: { answer[$0] != published[$0] })
+                ?? (answer.count == published.count ? nil : common) else { return nil }
+        var frame = 0
+        while frame + FrameHeader.size <= answer.count {
+            let end = frame + FrameHeader.size
+                + Int(answer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: frame + 12, as: UInt32.self).littleEndian })
+            if first < end { return answer[frame + 3] }
+            frame = end
+        }
+        return 0
     }
 
     /// After the replay (the ring's memory mapped shared again): publishes the last replayed answer unless the
@@ -241,10 +258,8 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
         if let (seq, answer) = replayed {
             if csock_load_acquire(responseSeq) == seq {
                 let n = Int(UInt32(littleEndian: csock_load_acquire(responseBytes)))
-                let same = n == answer.count && answer.withUnsafeBytes {
-                    $0.elementsEqual(UnsafeRawBufferPointer(start: base + Self.responseOffset, count: n))
-                }
-                outcome = .alreadyPublished(same: same)
+                let published = UnsafeRawBufferPointer(start: base + Self.responseOffset, count: n)
+                outcome = .alreadyPublished(differing: Self.firstDifferingOpcode(answer, published))
             } else {
                 answer.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 csock_store_release(responseBytes, UInt32(answer.count))

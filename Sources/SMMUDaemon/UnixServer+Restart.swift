@@ -250,9 +250,11 @@ extension UnixServer {
             switch ring.resumeAfterReplay() {
             case .nothingReplayed: report.ringsResumed += 1
             case .published: report.ringsResumed += 1; report.ringAnswersPublished += 1
-            case .alreadyPublished(let same):
+            case .alreadyPublished(let differing):
                 report.ringsResumed += 1
-                if !same { logger.info("restore: \(c.id): the replayed ring answer differs from the one the previous process published; the client has that one") }
+                if let op = differing {
+                    logger.info("restore: \(c.id): the replayed ring answer differs from the one the previous process published (opcode 0x\(String(op, radix: 16))); the client has that one")
+                }
             }
         }
         // Names of connections that ended (their CLOSE is in the journal) may still be stored by a crash before the removal.
