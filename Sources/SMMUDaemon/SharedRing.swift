@@ -14,6 +14,10 @@ import WireProtocol
 /// and is handled by `Dispatcher.handle` for the connection's own session, exactly as a request read from
 /// the socket: the same role, policy checks, audit records, statistics and order of effects. Only what needs a
 /// descriptor or changes what the socket carries (HELLO, EVENTS, MEM_MAP, DMA_EPOCH, RING) stays on the socket.
+///
+/// Restart mode: each request is journaled (a RING record) before it is applied and its answer is published on the
+/// queue; a restart replays the records (`replay`) and then publishes what the old process had not
+/// (`resumeAfterReplay`), so every request is applied once and answered once (docs/hypervisor-model.md).
 final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is used only on `queue`
     static let size = 0x23000
     static let requestOffset = 0x1000
