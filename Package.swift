@@ -93,6 +93,7 @@ let package = Package(
             name: "smmu-bench",
             dependencies: [
                 "SMMUModel", "PKVM", "WireProtocol", "SMMUClient", "SMMUDaemon", "ArmSMMUDriver", "POSIXCalls",
+                "TestSupport",   // NotifyReceiver: a stand-in service manager for --ring-only's restart mode
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -101,7 +102,7 @@ let package = Package(
         .target(name: "ArmSMMUTestPorts", dependencies: ["SMMUModel", "ArmSMMUDriver"], path: "Tests/ArmSMMUTestPorts"),
         // Test support for every test target: SplitMix64, the repository root, temporary directories, polling, and
         // the real-daemon spawner (`DaemonChild`).
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CSocketShims"], path: "Tests/TestSupport"),
         .testTarget(name: "ArmSMMUDriverTests", dependencies: ["ArmSMMUDriver"]),
         .testTarget(name: "SMMUModelTests", dependencies: ["SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts", "TestSupport"]),
         .testTarget(name: "PKVMTests", dependencies: ["PKVM", "SMMUModel", "ArmSMMUDriver", "ArmSMMUTestPorts", "TestSupport"]),

@@ -121,8 +121,9 @@ while True:
     TRACE=${SMMU_HYPD_TRACE:-$ART/guest-test.smmutrace}
     TRACE_ARGS=(--trace "$TRACE" --trace-max-bytes "${SMMU_HYPD_TRACE_MAX_BYTES:-268435456}")
     say "starting $DAEMON --config $TMP/qemu-virt.yaml (finalization.mode: host) ${TRACE_ARGS[*]}"
-    # FDSTORE=0: not in restart mode (that refuses RING, and the guest's device uses a ring here); restart and
-    # crash survival have their own test under systemd (scripts/systemd-restart-test.sh).
+    # FDSTORE=0: not in restart mode, so this test keeps the daemon's plain path under a real guest (anonymous RAM,
+    # no journal, the ring served without journaling); restart mode, ring included, has its own guest test under
+    # systemd (scripts/systemd-restart-guest-test.sh), and this script's notify socket answers no BARRIER=1.
     FDSTORE=0 NOTIFY_SOCKET=$TMP/notify.sock "$DAEMON" --config "$TMP/qemu-virt.yaml" "${TRACE_ARGS[@]}" >"$DAEMON_LOG" 2>&1 &
 fi
 DAEMON_PID=$!

@@ -11,7 +11,9 @@ order, exactly once (tags), with the right value. Meanwhile the main thread rest
   - the downtime: from the restart command or SIGKILL to the answer to a request the probe connection (opened
     before, so it survives) sends once the old process has exited, printed as p50/p99 per kind (a benchmark
     number: nothing asserts on it).
-A MEM_MAP client checks that the daemon still sees through its mapping; a walker (without a guest) keeps its DMA page
+A ring client (RING: requests through shared memory, journaled like the socket's) pipelines batches of 16 frames
+and single frames and checks every answer in order, exactly once, sleeping on the ring's futex while it waits (a
+restart must wake it). A MEM_MAP client checks that the daemon still sees through its mapping; a walker (without a guest) keeps its DMA page
 tables in memory it lent (MEM_MAP) and unmaps each IOVA right after its translation, as a guest in strict mode does,
 so every restart replays translations whose descriptors are gone (the replay must read the journaled ones); a
 device connection that shared a
@@ -92,11 +94,8 @@ class Client(threading.Thread):
             self.answered += 1
             value = self.index << 32
             while not self.stop.is_set():
-                if self.paused.is_set():
-                    self.idle.set()
-                    time.sleep(0.01)
+                if held(self):
                     continue
-                self.idle.clear()
                 requests, expect = [], []
                 for _ in range(BATCH // 4):
                     value += 1
@@ -123,6 +122,16 @@ class Client(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
         finally:
             self.idle.set()
+
+
+def held(client):
+    """True (after a short sleep) while the main thread has `client` paused for a DUMP; `idle` says it is."""
+    if client.paused.is_set():
+        client.idle.set()
+        time.sleep(0.01)
+        return True
+    client.idle.clear()
+    return False
 
 
 def run(*argv):
@@ -233,6 +242,123 @@ class Mapper(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
 
 
+class RingClient(threading.Thread):
+    """A host connection that sends its requests through a shared-memory ring (RING, docs/protocol-v1.md): batches of
+    16 frames (request_bytes set) alternating with single frames, each answer checked as the socket clients' are (tags
+    in order, exactly once, the value read is the value written). It sleeps on the response word's futex while it
+    waits (client_sleeping), as QEMU's device does, with a 30 s timeout: a restart that did not wake it, or that lost
+    or repeated an answer, fails the test."""
+    SIZE = 0x23000
+    PAGE = HOST_RAM + 0x1000000
+    WAIT_SECONDS = 30
+
+    def __init__(self, idr0_address, idr0):
+        import ctypes
+        import mmap
+        from smmu_client import sealed_memfd
+        super().__init__(daemon=True)
+        self.idr0_address = idr0_address
+        self.idr0 = idr0
+        self.fd = sealed_memfd(self.SIZE, "restart-ring")
+        self.view = mmap.mmap(self.fd, self.SIZE)
+        self.words = (ctypes.c_uint32 * 6).from_buffer(self.view)  # request_seq, response_seq, ..., response_bytes
+        self.address = ctypes.addressof(self.words)
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.timespec = ctypes.c_long * 2
+        self.c = SMMUClient(SOCK, timeout=60.0)
+        self.c.hello(Role.HOST, "restart-ring")
+        self.c.call_ok(0x0B, b"", fds=[self.fd])  # RING: accepted in restart mode
+        self.sent = 2
+        self.answered = 2
+        self.sleeps = 0
+        self.tag = 1
+        self.error = None
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+        self.idle = threading.Event()
+
+    def futex(self, word, op, value, seconds=None):
+        import ctypes
+        t = self.timespec(seconds, 0) if seconds else None
+        return self.libc.syscall(202, ctypes.c_void_p(self.address + 4 * word), op, value,  # SYS_futex (x86-64)
+                                 ctypes.byref(t) if t else None, None, 0)
+
+    def exchange(self, frames, batch):
+        """Writes `frames` (encoded) to the ring, wakes the daemon, waits for the answers; returns their bytes."""
+        data = b"".join(frames)
+        self.view[0x1000:0x1000 + len(data)] = data
+        self.words[4] = len(data) if batch else 0
+        seq = (self.words[0] + 1) & 0xFFFFFFFF
+        self.words[0] = seq
+        self.futex(0, 1, 1)  # FUTEX_WAKE the daemon's thread (always: cheaper here than a fence and a check)
+        spin = time.monotonic() + 0.001
+        while True:
+            seen = self.words[1]
+            if seen == seq:
+                break
+            if time.monotonic() < spin:
+                continue
+            self.words[3] = 1  # client_sleeping
+            if self.words[1] == seen:
+                t0 = time.monotonic()
+                self.futex(1, 0, seen, self.WAIT_SECONDS)  # FUTEX_WAIT while response_seq is still `seen`
+                self.sleeps += 1
+                if self.words[1] == seen and time.monotonic() - t0 >= self.WAIT_SECONDS - 1:
+                    raise AssertionError(f"ring: no answer to request {seq} and no wake-up in {self.WAIT_SECONDS} s")
+            self.words[3] = 0
+        n = self.words[5]
+        return bytes(self.view[0x12000:0x12000 + n])
+
+    def run(self):
+        from smmu_client import decode_header, HEADER_SIZE
+        try:
+            value = 0x5A5A << 32
+            rounds = 0
+            while not self.stop.is_set():
+                if held(self):
+                    continue
+                rounds += 1
+                value += 1
+                requests = [(Opcode.MEM_WRITE, mem_write_payload(self.PAGE, struct.pack("<Q", value)), None),
+                            (Opcode.MEM_READ, mem_read_payload(self.PAGE, 8), value),
+                            (Opcode.READ, read_payload(self.idr0_address, 4), self.idr0),
+                            (Opcode.MEM_READ, mem_read_payload(self.PAGE, 8), value)] * (BATCH // 4)
+                if rounds % 2:  # one frame per exchange this time: the daemon's single-frame path
+                    requests = requests[:2]
+                batch = len(requests) > 1
+                tags = list(range(self.tag, self.tag + len(requests)))
+                self.tag += len(requests)
+                frames = []
+                if batch:
+                    answers = self.exchange([encode_frame(op, t, p) for (op, p, _), t in zip(requests, tags)], True)
+                else:
+                    answers = b"".join(self.exchange([encode_frame(op, t, p)], False) for (op, p, _), t in zip(requests, tags))
+                self.sent += len(requests)
+                at = 0
+                for (op, _, want), tag in zip(requests, tags):
+                    if at + HEADER_SIZE > len(answers):
+                        raise AssertionError(f"ring: {len(frames)} answers for {len(requests)} requests")
+                    h = decode_header(answers[at:])
+                    payload = answers[at + HEADER_SIZE:at + HEADER_SIZE + h.length]
+                    at += HEADER_SIZE + h.length
+                    if h.tag != tag or h.opcode != op | 0x80:
+                        raise AssertionError(f"ring: answer tag {h.tag} opcode {h.opcode:#x}, expected tag {tag} "
+                                             f"opcode {op | 0x80:#x} (lost, repeated or out of order)")
+                    if h.status != Status.OK:
+                        raise AssertionError(f"ring: status {Status(h.status).name} for opcode {op:#x}")
+                    if want is not None and struct.unpack("<Q", payload)[0] != want:
+                        raise AssertionError(f"ring: opcode {op:#x} read {payload.hex()}, expected {want:#x}")
+                    frames.append(h)
+                if at != len(answers):
+                    raise AssertionError(f"ring: {len(answers) - at} bytes after the last answer")
+                self.answered += len(frames)
+                time.sleep(0.002)
+        except Exception as e:  # noqa: BLE001
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.idle.set()
+
+
 class Walker(threading.Thread):
     """A host that keeps its DMA page tables in its own memory (MEM_MAP), as a QEMU guest's are, and behaves like a
     driver in strict mode: it maps a fresh IOVA, has its device connection translate it (the answer must be the page
@@ -288,11 +414,8 @@ class Walker(threading.Thread):
     def run(self):
         try:
             while not self.stop.is_set() and self.done < self.limit:
-                if self.paused.is_set():
-                    self.idle.set()
-                    time.sleep(0.01)
+                if held(self):
                     continue
-                self.idle.clear()
                 k = self.done
                 leaf = 0x3000 + 8 * k  # L3 table k // 512, entry k % 512: consecutive
                 pa = HOST_RAM + 0x100000 + (k % 64) * 0x1000
@@ -388,6 +511,8 @@ def main():
         c.start()
     mapper = Mapper()
     mapper.start()
+    ring = RingClient(idr0_address, idr0)
+    ring.start()
     walker = None if guest else Walker(pw)
     if walker:
         walker.start()
@@ -400,11 +525,11 @@ def main():
     probes = 2 + setup  # the probe's HELLO, READ and setup above
 
     def check_clients(when):
-        for c in clients + [mapper] + ([walker] if walker else []):
+        for c in clients + [mapper, ring] + ([walker] if walker else []):
             if c.error:
                 raise AssertionError(f"{when}: {c.error}")
 
-    pausable = clients + ([walker] if walker else [])
+    pausable = clients + [ring] + ([walker] if walker else [])
 
     def pause_clients():
         for c in pausable:
@@ -483,7 +608,8 @@ def main():
     stats = json.loads(admin.stats())
     # Every request of the clients and the probe, the admin's HELLO, and the admin's DUMPs so far (this STATS is
     # counted after it is answered or before: both are accepted).
-    expected = sent + mapper.sent + probes + 2 + 4 * ROUNDS + (0 if guest else epoch.sent + events.sent + walker.sent)
+    assert ring.sent == ring.answered, f"ring: {ring.sent} requests sent, {ring.answered} answered"
+    expected = sent + ring.sent + mapper.sent + probes + 2 + 4 * ROUNDS + (0 if guest else epoch.sent + events.sent + walker.sent)
     total = stats.get("operations_total", stats.get("total_operations"))
     if guest:
         print(f"restart-test: STATS counts {total} operations, the guest's included (not compared)")
@@ -500,6 +626,8 @@ def main():
         if values:
             print(f"restart-test: downtime after {kind} with the guest stopped: p50 {percentile(values, 50):.1f} ms, "
                   f"p99 {percentile(values, 99):.1f} ms over {len(values)}")
+    print(f"restart-test: the ring client's {ring.answered} answers checked (in order, exactly once), "
+          f"{ring.sleeps} futex sleeps, all woken", flush=True)
     print(f"restart-test: {CLIENTS} clients, {answered} answers checked, no connection closed"
           + ("" if guest else f"; the epoch page followed every restart (now {epoch.value()}); the walker's "
                               f"{walker.done} DMAs through tables in its own memory, each IOVA unmapped right after, "

@@ -50,6 +50,13 @@ if restores:
 if images:
     i = [x * 1000 for x in images]
     print(f"{prefix}: checkpoint decode and restore p50 {pct(i, 50):.0f} ms, max {max(i):.0f} ms over {len(i)}")
+# Shared-memory rings (RING): per restore, the rings served on and the answers the new process published because the
+# old one had journaled the request but not published its answer (the crash point between them); printed.
+rings = [(int(r), int(a)) for r, a in re.findall(r"(\d+) ring\(s\) \((\d+) answer\(s\) published", text)]
+if rings and any(r for r, _ in rings):
+    print(f"{prefix}: rings served on: {sum(r for r, _ in rings)} over {len(rings)} restores; answers published by the "
+          f"new process (request journaled, answer not yet published): {sum(a for _, a in rings)}; replayed ring "
+          f"answers that differ from the published one: {text.count('the replayed ring answer differs')}")
 # The replay is exact: no read it lacked, no connection closed for answers that did not line up. Asserted.
 for bad in ("the replay diverged", "does not line up", "the replay regenerated"):
     if bad in text:

@@ -45,13 +45,13 @@ grep -q '^socket: { path: /run/smmu-hypd/smmu-hypd.sock' "$WORK/smmu-hypd.yaml" 
 in_ns timeout 60 systemctl start smmu-hypd || fail "systemctl start smmu-hypd"
 truncate -s 64M "$WORK/disk.img"
 CONSOLE=$WORK/guest-console.log
-# ring=on is refused in restart mode (every request must be journaled): the device stays on the sockets. QEMU enters
-# only the mount namespace (the unit's /run), so $! is QEMU itself.
+# ring=on: the device's MMIO and DMA go through shared-memory rings, journaled like the sockets (restart mode serves
+# them). QEMU enters only the mount namespace (the unit's /run), so $! is QEMU itself.
 nsenter -t "$SDPID" -m "$QEMU" -M virt,memory-backend=ram0 -cpu cortex-a57 -m 512 -smp 1 \
     -object memory-backend-memfd,id=ram0,size=512M,share=on,seal=on \
     -nographic -no-reboot -nic none -monitor none -msg timestamp=on -qmp "unix:$WORK/qmp.sock,server=on,wait=off" \
     -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyAMA0 panic=-1 loglevel=7 iommu.strict=1 blkrounds=100000" \
-    -serial "file:$CONSOLE" -device smmu-hypd,socket=/run/smmu-hypd/smmu-hypd.sock,name=restart-guest,verify-cache=on \
+    -serial "file:$CONSOLE" -device smmu-hypd,socket=/run/smmu-hypd/smmu-hypd.sock,name=restart-guest,verify-cache=on,ring=on \
     -device virtio-rng-pci,iommu_platform=on,disable-legacy=on \
     -drive "file=$WORK/disk.img,if=none,format=raw,id=disk0" \
     -device virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on 2>"$WORK/qemu-stderr.log" &
@@ -64,6 +64,8 @@ for _ in $(seq 1200); do
 done
 grep -aq "GUEST: blk round 1 " "$CONSOLE" || fail "the guest never finished a block round"
 echo "guest-restart: the guest's block workload runs: $(grep -a "GUEST: blk round 1 " "$CONSOLE")"
+grep -q "MMIO and DMA through shared-memory rings" "$WORK/qemu-stderr.log" ||
+    fail "the device is not on its rings: $(grep -m2 "ring" "$WORK/qemu-stderr.log")"
 
 SMMU_RESTART_QMP=$WORK/qmp.sock SMMU_RESTART_HOST_RAM=$CLIENT_RAM \
     in_ns timeout 900 python3 "$WORK/restart-clients.py" "$WORK" "$ROUNDS" 2>&1 | tee "$WORK/clients.log" ||

@@ -58,20 +58,38 @@ public final class SMMUClientRing {
         return frame
     }
 
-    /// Several requests in one exchange (`request_bytes`), answered in order.
+    /// Several requests in exchanges of `request_bytes`, answered in order. The daemon runs a batch's frames only while
+    /// their answers fit the response area and one turn of its queue lasts, and answers those (docs/protocol-v1.md,
+    /// RING): the rest are sent again in the next exchange, until every request is answered.
     public func batch(_ requests: [Request]) throws(SMMUClientError) -> [SMMUClient.Frame] {
-        let first = tag &+ 1
-        out.removeAll(keepingCapacity: true)
-        for r in requests {
-            tag &+= 1
-            r.encode(tag: tag, into: &out)
+        var answered: [SMMUClient.Frame] = []
+        var rest = requests[...]
+        while !rest.isEmpty {
+            let first = tag &+ 1
+            out.removeAll(keepingCapacity: true)
+            var sent = 0
+            for r in rest {
+                let mark = out.count
+                r.encode(tag: first &+ UInt32(sent), into: &out)
+                guard out.count <= FrameHeader.size + Int(FrameHeader.maxPayloadLength) else {
+                    guard sent > 0 else { throw .invalidArgument("a ring request of \(out.count - mark) bytes") }
+                    out.removeSubrange(mark...)
+                    break
+                }
+                sent += 1
+            }
+            tag = first &+ UInt32(sent - 1)
+            let frames = try exchange(out, batch: sent > 1)
+            for (i, frame) in frames.enumerated() where frame.header.tag != first &+ UInt32(i) {
+                throw .protocolViolation("unexpected ring response")
+            }
+            guard !frames.isEmpty, frames.count <= sent else {
+                throw .protocolViolation("\(frames.count) ring responses of \(sent)")
+            }
+            answered += frames
+            rest = rest.dropFirst(frames.count)
         }
-        let frames = try exchange(out, batch: requests.count > 1)
-        for (i, frame) in frames.enumerated() where frame.header.tag != first &+ UInt32(i) {
-            throw .protocolViolation("unexpected ring response")
-        }
-        guard frames.count == requests.count else { throw .protocolViolation("\(frames.count) ring responses of \(requests.count)") }
-        return frames
+        return answered
     }
 
     /// One exchange of raw request bytes (`batch`: sent as `request_bytes` of frames, else as one frame) and the

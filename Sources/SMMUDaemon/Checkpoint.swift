@@ -14,7 +14,8 @@ import SystemPackage
 /// sealed (no write, grow or shrink), so a stored checkpoint cannot change under the next process.
 struct Checkpoint: Equatable {
     static let magic: [UInt8] = Array("SMMUCKPT".utf8)
-    static let formatVersion: UInt32 = 1
+    /// 2: a connection's ring.
+    static let formatVersion: UInt32 = 2
 
     /// One open connection.
     struct ConnectionRecord: Equatable {
@@ -25,6 +26,16 @@ struct Checkpoint: Equatable {
         var outputWritten: Int
         /// The file of its DMA_EPOCH page, if it shared one.
         var epochPage: FDStore.FileIdentity?
+        /// Its shared-memory ring, if it attached one.
+        var ring: Ring? = nil
+    }
+
+    /// A connection's ring: its file, the request word it was answered up to (every answer is published on the
+    /// queue, so none is pending at a checkpoint), and whether a malformed frame had ended it.
+    struct Ring: Equatable {
+        var file: FDStore.FileIdentity
+        var answered: UInt32
+        var ended: Bool
     }
 
     /// The journal generation this checkpoint starts (its records follow it).
@@ -48,6 +59,13 @@ struct Checkpoint: Equatable {
             }
             w.int(c.outputWritten)
             w.bool(c.epochPage != nil)
+            w.bool(c.ring != nil)
+            if let ring = c.ring {
+                w.u64(ring.file.device)
+                w.u64(ring.file.inode)
+                w.u32(ring.answered)
+                w.bool(ring.ended)
+            }
         }
         w.data(hypervisor)
         w.data(dispatcher)
@@ -67,15 +85,20 @@ struct Checkpoint: Equatable {
         var r = try StateImageEnvelope.open(bytes, magic: Self.magic, version: Self.formatVersion)
         generation = try r.u64()
         nextConnection = try r.u64()
-        connections = try r.array(minimumSize: 57) { r throws(StateImageError) in
+        connections = try r.array(minimumSize: 58) { r throws(StateImageError) in
             let id = try r.u64()
             var files: [FDStore.FileIdentity] = []
             for _ in 0..<3 { files.append(FDStore.FileIdentity(device: try r.u64(), inode: try r.u64())) }
             let written = try r.int()
             let hasEpoch = try r.bool()
+            var ring: Ring?
+            if try r.bool() {
+                ring = Ring(file: FDStore.FileIdentity(device: try r.u64(), inode: try r.u64()), answered: try r.u32(),
+                            ended: try r.bool())
+            }
             guard written >= 0 else { throw .corrupt(reason: "connection \(id) wrote \(written) bytes") }
             return ConnectionRecord(id: id, socket: files[0], output: files[1], outputWritten: written,
-                                    epochPage: hasEpoch ? files[2] : nil)
+                                    epochPage: hasEpoch ? files[2] : nil, ring: ring)
         }
         hypervisor = try r.data()
         dispatcher = try r.data()

@@ -68,7 +68,8 @@ extension Daemon {
         let start = ContinuousClock.now
         let startCPU = Self.threadCPUTime()
         let generation = persistence.generation + 1
-        guard let connections = server.checkpointConnections(epochFiles: core.dispatcher.epochPages?.files ?? [:]) else {
+        guard let connections = server.checkpointConnections(epochFiles: core.dispatcher.epochPages?.files ?? [:],
+                                                             rings: core.dispatcher.rings) else {
             return
         }
         let sessions = server.openConnections.sorted { $0.id.rawValue < $1.id.rawValue }.map { ($0.session, [UInt8]()) }

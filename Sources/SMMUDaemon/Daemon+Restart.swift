@@ -77,7 +77,7 @@ extension Daemon {
                     _ = core.dispatcher.finalize()
                 }
                 audit.replaying = false
-                logger.info("restored from the fd store: generation \(t.generation)\(t.checkpoint == nil ? " (no checkpoint)" : ""), \(report.records) journal records replayed, \(ContinuousClock.now - start) in all; \(report.connections) connection(s) served on, \(report.adopted) adopted, \(report.gone) gone, \(report.remappedClientMemory) client mapping(s); \(core.hypervisor.lifecycle)")
+                logger.info("restored from the fd store: generation \(t.generation)\(t.checkpoint == nil ? " (no checkpoint)" : ""), \(report.records) journal records replayed, \(ContinuousClock.now - start) in all; \(report.connections) connection(s) served on, \(report.adopted) adopted, \(report.gone) gone, \(report.remappedClientMemory) client mapping(s), \(report.ringsResumed) ring(s) (\(report.ringAnswersPublished) answer(s) published that the previous process had not); \(core.hypervisor.lifecycle)")
                 if report.uncoveredReads + report.mismatchedReads > 0 {
                     logger.error("the replay diverged: \(report.uncoveredReads) memory read(s) the journal did not hold, \(report.mismatchedReads) it held for another address")
                 }

@@ -76,9 +76,12 @@ extension Dispatcher {
     }
 
     /// Serves a restored session's ring (its RING file) again. Needs the server set (`makeSession` or `adopt`).
-    public func reattachRing(fd: Int32, session: Session) -> Bool {
-        guard let s = session as? DispatcherSession else { return false }
-        return attachRing(fd: fd, context: s.sessionContext) == .ok
+    /// `answered`: the request word the ring was answered up to; `ended`: a malformed frame had ended it.
+    public func reattachRing(fd: Int32, session: Session, answered: UInt32? = nil, ended: Bool = false) -> Bool {
+        guard let s = session as? DispatcherSession, attachRing(fd: fd, context: s.sessionContext) == .ok else { return false }
+        let ring = rings[s.sessionContext.connection]
+        if let answered { ring?.replay(seq: answered, request: nil, ended: ended) }
+        return true
     }
 
     /// The highest epoch any device connection may have seen: the largest value in the epoch pages they kept (each

@@ -49,6 +49,9 @@ public final class RestartJournal {
         case refused = 6
         /// Bytes of memory requests read, for the replay to read the same (MemoryReadLog): payload the observations.
         case reads = 7
+        /// A connection's shared-memory ring (SharedRing): payload the request word (u32), 0 (u32), then the request
+        /// bytes copied out of the ring before they were applied; no bytes for the attach (the word it started at).
+        case ring = 8
     }
 
     /// One committed record.
@@ -60,7 +63,9 @@ public final class RestartJournal {
 
     static let magic: UInt64 = 0x314E_524A_5550_4D53  // "SMPUJRN1" little-endian
     /// 2: READS records (a version 1 journal has none, and its replay would read memory as it is now).
-    public static let version: UInt32 = 2
+    /// 3: RING records (a version 2 journal has none and is read as it is: restart mode refused RING then).
+    public static let version: UInt32 = 3
+    static let readable: ClosedRange<UInt32> = 2...3
     static let headerSize = 64
     static let commitOffset = 16
     /// Where peeked bytes go before they are received into a record (one read's worth).
@@ -98,7 +103,7 @@ public final class RestartJournal {
         let journal = try RestartJournal(fd: fd, capacity: Int(st.st_size))
         guard UInt64(littleEndian: journal.base.load(as: UInt64.self)) == magic else { throw .notAJournal }
         let v = UInt32(littleEndian: journal.base.load(fromByteOffset: 8, as: UInt32.self))
-        guard v == version else { throw .unsupportedVersion(v) }
+        guard readable.contains(v) else { throw .unsupportedVersion(v) }
         journal.committed = Int(csock_load_acquire_u64(journal.commitWord))
         guard journal.committed <= journal.capacity - recordsStart else { throw .corrupt(offset: journal.committed) }
         journal.recoverPendingReceive()

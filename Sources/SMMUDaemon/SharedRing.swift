@@ -14,6 +14,10 @@ import WireProtocol
 /// and is handled by `Dispatcher.handle` for the connection's own session, exactly as a request read from
 /// the socket: the same role, policy checks, audit records, statistics and order of effects. Only what needs a
 /// descriptor or changes what the socket carries (HELLO, EVENTS, MEM_MAP, DMA_EPOCH, RING) stays on the socket.
+///
+/// Restart mode: each request is journaled (a RING record) before it is applied and its answer is published on the
+/// queue; a restart replays the records (`replay`) and then publishes what the old process had not
+/// (`resumeAfterReplay`), so every request is applied once and answered once (docs/hypervisor-model.md).
 final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is used only on `queue`
     static let size = 0x23000
     static let requestOffset = 0x1000
@@ -38,22 +42,40 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
     private let dispatcher: Dispatcher
     /// The connection's context when the ring was attached (greeted: its role and audit identity no longer change).
     private let context: SessionContext
+    /// The ring's file (restart mode: it is in the fd store, and a checkpoint names it).
+    let file: FDStore.FileIdentity
     private let stopping = Atomic<Bool>(false)
 
-    init(base: UnsafeMutableRawPointer, queue: DispatchQueue, dispatcher: Dispatcher, context: SessionContext) {
+    // On the queue only.
+    private var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
+    private var output: [UInt8] = []
+    /// The request word of the request answered last (when attached: the request word then, as the client sends its
+    /// first request after RING's answer, and the thread may start after it arrived). The thread waits for another.
+    private(set) var answered: UInt32
+    /// A malformed frame ended the ring (the connection keeps it: a second RING stays INVALID).
+    private(set) var ended = false
+    /// A restart's replay: the answer to the last replayed request, published after the replay unless the previous
+    /// process did (`resumeAfterReplay`).
+    private var replayed: (seq: UInt32, answer: [UInt8])?
+    private enum Mapping { case idle, serving, unmapped }
+    private var mapping = Mapping.idle
+
+    init(base: UnsafeMutableRawPointer, file: FDStore.FileIdentity, queue: DispatchQueue, dispatcher: Dispatcher,
+         context: SessionContext) {
         self.base = base
+        self.file = file
         self.queue = queue
         self.dispatcher = dispatcher
         self.context = context
-        initialSeq = csock_load_acquire(base.assumingMemoryBound(to: UInt32.self))
+        answered = csock_load_acquire(base.assumingMemoryBound(to: UInt32.self))
+        output.reserveCapacity(4096)
     }
 
-    /// The request word when RING was answered: the client sends its first request after that answer, so
-    /// the thread must not read it later (it may start after the first request has arrived).
-    private let initialSeq: UInt32
-
+    /// From the queue: serves requests from `answered` on.
     func start() {
-        let thread = Thread { [self] in run() }
+        guard mapping == .idle, !ended else { return }
+        mapping = .serving
+        let thread = Thread { [self, last = answered] in run(after: last) }
         thread.name = "smmu-hypd ring"
         thread.start()
     }
@@ -61,7 +83,16 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
     /// From the queue, when the connection closes: the thread finishes the request in hand, then unmaps.
     func stop() {
         stopping.store(true, ordering: .releasing)
-        csock_futex_wake(requestSeq)
+        switch mapping {
+        case .serving: csock_futex_wake(requestSeq)
+        case .idle: unmap()
+        case .unmapped: break
+        }
+    }
+
+    private func unmap() {
+        mapping = .unmapped
+        SharedMemoryFile.unmap(base, size: Self.size)
     }
 
     private func now() -> UInt64 {
@@ -70,13 +101,11 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    private func run() {
+    private func run(after initial: UInt32) {
+        // Plain munmap: a serving ring was mapped shared from the start, or again after the replay (ReplayMappings).
         defer { munmap(base, Self.size) }
-        var last = initialSeq
-        var decoder = FrameDecoder(mode: .requests, initialCapacity: 4096)
+        var last = initial
         var frame = [UInt8](repeating: 0, count: Self.maxFrame)
-        var output: [UInt8] = []
-        output.reserveCapacity(4096)
         while !stopping.load(ordering: .acquiring) {
             var seq = csock_load_acquire(requestSeq)
             if seq == last {
@@ -105,95 +134,180 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
             }
             // One request frame, or (request_bytes set) several whole frames one after the other, as a
             // pipelined socket client sends them; the decoder judges them as it judges the socket's bytes.
+            // Copied out of the shared memory once: the client cannot change what is judged (nor what is journaled).
             let batch = Int(UInt32(littleEndian: csock_load_acquire(requestBytes)))
             let declared = Int(base.loadUnaligned(fromByteOffset: Self.requestOffset + 12, as: UInt32.self).littleEndian)
             let count = batch > 0 ? min(batch, Self.maxFrame)
                 : FrameHeader.size + min(declared, Int(FrameHeader.maxPayloadLength))
             frame.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: base + Self.requestOffset, byteCount: count) }
-            frame.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-            output.removeAll(keepingCapacity: true)
-            let step = serve(&decoder, into: &output)
-            // One exchange is whole: frames left unrun (no room for their answers) or a partial frame are dropped.
-            decoder.discardBuffered()
-            let closeRing = step == .closeRing
-            let n = output.count
-            output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
-            csock_store_release(responseBytes, UInt32(n))
+            var closeRing = false
+            queue.sync {
+                guard !stopping.load(ordering: .acquiring) else { return }
+                frame.withUnsafeBytes { closeRing = serve(UnsafeRawBufferPointer(rebasing: $0[..<count]), seq: seq) }
+            }
+            if stopping.load(ordering: .acquiring) { break }
             last = seq
-            csock_store_release(responseSeq, seq)
             csock_fence()
             if csock_load_acquire(clientSleeping) != 0 { csock_futex_wake(responseSeq) }
             if closeRing { break }
         }
     }
-}
 
-extension SharedRing {
-    enum Step { case done, closeRing, stopped }
+    /// On the queue: one request (or batch) `seq`, journaled before it is applied (restart mode), answered, and
+    /// published. Publishing on the queue keeps a checkpoint (also on the queue) from falling between a request and
+    /// its answer: every checkpoint finds each ring answered up to `answered`. True when the ring ends.
+    private func serve(_ request: UnsafeRawBufferPointer, seq: UInt32) -> Bool {
+        let server = dispatcher.server as? UnixServer
+        server?.persistence?.journalRing(context.connection, seq: seq, request: request)
+        let close = answer(request)
+        server?.persistence?.commitReads()
+        let n = Self.wholeResponses(output)
+        output.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+        csock_store_release(responseBytes, UInt32(n))
+        csock_store_release(responseSeq, seq)
+        answered = seq
+        if close { ended = true }
+        server?.afterInput?()
+        return close
+    }
 
-    /// Runs the exchange's frames in order, one turn of the serial queue per `TurnBudget` (other connections are
-    /// served between turns, G8), each only while the response area has room for the largest answer it can get: the
-    /// frames after the first that might not fit are not run (the client sees fewer answers and sends them again), so
-    /// a batch never does work whose answer is lost, and the output never outgrows the area.
-    func serve(_ decoder: inout FrameDecoder, into output: inout [UInt8]) -> Step {
-        var step = Step.done
+    /// On the queue: answers the frames of `request` into `output`, as the socket's session would, within one turn of
+    /// the queue (G8): each frame runs only while the response area has room for the largest answer it can get and
+    /// the turn's `TurnBudget` is not spent; the frames after are not run and get no answer (the client sends them
+    /// again), and bytes left over (frames not run, a partial frame) are dropped: an exchange is whole. One turn, so a
+    /// checkpoint never falls inside an exchange, and the budget counts requests, not time, so a replay runs the same
+    /// frames. True when a malformed frame ends the ring.
+    private func answer(_ request: UnsafeRawBufferPointer) -> Bool {
+        output.removeAll(keepingCapacity: true)
+        defer { decoder.discardBuffered() }
+        var closeRing = false
         var full = false
-        // Another turn only when this one ran out of budget: a partial frame left over is not waited for.
-        var budgetSpent = true
-        while step == .done && !full && budgetSpent {
-            budgetSpent = false
-            queue.sync {
-                guard !stopping.load(ordering: .acquiring) else { step = .stopped; return }
-                var spent = 0
-                while step == .done, !full, !budgetSpent, let _ = decoder.next({ verdict, payload in
-                    switch verdict {
-                    case .request(let op, let header):
-                        let room = Self.maxFrame - output.count - FrameHeader.size
-                        guard op.maxResponsePayload(request: payload) <= room else { full = true; return }
-                        switch op {
-                        case .hello, .events, .memMap, .dmaEpoch, .ring:
-                            spent += TurnBudget.framingCost
-                            ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
-                        default:
-                            var fds: [Int32] = []
-                            // The opcodes whose effect changes the session are refused above; an undecodable
-                            // request is answered MALFORMED and ends the ring, as it ends a socket connection.
-                            if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
-                                                 output: &output, spent: &spent) == .closeAfterFrame { step = .closeRing }
-                        }
-                    case .unsupported(let header):
-                        guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }
-                        spent += TurnBudget.framingCost
-                        dispatcher.answerUnsupported(header, output: &output)
-                    case .malformed(let opcode, let tag, _):
-                        guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }
-                        dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
-                        step = .closeRing
-                    case .message:
-                        break
-                    }
-                    budgetSpent = spent >= TurnBudget.units
-                }) {}
+        var spent = 0
+        decoder.append(request)
+        while !closeRing, !full, spent < TurnBudget.units, let _ = decoder.next({ verdict, payload in
+            switch verdict {
+            case .request(let op, let header):
+                let room = Self.maxFrame - output.count - FrameHeader.size
+                guard op.maxResponsePayload(request: payload) <= room else { full = true; return }
+                switch op {
+                case .hello, .events, .memMap, .dmaEpoch, .ring:
+                    spent += TurnBudget.framingCost
+                    ResponseEncoder.append(to: &output, opcode: op.rawValue, tag: header.tag, status: .forbidden)
+                default:
+                    var fds: [Int32] = []
+                    // The opcodes whose effect changes the session are refused above; an undecodable
+                    // request is answered MALFORMED and ends the ring, as it ends a socket connection.
+                    if dispatcher.handle(op, header: header, payload: payload, fds: &fds, context: context,
+                                         output: &output, spent: &spent) == .closeAfterFrame { closeRing = true }
+                }
+            case .unsupported(let header):
+                guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }
+                spent += TurnBudget.framingCost
+                dispatcher.answerUnsupported(header, output: &output)
+            case .malformed(let opcode, let tag, _):
+                guard output.count + FrameHeader.size <= Self.maxFrame else { full = true; return }
+                dispatcher.answerMalformed(opcode: opcode, tag: tag, output: &output)
+                closeRing = true
+            case .message:
+                break
             }
+        }) {}
+        return closeRing
+    }
+
+    /// The bytes of `output`'s whole responses that fit the response area: a batch whose answers would not fit is cut
+    /// at the last one that does (a client batches small requests, so this does not happen to a well-behaved one).
+    static func wholeResponses(_ output: [UInt8]) -> Int {
+        var n = 0
+        while n + FrameHeader.size <= output.count {
+            let length = Int(output.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).littleEndian })
+            guard n + FrameHeader.size + length <= min(output.count, Self.maxFrame) else { break }
+            n += FrameHeader.size + length
         }
-        return step == .stopped ? .closeRing : step
+        return n
+    }
+
+    // MARK: restart (docs/hypervisor-model.md, "Restart and crash survival": the ring)
+
+    /// A journaled RING record: `request` nil for the attach (the request word then), else a request the previous
+    /// process took from the ring, applied again. Its answer is kept for `resumeAfterReplay`.
+    func replay(seq: UInt32, request: UnsafeRawBufferPointer?, ended: Bool = false) {
+        answered = seq
+        if ended { self.ended = true }
+        guard let request else { return }
+        if answer(request) { self.ended = true }
+        replayed = (seq, Array(output[..<Self.wholeResponses(output)]))
+    }
+
+    /// What `resumeAfterReplay` did with the last replayed answer.
+    enum Resumption: Equatable {
+        case nothingReplayed
+        /// The previous process had published it: left as it was. Nil when it equals the replayed one, else the
+        /// opcode of the replayed answer's first frame that differs (expected for answers that carry the translation
+        /// epoch, which a restore moves on, as on the socket).
+        case alreadyPublished(differing: UInt8?)
+        /// The previous process had not: published now.
+        case published
+    }
+
+    /// The opcode byte of the first frame of `answer` that differs from `published` (nil: the same bytes).
+    static func firstDifferingOpcode(_ answer: [UInt8], _ published: UnsafeRawBufferPointer) -> UInt8? {
+        let common = min(answer.count, published.count)
+        guard let first = (0..<common).first(where: { answer[$0] != published[$0] })
+                ?? (answer.count == published.count ? nil : common) else { return nil }
+        var frame = 0
+        while frame + FrameHeader.size <= answer.count {
+            let end = frame + FrameHeader.size
+                + Int(answer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: frame + 12, as: UInt32.self).littleEndian })
+            if first < end { return answer[frame + 3] }
+            frame = end
+        }
+        return 0
+    }
+
+    /// After the replay (the ring's memory mapped shared again): publishes the last replayed answer unless the
+    /// previous process did (`response_seq` already says so), wakes a client that slept through the restart, and
+    /// serves the ring from `answered` on.
+    @discardableResult
+    func resumeAfterReplay() -> Resumption {
+        var outcome = Resumption.nothingReplayed
+        if let (seq, answer) = replayed {
+            if csock_load_acquire(responseSeq) == seq {
+                let n = Int(UInt32(littleEndian: csock_load_acquire(responseBytes)))
+                let published = UnsafeRawBufferPointer(start: base + Self.responseOffset, count: n)
+                outcome = .alreadyPublished(differing: Self.firstDifferingOpcode(answer, published))
+            } else {
+                answer.withUnsafeBytes { (base + Self.responseOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                csock_store_release(responseBytes, UInt32(answer.count))
+                csock_store_release(responseSeq, seq)
+                outcome = .published
+            }
+            replayed = nil
+        }
+        csock_fence()
+        csock_futex_wake(responseSeq)
+        if ended { unmap() } else { start() }
+        return outcome
     }
 }
 
 extension Dispatcher {
-    /// RING: maps the client's memfd (checked as MEM_MAP's files are) and starts serving it.
+    /// RING: maps the client's memfd (checked as MEM_MAP's files are) and starts serving it. In restart mode the
+    /// request word it starts from is journaled (a replay attaches the ring again when the client has moved on), and
+    /// during a replay the ring is not served until the replay is over (`SharedRing.resumeAfterReplay`).
     func attachRing(fd: Int32, context: SessionContext) -> Status {
-        // Ring requests bypass the restart journal: in restart mode a ring is refused and the client stays on the
-        // socket (QEMU's device falls back to it), so a restart or a crash replays everything it did.
         guard rings[context.connection] == nil, rings.count < SharedRing.limit,
-              let server = server as? UnixServer, server.persistence == nil else { return .invalid }
-        let queue = server.queue
-        guard case .success(let file) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(SharedRing.size)) else {
+              let server = server as? UnixServer else { return .invalid }
+        guard case .success(let mapped) = SharedMemoryFile.map(fd: fd, offset: 0, size: UInt64(SharedRing.size)) else {
             return .invalid
         }
-        let ring = SharedRing(base: file.pointer, queue: queue, dispatcher: self, context: context)
+        let ring = SharedRing(base: mapped.pointer, file: FDStore.FileIdentity(device: mapped.file.device, inode: mapped.file.inode),
+                              queue: server.queue, dispatcher: self, context: context)
         rings[context.connection] = ring
-        ring.start()
+        if server.persistence?.replaying != true {
+            server.persistence?.journalRing(context.connection, seq: ring.answered, request: nil)
+            ring.start()
+        }
         return .ok
     }
 }

@@ -5,7 +5,7 @@ import WireProtocol
 /// Every request's own work is bounded (`smmu-bench --worst-case-only`: each under 10 ms), but a client that
 /// pipelines them would hold the queue for their sum: one 64 KiB read of refused VM_DONATEs is 1,638 of them, seconds
 /// in a release build, and one wake-up reads four such chunks, past the 10 s watchdog. So each call into a session
-/// (a read, a resumption of held-back input, a step of a ring exchange) spends at most `units`, each request the cost
+/// (a read, a resumption of held-back input, a ring exchange) spends at most `units`, each request the cost
 /// of its opcode, and what is left waits for a later turn, after every other connection's. The budget counts requests,
 /// never time, so a restart's replay of the journal stops exactly where the live daemon stopped. Events count too:
 /// each batch handed to a subscriber is a unit.

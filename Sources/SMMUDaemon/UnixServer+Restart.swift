@@ -83,6 +83,15 @@ final class ServerPersistence {
         if !store.barrier() { logger.warning("fd store: no BARRIER=1 answer; a descriptor of \(connection) may not survive a crash") }
     }
 
+    /// A ring request taken from `connection`'s ring (`request`; nil: the ring was attached at request word `seq`),
+    /// committed before it is applied and before its answer is published (docs/hypervisor-model.md).
+    func journalRing(_ connection: ConnectionID, seq: UInt32, request: UnsafeRawBufferPointer?) {
+        guard !disabled, !replaying else { return }
+        var payload = seq.littleEndianBytes + [0, 0, 0, 0]
+        if let request { payload += request }
+        record(.ring, connection: connection.rawValue, payload: payload)
+    }
+
     func closed(_ id: ConnectionID, reason: CloseReason) {
         guard !replaying else { return }
         if !disabled { record(.close, connection: id.rawValue, payload: reason.rawValue.littleEndianBytes) }
@@ -141,6 +150,9 @@ public struct RestoreReport: Sendable, Equatable {
     /// (zero unless something is wrong).
     public var uncoveredReads = 0
     public var mismatchedReads = 0
+    /// Rings served on, and how many of them got an answer the previous process had not published.
+    public var ringsResumed = 0
+    public var ringAnswersPublished = 0
 }
 
 extension UnixServer {
@@ -201,6 +213,10 @@ extension UnixServer {
                 counters.refused += 1
             case .reads:
                 break  // applied as the replay reads (beginReplay above)
+            case .ring:
+                guard record.payload.count >= 8 else { throw .corrupt(offset: 0) }
+                let request = record.payload.count > 8 ? UnsafeRawBufferPointer(rebasing: record.payload[8...]) : nil
+                ring(of: id)?.replay(seq: record.payload.le(0), request: request)
             }
         }
         if let reads = persistence?.reads {
@@ -226,6 +242,19 @@ extension UnixServer {
                 if !c.session.isGreeted { awaitHello(c.id) }
             } else {
                 report.gone += 1
+            }
+        }
+        // Rings of the connections served on: the last replayed answers published (or found published), clients woken.
+        for c in openConnections {
+            guard let ring = ring(of: c.id) else { continue }
+            switch ring.resumeAfterReplay() {
+            case .nothingReplayed: report.ringsResumed += 1
+            case .published: report.ringsResumed += 1; report.ringAnswersPublished += 1
+            case .alreadyPublished(let differing):
+                report.ringsResumed += 1
+                if let op = differing {
+                    logger.info("restore: \(c.id): the replayed ring answer differs from the one the previous process published (opcode 0x\(String(op, radix: 16))); the client has that one")
+                }
             }
         }
         // Names of connections that ended (their CLOSE is in the journal) may still be stored by a crash before the removal.
@@ -259,6 +288,12 @@ extension UnixServer {
             ("SMMU_UID", String(c.peer.uid)),
             ("SMMU_OFFSET", String(offset)),
         ])
+    }
+
+    /// The ring of connection `id`'s session, if it has one.
+    func ring(of id: ConnectionID) -> SharedRing? {
+        guard let session = connection(id)?.session as? DispatcherSession else { return nil }
+        return session.dispatcher.rings[id]
     }
 
     private func count(_ reason: CloseReason) {

@@ -9,13 +9,16 @@ final class DaemonProcess {
     let logPath: String
     private let process = Process()
 
-    init(executable: String, config: String, directory: String) throws(BenchError) {
+    /// `notify`: a NOTIFY_SOCKET (TestSupport's NotifyReceiver, answering BARRIER=1 as systemd does) to run in restart mode (`--fd-store`); nil: outside it.
+    init(executable: String, config: String, directory: String, notify: String? = nil) throws(BenchError) {
         socketPath = directory + "/smmu-hypd.sock"
         logPath = directory + "/smmu-hypd.log"
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["--config", config, "--socket", socketPath, "--finalize-delay", "0"]
+            + (notify == nil ? [] : ["--fd-store"])
         var environment = ProcessInfo.processInfo.environment
-        environment["NOTIFY_SOCKET"] = nil
+        environment["NOTIFY_SOCKET"] = notify
+        environment["FDSTORE"] = nil
         environment["LISTEN_FDS"] = nil
         environment["LISTEN_PID"] = nil
         process.environment = environment

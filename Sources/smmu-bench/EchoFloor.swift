@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import POSIXCalls
 
 /// The socket floor: the least a protocol v1 server on AF_UNIX SOCK_STREAM can cost on this machine.
@@ -27,19 +28,8 @@ final class EchoFloor: Sendable {
         let fd: Int32
         do { fd = try syscall("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) } }
         catch { throw .socket(error) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            let bytes = Array(path.utf8.prefix(raw.count - 1))
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
         do {
-            _ = try syscall("bind") {
-                withUnsafePointer(to: &addr) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-                }
-            }
+            _ = try syscall("bind") { bindUnixSocket(fd, path) }
             _ = try syscall("listen") { listen(fd, 16) }
         } catch {
             close(fd)

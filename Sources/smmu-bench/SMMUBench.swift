@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import SMMUClient
 import SMMUModel
+import TestSupport
 
 /// smmu-bench: measures smmu-hypd against the socket floor and prints one table (README, "Performance").
 /// Medians over `--rounds` interleaved rounds (floor, then daemon), so machine noise hits both alike.
@@ -42,6 +43,9 @@ struct SMMUBench: ParsableCommand {
     @Flag(help: "Measure only what recording a trace costs the request path, in process (docs/trace-format.md).")
     var traceCostOnly = false
 
+    @Flag(help: "Measure only the socket and the shared-memory ring side by side, outside restart mode and in it (--fd-store under a stand-in service manager: every ring request journaled).")
+    var ringOnly = false
+
     @Option(help: "Run only FixedWorkload.swift's in-process rounds (trapped accesses, DMAs), to count instructions.")
     var fixedRounds: Int?
 
@@ -65,6 +69,11 @@ struct SMMUBench: ParsableCommand {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var report = Report()
+        if ringOnly {
+            ringRows(&report, directory: directory)
+            print(report.render())
+            return
+        }
         if translationOnly || worstCaseOnly || stateImageOnly || traceCostOnly {
             if translationOnly { translationRows(&report) }
             if worstCaseOnly { worstCaseRows(&report) }
@@ -222,6 +231,32 @@ struct SMMUBench: ParsableCommand {
         }
         print(report.render())
         if !report.misses.isEmpty { print("\nMISS: " + report.misses.joined(separator: "; ")) }
+    }
+
+    /// The socket and the ring (RingWorkload) against a daemon outside restart mode, then one in it, where each ring
+    /// request is journaled before it is applied (docs/hypervisor-model.md, "Restart and crash survival").
+    func ringRows(_ report: inout Report, directory: String) {
+        for restart in [false, true] {
+            let mode = restart ? "restart mode" : "no restart mode"
+            do {
+                let dir = directory + (restart ? "/restart" : "/plain")
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                let notify = restart ? try NotifyReceiver(path: dir + "/notify.sock") : nil
+                let d = try DaemonProcess(executable: daemon ?? Self.siblingDaemon(), config: config, directory: dir,
+                                          notify: notify?.path)
+                defer { d.stop() }
+                let r = try RingWorkload.run(daemon: d, samples: samples)
+                let log = (try? String(contentsOfFile: d.logPath, encoding: .utf8)) ?? ""
+                guard log.contains("restart mode: journal stored") == restart else {
+                    throw BenchError.unexpected("the daemon's log does not say it runs in \(mode)")
+                }
+                report.add("\(mode): host READ round trip p50 / p99, socket (busy)",
+                           microseconds(r.socket.p50) + " / " + microseconds(r.socket.p99))
+                report.add("\(mode): host READ round trip p50 / p99, shared-memory ring (busy)",
+                           microseconds(r.ring.p50) + " / " + microseconds(r.ring.p99), floor: microseconds(r.socket.p50),
+                           ratio: ratio(r.ring.p50 / r.socket.p50))
+            } catch { report.failed("\(mode): shared-memory ring", "\(error)") }
+        }
     }
 
     /// G8: the longest one request holds the server's queue, in the worst state a host can build.

@@ -163,7 +163,8 @@ struct CheckpointTests {
         let c = Checkpoint(
             generation: 5, nextConnection: 42,
             connections: [.init(id: 3, socket: .init(device: 1, inode: 2), output: .init(device: 1, inode: 3),
-                                outputWritten: 1234, epochPage: .init(device: 9, inode: 8)),
+                                outputWritten: 1234, epochPage: .init(device: 9, inode: 8),
+                                ring: .init(file: .init(device: 9, inode: 7), answered: 0xFFFF_FFFE, ended: true)),
                           .init(id: 41, socket: .init(device: 1, inode: 4), output: .init(device: 1, inode: 5),
                                 outputWritten: 0, epochPage: nil)],
             hypervisor: Array(repeating: 0xAB, count: 10_000), dispatcher: [1, 2, 3])

@@ -81,6 +81,16 @@ struct RestartJournalTests {
         #expect(throws: RestartJournalError.unsupportedVersion(99)) { try reopen(journal) }
     }
 
+    /// Version 3 added RING records only: a version 2 journal (restart mode refused RING then) is replayed as it is.
+    @Test func aVersion2JournalIsStillRead() throws {
+        let journal = try RestartJournal.create(capacity: 1 << 20)
+        #expect(journal.append(.finalize))
+        journal.base.storeBytes(of: UInt32(2).littleEndian, toByteOffset: 8, as: UInt32.self)
+        #expect(try reopen(journal).records().map(\.kind) == [.finalize])
+        journal.base.storeBytes(of: UInt32(1).littleEndian, toByteOffset: 8, as: UInt32.self)
+        #expect(throws: RestartJournalError.unsupportedVersion(1)) { try reopen(journal) }
+    }
+
     /// The output file's offset is what the peer got: a replay regenerating the stream writes only what is past it,
     /// and the next flush sends exactly the rest.
     @Test func outputFileResumesAtWhatThePeerGot() throws {
