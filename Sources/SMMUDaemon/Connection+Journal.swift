@@ -75,8 +75,10 @@ extension Connection {
             budget -= m
             let delivered = deliver(UnsafeRawBufferPointer(rebasing: target[0..<m]), fds: &fds)
             noteUnconsumedInput()
-            if !delivered && !finishing { return }
-            if m < taken || !finishing && taken == peekedCount && taken < limits.readChunk && count == 0 { return }  // drained
+            if finishing { continue }
+            // Stop at what the turn did not take (the rest waits for the next poll round, after the other ready
+            // connections, as held-back input waits for a later turn) or when the socket is drained.
+            if !delivered || m < taken || taken < peekedCount || taken < limits.readChunk && count == 0 { return }
         }
     }
 
