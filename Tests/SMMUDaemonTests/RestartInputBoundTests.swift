@@ -53,9 +53,18 @@ struct RestartInputBoundTests {
             let image = dispatcher.stateImage(sessions: sessions, serverCounters: server.counters, audit: nil).encoded()
             return (image.count, server.persistence!.heldInput)
         }
-        // Before InputTake: 64 x 60,000 bytes of partial frames (3.8 MB). Now the frames wait in the sockets.
+        // Before InputTake: 64 x 60,000 bytes of partial frames (3.8 MB). Now the frames wait in the sockets, and
+        // their connections are polled edge-triggered (level-triggered polling would report those bytes without end).
         #expect(held == 0)
         #expect(imageBytes < 32 << 10, "dispatcher image \(imageBytes) bytes")
+        #expect(server.queue.sync { server.openConnections.filter(\.awaitingFrame).count } == count)
+
+        // A peer that shuts down with half a frame sent gets what it was owed and its connection closed, as before.
+        let leaving = try TestClient(path: path)
+        try leaving.write(hello + write.prefix(sentFirst))
+        #expect(shutdown(leaving.fd, Int32(SHUT_WR)) == 0)
+        let owed = responseFrames(try leaving.readToEOF())
+        #expect(owed.map(\.0.tag) == [1])
 
         // The frames are whole once the rest comes: each is answered, nothing was lost.
         for c in clients { try c.write(Array(write.dropFirst(sentFirst))) }
