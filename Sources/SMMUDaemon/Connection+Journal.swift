@@ -85,11 +85,14 @@ extension Connection {
     /// How much of the peeked bytes to receive: whole frames, a turn's worth, and more than one frame only while
     /// all connections' input held back stays under its bound (`ServerPersistence.maxHeldInput`).
     private func measureTake(peeked: UnsafeRawBufferPointer) -> InputTake {
-        let queued = max(Int(csock_queued(fd)), peeked.count)
         let room = server.persistence?.heldInputRoom(for: id, chunk: limits.readChunk) ?? limits.readChunk
         return session.withUnconsumedInput { unconsumed, skip in
-            InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: queued,
-                              maxCost: TurnBudget.units, maxBytes: room)
+            let take = InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: peeked.count,
+                                         maxCost: TurnBudget.units, maxBytes: room)
+            // What the socket holds beyond the peek matters only when no whole frame is in it: ask then only.
+            guard take.bytes == 0, case let queued = Int(csock_queued(fd)), queued > peeked.count else { return take }
+            return InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: queued,
+                                     maxCost: TurnBudget.units, maxBytes: room)
         }
     }
 
