@@ -1,3 +1,4 @@
+import Logging
 import Testing
 import WireProtocol
 @testable import SMMUDaemon
@@ -62,5 +63,19 @@ struct InputTakeTests {
     @Test func aHeaderCutByDescriptorsIsTakenToSeePastIt() {
         #expect(take(Array(read.prefix(6)), queued: read.count) == InputTake(bytes: 6, continues: true))
         #expect(take(Array(read.prefix(6)), queued: 6) == InputTake(bytes: 0))
+    }
+
+    @Test func aConnectionReadsOneFrameAtATimeWhileHeldInputIsNearItsBound() throws {
+        let p = ServerPersistence(journal: try RestartJournal.create(capacity: 1 << 20), store: CheckpointTests.TableStore(),
+                                  logger: Logger(label: "test"))
+        let (a, b) = (ConnectionID(rawValue: 1), ConnectionID(rawValue: 2))
+        let chunk = 64 << 10
+        p.noteHeldInput(a, bytes: ServerPersistence.maxHeldInput - chunk)
+        #expect(p.heldInputRoom(for: b, chunk: chunk) == chunk)
+        p.noteHeldInput(a, bytes: ServerPersistence.maxHeldInput - chunk + 1)
+        #expect(p.heldInputRoom(for: b, chunk: chunk) == 0)
+        #expect(p.heldInputRoom(for: a, chunk: chunk) == chunk)  // its own held input is what it would replace
+        p.closed(a, reason: .plain)
+        #expect(p.heldInput == 0 && p.heldInputRoom(for: b, chunk: chunk) == chunk)
     }
 }
