@@ -59,6 +59,19 @@ struct RestartInputBoundTests {
         #expect(imageBytes < 32 << 10, "dispatcher image \(imageBytes) bytes")
         #expect(server.queue.sync { server.openConnections.filter(\.awaitingFrame).count } == count)
 
+        // A pipelining client: read a turn's worth at a time, every request is answered once, in order.
+        let pipelining = try TestClient(path: path)
+        let reads = (0..<3000).flatMap { Request.read(ReadRequest(address: 0x1200_0000, width: 4)).encoded(tag: UInt32(10 + $0)) }
+        try pipelining.write(hello + reads)
+        var tags: [UInt32] = []
+        while tags.count < 3001 {
+            let h = FrameHeader(decoding: try pipelining.read(exactly: FrameHeader.size).withUnsafeBytes { $0 })
+            _ = try pipelining.read(exactly: Int(h.length))
+            tags.append(h.tag)
+        }
+        #expect(tags == [1] + (0..<3000).map { UInt32(10 + $0) })
+        #expect(server.queue.sync { server.persistence!.heldInput } == 0)
+
         // A peer that shuts down with half a frame sent gets what it was owed and its connection closed, as before.
         let leaving = try TestClient(path: path)
         try leaving.write(hello + write.prefix(sentFirst))
