@@ -10,16 +10,19 @@ enum CloseReason: UInt32 {
 // replay of the journal drives the connection exactly as the live bytes did.
 extension Connection {
     /// Reads what the socket holds into the journal, one peek-then-receive per chunk, and hands each chunk to the
-    /// session after it is committed: a request is in the journal before anything it changes.
-    func readIntoJournal(_ journal: RestartJournal) {
+    /// session after it is committed: a request is in the journal before anything it changes. Only whole frames are
+    /// received, at most a turn's worth (InputTake): the rest stays in the socket, so a checkpoint copies no input.
+    /// `peerDone`: the peer sent its last byte (a partial frame then is all there will be: it is read, as before).
+    func readIntoJournal(_ journal: RestartJournal, peerDone: Bool = false) {
         var budget = limits.readBudgetPerEvent
         let scratch = journal.scratch
-        while budget > 0, state == .open, !readSuspended {
+        var finishing = false  // a frame is being received in several pieces: it is finished in this turn
+        while state == .open, finishing || (budget > 0 && !readSuspended) {
             var count: Int32 = 0
             var truncated: Int32 = 0
             let n = csock_recv_with_fds(fd, scratch.baseAddress, min(scratch.count, limits.readChunk), server.receivedFDs,
                                         CSOCK_MAX_FDS, &count, &truncated, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
-            let peeked: [Int32] = count > 0 ? Array(UnsafeBufferPointer(start: server.receivedFDs, count: Int(min(count, CSOCK_MAX_FDS)))) : []
+            var peeked: [Int32] = count > 0 ? Array(UnsafeBufferPointer(start: server.receivedFDs, count: Int(min(count, CSOCK_MAX_FDS)))) : []
             if n < 0 {
                 let e = errno
                 if e == EINTR { continue }
@@ -31,18 +34,33 @@ extension Connection {
                 finishAfterFlush()
                 return
             }
+            let take = peerDone || !session.wantsInput ? InputTake(bytes: n) : measureTake(peeked: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+            awaitFrame(take.bytes == 0)
+            guard take.bytes > 0 else {
+                closeAll(peeked)
+                return
+            }
+            finishing = take.continues
+            if take.bytes < n && !peeked.isEmpty {
+                // The descriptors may come with bytes after the take: peek again, as far as recv() will read.
+                closeAll(peeked)
+                _ = csock_recv_with_fds(fd, scratch.baseAddress, take.bytes, server.receivedFDs, CSOCK_MAX_FDS, &count,
+                                        &truncated, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
+                peeked = count > 0 ? Array(UnsafeBufferPointer(start: server.receivedFDs, count: Int(min(count, CSOCK_MAX_FDS)))) : []
+            }
+            let peekedCount = n, taken = take.bytes
             // Descriptors are in systemd's store before the bytes that carry them are consumed: a replay finds them.
             let files = peeked.compactMap(FDStore.FileIdentity.init(fd:))
             if !peeked.isEmpty { server.persistence?.storeFiles(peeked, connection: id) }
             closeAll(peeked)
-            guard let target = journal.beginData(connection: id.rawValue, files: files, count: n) else {
+            guard let target = journal.beginData(connection: id.rawValue, files: files, count: taken) else {
                 server.persistence?.journalFull()
                 readAvailable()
                 return
             }
             var m = -1
             while m < 0 {
-                m = csock_recv_with_fds(fd, target.baseAddress, n, server.receivedFDs, CSOCK_MAX_FDS, &count, &truncated,
+                m = csock_recv_with_fds(fd, target.baseAddress, taken, server.receivedFDs, CSOCK_MAX_FDS, &count, &truncated,
                                         Int32(MSG_DONTWAIT))
                 if m < 0 && errno != EINTR { break }
             }
@@ -55,9 +73,40 @@ extension Connection {
             journal.commitData(received: m)
             bytesReceived += UInt64(m)
             budget -= m
-            if !deliver(UnsafeRawBufferPointer(rebasing: target[0..<m]), fds: &fds) { return }
-            if m < n || m < limits.readChunk && count == 0 { return }
+            let delivered = deliver(UnsafeRawBufferPointer(rebasing: target[0..<m]), fds: &fds)
+            noteUnconsumedInput()
+            if finishing { continue }
+            // Stop at what the turn did not take (the rest waits for the next poll round, after the other ready
+            // connections, as held-back input waits for a later turn) or when the socket is drained.
+            if !delivered || m < taken || taken < peekedCount || taken < limits.readChunk && count == 0 { return }
         }
+    }
+
+    /// How much of the peeked bytes to receive: whole frames, a turn's worth, and more than one frame only while
+    /// all connections' input held back stays under its bound (`ServerPersistence.maxHeldInput`).
+    private func measureTake(peeked: UnsafeRawBufferPointer) -> InputTake {
+        let room = server.persistence?.heldInputRoom(for: id, chunk: limits.readChunk) ?? limits.readChunk
+        return session.withUnconsumedInput { unconsumed, skip in
+            let take = InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: peeked.count,
+                                         maxCost: TurnBudget.units, maxBytes: room)
+            // What the socket holds beyond the peek matters only when no whole frame is in it: ask then only.
+            guard take.bytes == 0, case let queued = Int(csock_queued(fd)), queued > peeked.count else { return take }
+            return InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: queued,
+                                     maxCost: TurnBudget.units, maxBytes: room)
+        }
+    }
+
+    /// Polls edge-triggered while the socket holds only the start of a frame (level-triggered polling would report
+    /// those bytes without end), level-triggered otherwise.
+    private func awaitFrame(_ waiting: Bool) {
+        guard awaitingFrame != waiting else { return }
+        awaitingFrame = waiting
+        updateInterest()
+    }
+
+    /// Tells the persistence how much input the session holds unconsumed (what a checkpoint would carry).
+    func noteUnconsumedInput() {
+        server.persistence?.noteHeldInput(id, bytes: session.withUnconsumedInput { bytes, _ in bytes.count })
     }
 
     /// Hands received bytes to the session, as a live read does; false when reading this connection stops here.
@@ -93,6 +142,7 @@ extension Connection {
         }
         let verdict = withSessionOutput { session.receive(bytes, fds: &fds, output: &$0) }
         closeAll(fds)
+        noteUnconsumedInput()
         if verdict == .closeAfterFlush, state == .open { state = .draining }
     }
 
@@ -100,12 +150,14 @@ extension Connection {
     func replayResume() {
         guard state != .closed else { return }
         let verdict = withSessionOutput { session.resumeInput(output: &$0) }
+        noteUnconsumedInput()
         if verdict == .closeAfterFlush { state = .draining }
     }
 
     /// A CLOSE record: the session ends as it did; the socket (if systemd still had it) is closed.
     func replayClose() {
         guard state != .closed else { return }
+        server.persistence?.noteHeldInput(id, bytes: 0)
         state = .closed
         if fd >= 0 { close(fd) }
         session.closed()

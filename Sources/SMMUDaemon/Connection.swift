@@ -17,6 +17,8 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
     /// Restart mode (the fd store): the answers go through this file, and input is received into the journal.
     let outputFile: OutputFile?
     var readSuspended = true
+    /// Restart mode: the socket holds only the start of a frame; polled edge-triggered until more comes (InputTake).
+    var awaitingFrame = false
     /// A turn of held-back input is queued (`relieve`).
     private var resumeScheduled = false
     private var writeSuspended = true
@@ -62,7 +64,11 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         if event.writable { writable() }
         guard state != .closed, event.readable || event.hungUp else { return }
         if !readSuspended {
-            if let journal = server.persistence?.activeJournal { readIntoJournal(journal) } else { readAvailable() }
+            if let journal = server.persistence?.activeJournal {
+                readIntoJournal(journal, peerDone: event.peerDone)
+            } else {
+                readAvailable()
+            }
         } else if event.hungUp {
             teardown()
         }
@@ -249,6 +255,7 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         if state != .closed, session.hasPendingInput, pendingOutput <= limits.maxPendingOutput / 2 {
             server.persistence?.resumed(id)
             let verdict = withSessionOutput { session.resumeInput(output: &$0) }
+            if outputFile != nil { noteUnconsumedInput() }
             if verdict == .closeAfterFlush { state = .draining }
             flush()
         }
@@ -293,10 +300,10 @@ final class Connection: @unchecked Sendable {  // invariant: used only on the se
         updateInterest()
     }
 
-    private func updateInterest() {
+    func updateInterest() {
         guard state != .closed else { return }
         var wanted: EventPoller.Interest = []
-        if !readSuspended { wanted.insert(.read) }
+        if !readSuspended { wanted.insert(awaitingFrame ? [.read, .edge, .peerShutdown] : .read) }
         if !writeSuspended { wanted.insert(.write) }
         guard wanted != registered else { return }
         registered = wanted

@@ -70,6 +70,10 @@ final class DispatcherSession: Session {
         return drain(fds: &fds, output: &output)
     }
 
+    func withUnconsumedInput<R>(_ body: (UnsafeRawBufferPointer, _ skip: Int) -> R) -> R {
+        decoder.withUnconsumed(body)
+    }
+
     func resumeInput(output: inout [UInt8]) -> SessionVerdict {
         var none: [Int32] = []
         return drain(fds: &none, output: &output)

@@ -17,6 +17,11 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
         let rawValue: UInt32
         static let read = Interest(rawValue: CSOCK_EPOLLIN)
         static let write = Interest(rawValue: CSOCK_EPOLLOUT)
+        /// Reported once per change instead of while the condition holds: restart mode waits so for the rest of a
+        /// frame whose start the socket holds (InputTake), which level-triggered polling would report without end.
+        static let edge = Interest(rawValue: CSOCK_EPOLLET)
+        /// The peer shut down its sending side (asked for with reading; it adds no wake-up: EPOLLIN is then set too).
+        static let peerShutdown = Interest(rawValue: CSOCK_EPOLLRDHUP)
     }
 
     /// One ready descriptor, named by the token it was registered with.
@@ -26,6 +31,8 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
         var readable: Bool { bits & CSOCK_EPOLLIN != 0 }
         var writable: Bool { bits & CSOCK_EPOLLOUT != 0 }
         var hungUp: Bool { bits & (CSOCK_EPOLLHUP | CSOCK_EPOLLERR) != 0 }
+        /// Nothing more will arrive: the peer shut down its side or is gone.
+        var peerDone: Bool { bits & (CSOCK_EPOLLHUP | CSOCK_EPOLLERR | CSOCK_EPOLLRDHUP) != 0 }
     }
 
     /// Registered with the wake-up eventfd; never a connection's token.

@@ -45,11 +45,17 @@ public protocol Session: AnyObject {
     /// Called when the connection's output has drained below half its bound while `hasPendingInput`:
     /// answer more of the held requests, appending to `output` (which holds only unsent bytes).
     func resumeInput(output: inout [UInt8]) -> SessionVerdict
+    /// The input received and not run yet (a partial frame, or requests held back), and the payload bytes of an
+    /// unsupported frame still to skip: restart mode takes only whole frames off the socket (InputTake).
+    func withUnconsumedInput<R>(_ body: (UnsafeRawBufferPointer, _ skip: Int) -> R) -> R
 }
 
 extension Session {
     public var hasPendingInput: Bool { false }
     public func resumeInput(output: inout [UInt8]) -> SessionVerdict { .keepOpen }
+    public func withUnconsumedInput<R>(_ body: (UnsafeRawBufferPointer, _ skip: Int) -> R) -> R {
+        body(UnsafeRawBufferPointer(start: nil, count: 0), 0)
+    }
 }
 
 public protocol SessionFactory: AnyObject {

@@ -27,6 +27,13 @@ final class ServerPersistence {
     private(set) var readsBytes = 0
     /// The memory map whose reads `reads` journals (`journalReads(of:)`).
     private weak var memory: MemoryMap?
+    /// Input sessions hold received but not run, in all and per connection: what a checkpoint carries (InputTake).
+    private(set) var heldInput = 0
+    private var heldInputBy: [ConnectionID: Int] = [:]
+    /// All connections' held input at most, give or take a frame each: a connection is read one frame at a time
+    /// (which its session always runs at once) while a read's worth more would pass it (G8; a checkpoint encodes
+    /// about 1 MiB in 3 ms).
+    static let maxHeldInput = 1 << 20
 
     init(journal: RestartJournal, generation: UInt64 = 0, store: any RestartStore = SystemdFDStore(), logger: Logger) {
         self.journal = journal
@@ -93,9 +100,20 @@ final class ServerPersistence {
     }
 
     func closed(_ id: ConnectionID, reason: CloseReason) {
+        noteHeldInput(id, bytes: 0)
         guard !replaying else { return }
         if !disabled { record(.close, connection: id.rawValue, payload: reason.rawValue.littleEndianBytes) }
         store.remove(name: Self.name(of: id))
+    }
+
+    func noteHeldInput(_ id: ConnectionID, bytes: Int) {
+        heldInput += bytes - (heldInputBy[id] ?? 0)
+        heldInputBy[id] = bytes == 0 ? nil : bytes
+    }
+
+    /// How many bytes beyond its first frame connection `id` may take now: `chunk`, or 0 near the bound.
+    func heldInputRoom(for id: ConnectionID, chunk: Int) -> Int {
+        heldInput - (heldInputBy[id] ?? 0) + chunk <= Self.maxHeldInput ? chunk : 0
     }
 
     func resumed(_ id: ConnectionID) {

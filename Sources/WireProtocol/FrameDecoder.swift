@@ -58,6 +58,12 @@ public struct FrameDecoder: Sendable {
         PendingState(unread: Array(storage[readIndex..<writeIndex]), skipRemaining: skipRemaining, isClosed: isClosed)
     }
 
+    /// The bytes received and not yet consumed, and the payload bytes of an unsupported frame still to skip, without
+    /// copying them (restart mode looks at them to take only whole frames off a socket: InputTake).
+    public func withUnconsumed<R>(_ body: (UnsafeRawBufferPointer, _ skip: Int) throws -> R) rethrows -> R {
+        try storage.withUnsafeBytes { raw in try body(UnsafeRawBufferPointer(rebasing: raw[readIndex..<writeIndex]), skipRemaining) }
+    }
+
     /// A decoder that continues where one in `state` stopped (a restored daemon's connection).
     public init(mode: Mode, restoring state: PendingState) {
         self.init(mode: mode, initialCapacity: max(4096, state.unread.count))

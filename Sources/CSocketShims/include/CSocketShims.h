@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
 
 /* The most descriptors one message carries (send) or one receive keeps (more are closed). */
@@ -83,6 +84,10 @@ int csock_peer_credentials(int fd, struct csock_peer *out);
 /* accept4(SOCK_NONBLOCK | SOCK_CLOEXEC); returns the fd or -1 with errno set. */
 int csock_accept(int listener);
 
+/* Bytes in a stream socket's receive queue (FIONREAD): a peek stops at a message carrying descriptors, this does
+ * not. -1 on error. */
+static inline int csock_queued(int fd) { int n = 0; return ioctl(fd, FIONREAD, &n) == 0 ? n : -1; }
+
 /* epoll for the daemon's I/O thread. struct epoll_event is packed on x86-64 and its data is a union,
  * so events cross into Swift as this plain struct carrying a 64-bit token. */
 struct csock_event { unsigned int events; unsigned long long token; };
@@ -90,6 +95,8 @@ static const unsigned int CSOCK_EPOLLIN = EPOLLIN;
 static const unsigned int CSOCK_EPOLLOUT = EPOLLOUT;
 static const unsigned int CSOCK_EPOLLHUP = EPOLLHUP;
 static const unsigned int CSOCK_EPOLLERR = EPOLLERR;
+static const unsigned int CSOCK_EPOLLRDHUP = EPOLLRDHUP;
+static const unsigned int CSOCK_EPOLLET = EPOLLET;
 static const int CSOCK_EPOLL_ADD = EPOLL_CTL_ADD;
 static const int CSOCK_EPOLL_MOD = EPOLL_CTL_MOD;
 static const int CSOCK_EPOLL_DEL = EPOLL_CTL_DEL;
