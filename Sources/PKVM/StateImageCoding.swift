@@ -40,6 +40,15 @@ public struct StateImageWriter {
         bytes.append(contentsOf: v)
     }
     public mutating func string(_ s: String) { data(Array(s.utf8)) }
+    /// A counted array of 64-bit integers, as `array(_:_:)` with `u64` writes it, in one copy.
+    public mutating func u64Array(_ v: [UInt64]) {
+        int(v.count)
+        #if _endian(little)
+        v.withUnsafeBytes { bytes.append(contentsOf: $0) }
+        #else
+        for x in v { u64(x) }
+        #endif
+    }
     public mutating func array<T>(_ items: some Collection<T>, _ each: (inout Self, T) -> Void) {
         int(items.count)
         for item in items { each(&self, item) }
@@ -108,6 +117,20 @@ public struct StateImageReader {
         let d = try data()
         guard let s = String(validating: d, as: UTF8.self) else { throw .corrupt(reason: "byte \(at): a string is not UTF-8") }
         return s
+    }
+
+    /// A counted array of 64-bit integers (`StateImageWriter.u64Array`), in one copy: register files are thousands.
+    public mutating func u64Array() throws(StateImageError) -> [UInt64] {
+        let n = try count(minimumSize: 8)
+        let start = offset
+        offset += n * 8
+        return [UInt64](unsafeUninitializedCapacity: n) { out, initialized in
+            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(out).copyMemory(from: .init(rebasing: $0[start..<(start + n * 8)])) }
+            #if !_endian(little)
+            for i in 0..<n { out[i] = UInt64(littleEndian: out[i]) }
+            #endif
+            initialized = n
+        }
     }
 
     public mutating func array<T>(minimumSize: Int = 1,
