@@ -309,8 +309,16 @@ public final class MemoryMap: PhysicalMemory {
         let offset = p - storage
         let first = (offset + Int(pageSize) - 1) / Int(pageSize)
         let end = (offset + n) / Int(pageSize)
-        guard end > first else { return }
-        for page in first..<end { bits[page / 64] &= ~(1 << UInt64(page % 64)) }
+        var page = first
+        while page < end {   // whole words at once: a VM's scrub can hand back thousands of pages
+            if page % 64 == 0, end - page >= 64 {
+                bits[page / 64] = 0
+                page += 64
+            } else {
+                bits[page / 64] &= ~(1 << UInt64(page % 64))
+                page += 1
+            }
+        }
     }
 
     private func ownRegion(of p: UnsafeMutableRawPointer) -> Region? {

@@ -110,6 +110,15 @@ struct MemoryMapTests {
             zeroing(m)()
             #expect(m.readBytes(at: 0x1000, count: 0x4000)!.allSatisfy { $0 == 0 })
         }
+        // A discard of hundreds of pages, not starting on a word of marks: the pages around it keep theirs.
+        let big = try MemoryMap(regions: [(0x10_0000, 0x10_0000)])
+        for zeroing in [MemoryMap.zeroWrittenPages, MemoryMap.zeroAll] {
+            #expect(big.writeBytes([UInt8](repeating: 0x77, count: 0x10_0000), at: 0x10_0000))
+            #expect(big.zero(at: 0x10_3000, count: 0xC8000))     // pages 3..<203 of 256
+            #expect(big.write64(9, at: 0x10_0000 + 100 * 0x1000 + 8))
+            zeroing(big)()
+            #expect(big.readBytes(at: 0x10_0000, count: 0x10_0000)!.allSatisfy { $0 == 0 })
+        }
     }
 
     /// `zeroAll` (a restore replacing RAM) leaves RAM as a new map has it, whatever was written, and client memory
