@@ -42,6 +42,7 @@ let package = Package(
             name: "FuzzStateImage",
             dependencies: [
                 "FuzzSupport",
+                "CFuzzShims",
                 .product(name: "PKVM", package: "smmu-hypd"),
                 .product(name: "SMMUModel", package: "smmu-hypd"),
             ]

@@ -25,10 +25,28 @@ extension Hypervisor {
         } catch {
             throw .configurationMismatch(reason: "the configuration itself is invalid: \(error)")
         }
-        if let why = image.configuration.difference(from: ConfigurationFingerprint(policy: policy, memory: memory)) {
+        try h.restore(image: image, epochFloor: epochFloor, sharedMemory: sharedMemory)
+        return h
+    }
+
+    /// Puts this hypervisor in the state of `image`, in place: the same checks and result as the static `restore`
+    /// on a new hypervisor over this one's `memory`, but the SMMU models, their TLB and stream-cache tables and the
+    /// memory map's RAM are reused instead of built again (a fuzzer restores thousands of images into one instance).
+    /// Everything the image holds replaces what this hypervisor holds; what it does not hold is as a new hypervisor
+    /// has it. Client memory mapped now is let go first (its release runs), RAM is replaced when the image carries
+    /// it and kept as it is when not. On failure the hypervisor holds no client memory and no particular state:
+    /// restore it again (an image, or a `Checkpoint`) before it serves anything.
+    public func restore(
+        image: HypervisorStateImage, epochFloor: UInt64 = 0,
+        sharedMemory: (HypervisorStateImage.SharedMappingImage) throws(StateImageError) -> SharedMemoryAttachment
+            = noSharedMemory
+    ) throws(StateImageError) {
+        for m in sharedMappings { try? memory.restore(base: m.range.base) }
+        sharedMappings = []
+        if let why = image.configuration.difference(from: configuration) {
             throw .configurationMismatch(reason: why)
         }
-        try h.install(image)
+        try install(image)
         var attached: [UInt64] = []
         do {
             for m in image.sharedMappings {
@@ -41,18 +59,18 @@ extension Hypervisor {
                 }
                 attached.append(m.range.base)
             }
-            h.sharedMappings = image.sharedMappings.map { SharedMapping(range: $0.range, file: $0.file) }
-            if let v = InvariantChecker(h).check(sampleDMA: false).first {
+            sharedMappings = image.sharedMappings.map { SharedMapping(range: $0.range, file: $0.file) }
+            if let v = InvariantChecker(self).check(sampleDMA: false).first {
                 throw StateImageError.corrupt(reason: "the restored state breaks an invariant: \(v)")
             }
         } catch let error as StateImageError {
             for base in attached { try? memory.restore(base: base) }
+            sharedMappings = []
             throw error
         } catch {
             preconditionFailure("only state-image errors are thrown here")
         }
-        h.translationEpoch.resume(after: max(image.translationEpoch, epochFloor))
-        return h
+        translationEpoch.resume(after: max(image.translationEpoch, epochFloor))
     }
 
     /// The default `sharedMemory` of `restore`: the caller has none to attach.
@@ -61,7 +79,7 @@ extension Hypervisor {
         throw .sharedMemoryUnavailable(base: m.range.base, reason: "no client memory was provided")
     }
 
-    /// Checks the image against this (fresh) hypervisor's configuration and installs it, client memory aside.
+    /// Checks the image against this hypervisor's configuration and installs it, client memory aside.
     private func install(_ image: HypervisorStateImage) throws(StateImageError) {
         func corrupt(_ s: String) -> StateImageError { .corrupt(reason: s) }
         let smmus = policy.topology.smmus
@@ -94,7 +112,7 @@ extension Hypervisor {
             mc.hostLocked = m.hostLocked
         }
         if let pages = image.memory {
-            for r in memory.ramRegions { _ = memory.zero(at: r.base, count: Int(r.size)) }
+            memory.zeroAll()
             for page in pages {
                 guard page.address % Ownership.pageSize == 0, memory.writeBytes(page.bytes, at: page.address) else {
                     throw corrupt("RAM page 0x\(String(page.address, radix: 16)) is not a page of RAM")
@@ -161,20 +179,28 @@ extension Hypervisor {
         let ram = policy.hypervisorRAM
         let total = Int(ram.size / Ownership.pageSize)
         var free: [UInt64] = []
+        free.reserveCapacity(total)
         for run in image.freeHypervisorPages {
             guard run.count >= 1, run.count <= total - free.count else { throw .corrupt(reason: "free page runs exceed hypervisor RAM") }
             for k in 0..<UInt64(run.count) {
                 free.append(run.descending ? run.first &- k * Ownership.pageSize : run.first &+ k * Ownership.pageSize)
             }
         }
-        var seen = Set<UInt64>()
-        for vm in vms.values { seen.formUnion(vm.stage2.tablePages) }
+        // One flag per page of hypervisor RAM (the VMs' table pages are in it, each once: `checkedVMs`).
+        var seen = [Bool](repeating: false, count: total)
+        var count = 0
+        for vm in vms.values {
+            for page in vm.stage2.tablePages { seen[Int((page - ram.base) / Ownership.pageSize)] = true }
+            count += vm.stage2.tablePages.count
+        }
         for page in free {
-            guard page % Ownership.pageSize == 0, ram.contains(page), seen.insert(page).inserted else {
+            guard page % Ownership.pageSize == 0, ram.contains(page), !seen[Int((page - ram.base) / Ownership.pageSize)] else {
                 throw .corrupt(reason: "free hypervisor page 0x\(String(page, radix: 16)) is not a free page of hypervisor RAM")
             }
+            seen[Int((page - ram.base) / Ownership.pageSize)] = true
+            count += 1
         }
-        guard seen.count == total else { throw .corrupt(reason: "\(total - seen.count) hypervisor pages are neither free nor tables") }
+        guard count == total else { throw .corrupt(reason: "\(total - count) hypervisor pages are neither free nor tables") }
         return free
     }
 

@@ -44,7 +44,7 @@ extension Hypervisor {
             ram = pages
         }
         return Image(
-            configuration: ConfigurationFingerprint(policy: policy, memory: memory), lifecycle: lifecycle,
+            configuration: configuration, lifecycle: lifecycle,
             translationEpoch: translationEpoch.value, nextVM: nextVM, statistics: statistics,
             instances: instanceImages, memoryController: mc,
             streamOwners: ownership.streamOwners.map { owners in
@@ -53,6 +53,16 @@ extension Hypervisor {
             pageCodes: ownership.regions.map { Self.codeRuns($0.owners) },
             freeHypervisorPages: Self.pageRuns(pages.free), vms: vmImages,
             sharedMappings: sharedMappings.map { .init(range: $0.range, file: $0.file) }, memory: ram)
+    }
+
+    /// The configuration this hypervisor runs under, as a state image records it: the policy's, and the memory
+    /// map's RAM regions now.
+    public var configuration: ConfigurationFingerprint {
+        let regions = memory.ramRegions.map { PhysicalRange(base: $0.base, size: $0.size) }
+        if let c = fingerprintCache, c.regions == regions { return c.fingerprint }
+        let f = ConfigurationFingerprint(policy: policy, memory: memory)
+        fingerprintCache = (regions, f)
+        return f
     }
 
     /// The image a restart checkpoint holds. RAM in files that outlive the process (restart mode's memfds,

@@ -23,6 +23,9 @@ public final class Hypervisor {
     /// Advances before any change that could alter a DMA translation takes effect (protocol v1.1's DMA_EPOCH):
     /// the physical SMMUs' relevant writes and resets, and every ownership change.
     public let translationEpoch = TranslationEpoch()
+    /// `configuration`'s last value and the RAM regions it was computed for (it is a few dozen formatted lines,
+    /// which every state image carries and every restore compares).
+    var fingerprintCache: (regions: [PhysicalRange], fingerprint: ConfigurationFingerprint)?
 
     /// Builds the SMMUs at reset. The host may talk to them at once, and gets DEFERRED until `finalize`.
     public init(policy: HypervisorPolicy, memory: MemoryMap, audit: AuditSink) throws(HypervisorPolicy.Problem) {

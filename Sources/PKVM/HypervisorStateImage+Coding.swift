@@ -55,7 +55,7 @@ extension HypervisorStateImage {
         w.array(vms) { w, vm in
             w.u32(vm.handle.rawValue)
             w.u64(vm.stage2Root)
-            w.array(vm.tablePages) { $0.u64($1) }
+            w.u64Array(vm.tablePages)
             w.array(vm.streams) { w, s in
                 w.int(s.smmu)
                 w.u16(s.stream.rawValue)
@@ -141,7 +141,7 @@ extension HypervisorStateImage {
         }
         vms = try r.array(minimumSize: 36) { r throws(StateImageError) in
             VMImage(handle: VMHandle(rawValue: try r.u32()), stage2Root: try r.u64(),
-                    tablePages: try r.array(minimumSize: 8) { r throws(StateImageError) in try r.u64() },
+                    tablePages: try r.u64Array(),
                     streams: try r.array(minimumSize: 10) { r throws(StateImageError) in
                         AssignedStream(smmu: try r.int(), stream: StreamID(try r.u16()))
                     },
@@ -191,7 +191,7 @@ extension HypervisorStateImage {
     }
 
     static func encode(_ m: MMU500StateImage, into w: inout StateImageWriter) {
-        w.array(m.registers) { $0.u64($1) }
+        w.u64Array(m.registers)
         w.array(m.tlbEntries) { w, e in
             w.int(e.slot)
             w.u64(e.vaPage)
@@ -217,7 +217,7 @@ extension HypervisorStateImage {
 
     static func decodeMMU500(_ r: inout StateImageReader) throws(StateImageError) -> MMU500StateImage {
         MMU500StateImage(
-            registers: try r.array(minimumSize: 8) { r throws(StateImageError) in try r.u64() },
+            registers: try r.u64Array(),
             tlbEntries: try r.array(minimumSize: 48) { r throws(StateImageError) in
                 TLBEntryImage(slot: try r.int(), vaPage: try r.u64(), paPage: try r.u64(), ipaPage: try r.u64(),
                               bank: Int16(bitPattern: try r.u16()), s2Bank: Int16(bitPattern: try r.u16()),

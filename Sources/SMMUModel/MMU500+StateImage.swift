@@ -84,9 +84,7 @@ extension MMU500 {
             return "\(image.registers.count) register slots, the configuration implements \(values.count)"
         }
         if let why = TLB.problem(with: image.tlbEntries, contextBanks: numContextBanks) { return why }
-        for (i, v) in image.registers.enumerated() { values[i] = v }
-        invalidateStreamCache()
-        invalidateContexts()
+        load(registers: image.registers)
         tlb.restore(image)
         return nil
     }

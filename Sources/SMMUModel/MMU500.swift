@@ -116,12 +116,18 @@ public final class MMU500 {
     /// copied, the TLB emptied and everything decoded from the registers dropped, as `reset()` does.
     public func reset(to image: [UInt64]) {
         precondition(image.count == values.count, "a register image of another configuration")
-        image.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: $0.count) }
+        load(registers: image)
         tlb.invalidateAll()
         tlb.resetStatistics()
+        epoch?.advance()
+    }
+
+    /// Copies a whole register file in (as many slots as the model implements: the callers check the count), with
+    /// no write side effect, and drops what was decoded from the old one (stream cache, context banks).
+    func load(registers image: [UInt64]) {
+        image.withUnsafeBufferPointer { values.base.update(from: $0.baseAddress!, count: min($0.count, values.count)) }
         invalidateStreamCache()
         invalidateContexts()
-        epoch?.advance()
     }
 
     /// The slot of element `index` of `name`, nil if not implemented.

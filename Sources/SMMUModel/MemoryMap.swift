@@ -220,17 +220,35 @@ public final class MemoryMap: PhysicalMemory {
     /// the next write, unlike `zero`). For a fuzzer that puts one machine back between inputs. Client memory
     /// (`replace`) is not touched.
     public func zeroWrittenPages() {
+        for r in regions { Self.zeroWrittenPages(of: r) }
+    }
+
+    /// All RAM reads as zeros, as `zero` over every region would make it, client memory (`replace`) untouched: a
+    /// restore that replaces RAM (`Hypervisor.restore(image:)`). An anonymous region holds nothing but zeros outside
+    /// the pages marked written, so only those are cleared, with stores (a restore into a used map costs what was
+    /// written, not a page fault per page written again); a file-backed region holds the file's bytes, so all of
+    /// it is discarded.
+    public func zeroAll() {
         for r in regions {
-            guard let storage = r.storage, let bits = r.written else { continue }
-            for w in 0..<r.writtenWords where bits[w] != 0 {
-                var word = bits[w]
-                while word != 0 {
-                    let page = w * 64 + word.trailingZeroBitCount
-                    memset(storage + page * Int(Self.pageSize), 0, Int(Self.pageSize))
-                    word &= word - 1
-                }
-                bits[w] = 0
+            if r.fileBacked, let storage = r.storage {
+                if !Self.discardPages(storage, Int(r.size), advice: MADV_REMOVE) { memset(storage, 0, Int(r.size)) }
+                r.written?.update(repeating: 0, count: r.writtenWords)
+            } else {
+                Self.zeroWrittenPages(of: r)
             }
+        }
+    }
+
+    private static func zeroWrittenPages(of r: Region) {
+        guard let storage = r.storage, let bits = r.written else { return }
+        for w in 0..<r.writtenWords where bits[w] != 0 {
+            var word = bits[w]
+            while word != 0 {
+                let page = w * 64 + word.trailingZeroBitCount
+                memset(storage + page * Int(Self.pageSize), 0, Int(Self.pageSize))
+                word &= word - 1
+            }
+            bits[w] = 0
         }
     }
 
@@ -292,9 +310,29 @@ public final class MemoryMap: PhysicalMemory {
         return forEachSegment(address, count, forWrite: false, writes: true) { p, at, n in
             guard let p else { return }
             if discard, let r = ownRegion(of: p), Self.discardPages(p, n, advice: r.fileBacked ? MADV_REMOVE : MADV_DONTNEED) {
+                Self.forgetWrites(r, p, n)
                 return
             }
             memset(p, 0, n)
+        }
+    }
+
+    /// Clears the written marks of the whole pages of [p, p + n) in `r`'s storage, just discarded: they read as zero
+    /// again, so `zeroWrittenPages` need not store zeros into them (which would fault each one in again).
+    private static func forgetWrites(_ r: Region, _ p: UnsafeMutableRawPointer, _ n: Int) {
+        guard let storage = r.storage, let bits = r.written else { return }
+        let offset = p - storage
+        let first = (offset + Int(pageSize) - 1) / Int(pageSize)
+        let end = (offset + n) / Int(pageSize)
+        var page = first
+        while page < end {   // whole words at once: a VM's scrub can hand back thousands of pages
+            if page % 64 == 0, end - page >= 64 {
+                bits[page / 64] = 0
+                page += 64
+            } else {
+                bits[page / 64] &= ~(1 << UInt64(page % 64))
+                page += 1
+            }
         }
     }
 

@@ -81,4 +81,21 @@ struct MemoryMapFileTests {
         }
         #expect(m.ramRegions.isEmpty)
     }
+
+    /// `zeroAll` empties a file-backed region: its bytes are the file's (a previous process wrote them, no written
+    /// mark records them), so the whole file is punched out, not only what this map wrote.
+    @Test func zeroAllPunchesTheWholeFile() throws {
+        let fd = try Self.file(size: 0x10_0000)
+        defer { close(fd) }
+        let payload = [UInt8](repeating: 0x5A, count: 0x8000)
+        #expect(payload.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0x4_0000) } == 0x8000)   // "before"
+        let m = MemoryMap()
+        try m.addRegion(base: 0x8000_0000, size: 0x10_0000, file: fd)
+        #expect(m.read64(at: 0x8004_0000) == 0x5A5A_5A5A_5A5A_5A5A)
+        #expect(m.write64(9, at: 0x8000_1000))
+        m.zeroAll()
+        #expect(Self.blocks(fd) == 0, "the file's pages were freed")   // first: a read through the mapping allocates
+        #expect(Self.pread64(fd, at: 0x4_0000) == 0 && Self.pread64(fd, at: 0x1000) == 0)
+        #expect(m.readBytes(at: 0x8000_0000, count: 0x10_0000)!.allSatisfy { $0 == 0 })
+    }
 }

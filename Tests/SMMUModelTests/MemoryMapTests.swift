@@ -96,4 +96,48 @@ struct MemoryMapTests {
         try m.restore(base: 0x6000)
         #expect(m.readBytes(at: 0x1000, count: 0x7000)!.allSatisfy { $0 == 0 })
     }
+
+    /// A page a discarding `zero` handed back reads as zero and is no longer marked written; written again, it is
+    /// marked again, so neither `zeroWrittenPages` nor `zeroAll` can miss it.
+    @Test func aDiscardedPageWrittenAgainIsZeroedAgain() throws {
+        let m = try MemoryMap(regions: [(0x1000, 0x4000)])
+        for zeroing in [MemoryMap.zeroWrittenPages, MemoryMap.zeroAll] {
+            #expect(m.writeBytes([UInt8](repeating: 0xAB, count: 0x3000), at: 0x1000))
+            #expect(m.zero(at: 0x2000, count: 0x1000))          // a whole page: discarded
+            #expect(m.read64(at: 0x2000) == 0)
+            #expect(m.zero(at: 0x3000, count: 0x800))           // half a page: stored zeros, still marked written
+            #expect(m.write64(7, at: 0x2010))
+            zeroing(m)()
+            #expect(m.readBytes(at: 0x1000, count: 0x4000)!.allSatisfy { $0 == 0 })
+        }
+        // A discard of hundreds of pages, not starting on a word of marks: the pages around it keep theirs.
+        let big = try MemoryMap(regions: [(0x10_0000, 0x10_0000)])
+        for zeroing in [MemoryMap.zeroWrittenPages, MemoryMap.zeroAll] {
+            #expect(big.writeBytes([UInt8](repeating: 0x77, count: 0x10_0000), at: 0x10_0000))
+            #expect(big.zero(at: 0x10_3000, count: 0xC8000))     // pages 3..<203 of 256
+            #expect(big.write64(9, at: 0x10_0000 + 100 * 0x1000 + 8))
+            zeroing(big)()
+            #expect(big.readBytes(at: 0x10_0000, count: 0x10_0000)!.allSatisfy { $0 == 0 })
+        }
+    }
+
+    /// `zeroAll` (a restore replacing RAM) leaves RAM as a new map has it, whatever was written, and client memory
+    /// as it is.
+    @Test func zeroAllPutsEveryRegionBackToZerosAndLeavesClientMemory() throws {
+        let m = try MemoryMap(regions: [(0x1000, 0x4000), (0x5000, 0x3000)])
+        let client = UnsafeMutableRawPointer.allocate(byteCount: 0x1000, alignment: 0x1000)
+        defer { client.deallocate() }
+        client.initializeMemory(as: UInt8.self, repeating: 0, count: 0x1000)
+        try m.replace(base: 0x6000, size: 0x1000, with: client) {}
+        #expect(m.writeBytes([UInt8](repeating: 0xEE, count: 0x2010), at: 0x2FF8))
+        #expect(m.write64(0xC11E, at: 0x6008))
+        #expect(m.write64(5, at: 0x7FF8))
+        m.zeroAll()
+        var nonZero: [UInt64] = []
+        m.forEachNonZeroPage { address, _ in nonZero.append(address) }
+        #expect(nonZero == [])
+        #expect(m.read64(at: 0x6008) == 0xC11E, "client memory is not the map's to zero")
+        try m.restore(base: 0x6000)
+        #expect(m.readBytes(at: 0x1000, count: 0x7000)!.allSatisfy { $0 == 0 })
+    }
 }

@@ -3,6 +3,12 @@
 // or (one input in eight) resealed with a valid checksum, so the damage reaches the fields. Decoding and restoring
 // must never trap, and an image that restores must give a state the invariant checker passes whole (sampled DMAs
 // included). A violation is a crash (a finding).
+//
+// Each image is restored in place (`Hypervisor.restore(image:)`) into one hypervisor built once, put back to its
+// built state after each input: building a hypervisor per input (its SMMU models, TLBs, RAM mappings) and tearing
+// it down was most of an input. With FUZZ_VERIFY_RESET=1, every input is also restored the daemon's way, into a
+// new hypervisor over new RAM, and the two must agree: the same error, or the same state image and snapshot, before
+// and after the requests.
 import FuzzSupport
 @_spi(Fuzzing) import PKVM
 import SMMUModel
@@ -54,7 +60,10 @@ let reference: [UInt8] = {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzStateImage(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var b = Bytes(UnsafeBufferPointer(start: data, count: size))
-    var body = reference
+    // The body is edited in one buffer kept across inputs: a copy of the reference per input was an allocation as
+    // large as the image, page faults included.
+    body.removeAll(keepingCapacity: true)
+    body.append(contentsOf: reference)
     let cut = Int(b.u32())
     if cut & 0x8000_0000 != 0 { body.removeLast(body.count - (cut & 0x7FFF_FFFF) % (body.count + 1)) }
     while !b.atEnd {
@@ -76,21 +85,75 @@ public func fuzzStateImage(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     } catch {
         return 0
     }
-    let memory = try! MemoryMap(regions: [(hostRAM.base, hostRAM.size), (hypervisorRAM.base, hypervisorRAM.size)])
-    let restored = try? Hypervisor.restore(policy: policy, memory: memory, audit: CountingAuditSink(), image: image) {
-        m throws(StateImageError) in
-        guard m.range.size <= 1 << 20 else { throw .sharedMemoryUnavailable(base: m.range.base, reason: "too large") }
-        let p = UnsafeMutableRawPointer.allocate(byteCount: Int(m.range.size), alignment: 4096)
-        p.initializeMemory(as: UInt8.self, repeating: 0, count: Int(m.range.size))
-        return SharedMemoryAttachment(pointer: p, release: { p.deallocate() })
+    let h = machine.begin(finalized: false)
+    defer {
+        for r in h.sharedRanges { h.unmapHostMemory(base: r.base) }
+        machine.end()
     }
-    guard let h = restored else { return 0 }
+    let outcome: StateImageError?
+    do throws(StateImageError) {
+        try h.restore(image: image, sharedMemory: attachZeroed)
+        outcome = nil
+    } catch {
+        outcome = error
+    }
+    let fresh = machine.verify ? FreshRestore(image) : nil
+    if let fresh { fresh.compare(outcome, h, "restored") }
+    guard outcome == nil else { return 0 }
+    exercise(h)
+    if let fresh, let f = fresh.hypervisor {
+        exercise(f)
+        fresh.compare(nil, h, "after requests")
+    }
+    return 0
+}
+
+nonisolated(unsafe) let machine = ReusedHypervisor(policy: policy)
+nonisolated(unsafe) var body: [UInt8] = []
+
+/// What a restored state must pass: the invariant checker whole, then a few requests, then the checker again.
+func exercise(_ h: Hypervisor) {
     let violations = InvariantChecker(h).check(iovas: [hostRAM.base + 0x1_0000, hostRAM.base + 0x2_0000])
     if !violations.isEmpty { fatalError("a damaged image restored to a broken state: \(violations)") }
-    // And it keeps working: a few requests on the restored state, then the checker again.
     _ = h.dma(window: 0, stream: 0x20, iova: hostRAM.base + 0x1_0000, access: .write)
     _ = h.vmDestroy(VMHandle(rawValue: 1), client: ClientIdentity(name: "fuzz"))
     let after = InvariantChecker(h).check(iovas: [hostRAM.base + 0x1_0000])
     if !after.isEmpty { fatalError("a restored state broke after requests: \(after)") }
-    return 0
+}
+
+/// Client memory for each MEM_MAP the image records: zeroed, at most 1 MiB.
+func attachZeroed(_ m: HypervisorStateImage.SharedMappingImage) throws(StateImageError) -> SharedMemoryAttachment {
+    guard m.range.size <= 1 << 20 else { throw .sharedMemoryUnavailable(base: m.range.base, reason: "too large") }
+    let p = UnsafeMutableRawPointer.allocate(byteCount: Int(m.range.size), alignment: 4096)
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: Int(m.range.size))
+    return SharedMemoryAttachment(pointer: p, release: { p.deallocate() })
+}
+
+/// FUZZ_VERIFY_RESET=1: the same image restored as the daemon restores one, into a new hypervisor over new RAM.
+final class FreshRestore {
+    let hypervisor: Hypervisor?
+    let error: StateImageError?
+
+    init(_ image: HypervisorStateImage) {
+        let memory = try! MemoryMap(regions: [(hostRAM.base, hostRAM.size), (hypervisorRAM.base, hypervisorRAM.size)])
+        do throws(StateImageError) {
+            hypervisor = try Hypervisor.restore(policy: policy, memory: memory, audit: CountingAuditSink(), image: image,
+                                                sharedMemory: attachZeroed)
+            error = nil
+        } catch {
+            hypervisor = nil
+            self.error = error
+        }
+    }
+
+    /// Traps unless the in-place restore (`error`, `h`) came out as this one did.
+    func compare(_ error: StateImageError?, _ h: Hypervisor, _ when: String) {
+        guard error == self.error else {
+            fatalError("\(when): in place \(error.map { "\($0)" } ?? "restored"), new \(self.error.map { "\($0)" } ?? "restored")")
+        }
+        guard let f = hypervisor else { return }
+        if h.stateImage().encoded() != f.stateImage().encoded() || h.snapshot() != f.snapshot() {
+            fatalError("\(when): the state restored in place differs from the one restored into a new hypervisor")
+        }
+    }
 }

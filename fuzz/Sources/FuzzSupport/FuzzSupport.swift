@@ -42,7 +42,7 @@ public final class ReusedHypervisor {
     public let policy: HypervisorPolicy
     public let hypervisor: Hypervisor
     public let audit = CountingAuditSink()
-    let verify = ProcessInfo.processInfo.environment["FUZZ_VERIFY_RESET"] == "1"
+    public let verify = ProcessInfo.processInfo.environment["FUZZ_VERIFY_RESET"] == "1"
     let built: Hypervisor.Checkpoint
     let finalized: Hypervisor.Checkpoint
     /// Which checkpoint the hypervisor is at (nil while an input runs on it), and which one the input began from.
