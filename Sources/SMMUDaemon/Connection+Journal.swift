@@ -87,12 +87,20 @@ extension Connection {
     private func measureTake(peeked: UnsafeRawBufferPointer) -> InputTake {
         let room = server.persistence?.heldInputRoom(for: id, chunk: limits.readChunk) ?? limits.readChunk
         return session.withUnconsumedInput { unconsumed, skip in
-            let take = InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: peeked.count,
+            var take = InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: peeked.count,
                                          maxCost: TurnBudget.units, maxBytes: room)
             // What the socket holds beyond the peek matters only when no whole frame is in it: ask then only.
-            guard take.bytes == 0, case let queued = Int(csock_queued(fd)), queued > peeked.count else { return take }
-            return InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: queued,
-                                     maxCost: TurnBudget.units, maxBytes: room)
+            if take.bytes == 0, case let queued = Int(csock_queued(fd)), queued > peeked.count {
+                take = InputTake.measure(unconsumed: unconsumed, skip: skip, peeked: peeked, queued: queued,
+                                         maxCost: TurnBudget.units, maxBytes: room)
+            }
+            // No whole frame, and the rest is not in the socket yet: the sender may be blocked until this part is read
+            // (a small SO_SNDBUF holds only a few small writes, whatever their bytes), so the part is held in the
+            // session while all connections' held input stays under its bound; past it, it waits in the socket.
+            if take.bytes == 0, server.persistence?.mayHold(id, bytes: unconsumed.count + peeked.count) == true {
+                return InputTake(bytes: peeked.count)
+            }
+            return take
         }
     }
 

@@ -5,6 +5,8 @@ import WireProtocol
 /// kernel's socket buffer, which systemd's fd store keeps across a restart, so a checkpoint never has to copy it:
 /// input read but not run is what the dispatcher's state image carries, and a client could otherwise make it 64 KiB
 /// per connection (a partial frame, or frames the turn budget held back).
+/// When no whole frame is there, the connection still takes a frame's start while all connections' held input
+/// stays under its bound (`Connection.measureTake`): a sender with a small buffer may wait for those bytes to be read.
 ///
 /// Pure: it looks at the bytes the session holds unconsumed, the bytes peeked from the socket and how many the
 /// socket holds in all (FIONREAD; a peek stops at a message that carries descriptors).

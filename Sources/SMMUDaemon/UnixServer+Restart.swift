@@ -116,6 +116,12 @@ final class ServerPersistence {
         heldInput - (heldInputBy[id] ?? 0) + chunk <= Self.maxHeldInput ? chunk : 0
     }
 
+    /// Whether connection `id` may hold `bytes` of input read but not run (a frame's start) within the bound on all
+    /// connections' held input.
+    func mayHold(_ id: ConnectionID, bytes: Int) -> Bool {
+        heldInput - (heldInputBy[id] ?? 0) + bytes <= Self.maxHeldInput
+    }
+
     func resumed(_ id: ConnectionID) {
         guard !disabled, !replaying else { return }
         record(.resume, connection: id.rawValue)
