@@ -17,7 +17,8 @@ import SMMUModel
 /// any answer that depended on them reaches an output file (`Connection` calls `commit`). A replay (`beginReplay`)
 /// writes each journaled read's bytes where it is about to be read, into the private replay mapping of client memory
 /// or the RAM file (which a later replayed write brings back to its final value). Reads the journal does not cover
-/// (the request a crash interrupted, whose answer no output file holds) read memory as it is now and are journaled
+/// (the request a crash interrupted, whose answer no output file holds) read client memory as it is now (the private
+/// copy is refreshed from the file first: it may hold what an earlier replayed read wrote there) and are journaled
 /// by the replaying process, so the next replay reads the same again.
 ///
 /// Cost: a journaled 8-byte read takes 32 bytes of journal (`observationHeader` + 8), plus a 16-byte record header
@@ -39,6 +40,8 @@ public final class MemoryReadLog {
     private var cursor = 0
     /// The highest index the journal covers: reads up to it that were not left out must be in it.
     private var covered: UInt64?
+    /// A replay is running (`beginReplay` to `endReplay`).
+    private var replaying = false
     /// Reads a replay found neither journaled nor left out (a replay that diverged): logged by the caller.
     private(set) var uncovered = 0
     /// Journaled reads a replay could not apply (another address or length than the read): logged by the caller.
@@ -60,6 +63,7 @@ public final class MemoryReadLog {
         replay = []
         cursor = 0
         covered = nil
+        replaying = false
     }
 
     /// The memory map's `readJournal` hook.
@@ -76,6 +80,11 @@ public final class MemoryReadLog {
             } else {
                 mismatched += 1
             }
+        }
+        if replaying, !journaled, covered.map({ index > $0 }) ?? true {
+            // Past what the journal covers (the request a crash interrupted, never answered): it runs now, so it reads
+            // the client's memory as it is now, not what an earlier replayed read left in the private copy.
+            ReplayMappings.refresh(bytes)
         }
         if clientChanges != seenClientChanges {
             seenClientChanges = clientChanges
@@ -101,10 +110,12 @@ public final class MemoryReadLog {
         for p in payloads { Self.decode(p, into: &replay) }
         replay.sort { $0.index < $1.index }
         covered = replay.last?.index
+        replaying = true
     }
 
     /// The replay is over: what the journal held is no longer applied (it stays in the journal).
     func endReplay() {
+        replaying = false
         replay = []
         cursor = 0
         covered = nil

@@ -94,6 +94,17 @@ enum ReplayMappings {
         if let e = entries.removeValue(forKey: pointer) { close(e.fd) }
     }
 
+    /// Copies the client's bytes as they are now into the private copy at `bytes`, when it lies in a mapping made
+    /// during the replay (else leaves it): a read the journal does not cover (the request a crash interrupted) must see
+    /// the client's memory as it is now, not a value an earlier replayed read wrote into the private copy.
+    static func refresh(_ bytes: UnsafeMutableRawBufferPointer) {
+        guard active, let start = bytes.baseAddress else { return }
+        for (pointer, e) in entries where start >= pointer && start + bytes.count <= pointer + e.size {
+            _ = pread(e.fd, start, bytes.count, off_t(truncatingIfNeeded: e.offset + UInt64(start - pointer)))
+            return
+        }
+    }
+
     /// Maps every mapping still held shared again, in place (the private copies are dropped). Returns how many.
     @discardableResult
     static func finish() -> Int {

@@ -106,7 +106,7 @@ import WireProtocol
 
     /// Replays `suffix` over the checkpoint, with the journaled reads (nil: none); answers and the DUMP after.
     func replay(_ checkpoint: (HypervisorStateImage, DispatcherStateImage), ram: [Int32], memfd: Int32,
-                reads: [[UInt8]]?) throws -> (answers: [[UInt8]], dump: String) {
+                reads: [[UInt8]]?, requests: [(session: Int, bytes: [UInt8])]? = nil) throws -> (answers: [[UInt8]], dump: String) {
         ReplayMappings.begin()
         defer { ReplayMappings.finish() }
         let core = try DaemonCore.restore(config, audit: sink(), image: checkpoint.0, ramFiles: ram) {
@@ -125,7 +125,7 @@ import WireProtocol
             log.beginReplay(copies.map { UnsafeRawBufferPointer($0) })
             log.attach(to: core.hypervisor.memory)
         }
-        let answers = suffix.map { DispatcherStateImageTests.send($0.bytes, to: sessions[$0.session]) }
+        let answers = (requests ?? suffix).map { DispatcherStateImageTests.send($0.bytes, to: sessions[$0.session]) }
         MemoryReadLog.detach(from: core.hypervisor.memory)
         #expect(log.uncovered == 0 && log.mismatched == 0)
         return (answers, DumpDocument(hypervisor: core.hypervisor).json(limit: 1 << 20))
@@ -210,5 +210,36 @@ import WireProtocol
         #expect(fresh.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } == 2, "its index follows the replayed reads")
         #expect(replay.uncovered == 0 && replay.mismatched == 0)
         MemoryReadLog.detach(from: memory)
+    }
+
+    /// The request a crash interrupted (applied, its reads never journaled, its answer never sent) runs again in the
+    /// replay and must read the client's memory as it is now: not the older bytes an earlier replayed read of the same
+    /// address put into the private copy (with a guest, a descriptor it rewrote: the replay published a stale
+    /// translation and QEMU read a garbage virtqueue descriptor).
+    @Test func theInterruptedRequestReadsTheClientsMemoryAsItIsNow() throws {
+        let ram = try #require(RAMFiles.create(policy))
+        defer { for fd in ram { close(fd) } }
+        let memfd = try SMMUClient.makeSharedMemory(size: Self.clientSize, name: "guest-ram")
+        defer { close(memfd) }
+        let (core, sessions) = try setUp(ram: ram, memfd: memfd)
+        let checkpoint = (core.hypervisor.checkpointImage(),
+                          core.dispatcher.stateImage(sessions: sessions.map { ($0, []) }, serverCounters: .init(), audit: nil))
+        let requests = [(session: 0, bytes: r(.memRead(MemReadRequest(address: Self.clientBase + 0x9000, length: 16)), 300)),
+                        (session: 0, bytes: r(.memRead(MemReadRequest(address: Self.clientBase + 0x9000, length: 16)), 301))]
+        let log = MemoryReadLog()
+        log.attach(to: core.hypervisor.memory)
+        let first = DispatcherStateImageTests.send(requests[0].bytes, to: sessions[0])
+        let reads = [try #require(log.takePending())]
+        // The client rewrites the bytes; the next request reads them, and the crash comes before its reads are journaled.
+        let data = [UInt8](repeating: 0xC5, count: 16)
+        #expect(pwrite(memfd, data, 16, 0x9000) == 16)
+        let second = DispatcherStateImageTests.send(requests[1].bytes, to: sessions[0])
+        _ = log.takePending()
+        MemoryReadLog.detach(from: core.hypervisor.memory)
+        #expect(Array(second.suffix(16)) == data && first != second)
+
+        let replayed = try replay(checkpoint, ram: ram, memfd: memfd, reads: reads, requests: requests)
+        #expect(replayed.answers[0] == first, "the journaled read")
+        #expect(replayed.answers[1] == second, "the interrupted request reads the client's bytes as they are now")
     }
 }
