@@ -131,7 +131,16 @@ import WireProtocol
         return (answers, DumpDocument(hypervisor: core.hypervisor).json(limit: 1 << 20))
     }
 
-    @Test func aReplayAfterTheClientChangedItsMemoryAnswersAsTheOriginal() throws {
+    /// The daemon of `setUp` over new RAM files and client memory, and its checkpoint: what each test replays over.
+    struct Checkpointed {
+        let ram: [Int32]
+        let memfd: Int32
+        let core: DaemonCore
+        let sessions: [Session]
+        let checkpoint: (HypervisorStateImage, DispatcherStateImage)
+    }
+
+    func withCheckpoint(_ body: (Checkpointed) throws -> Void) throws {
         let ram = try #require(RAMFiles.create(policy))
         defer { for fd in ram { close(fd) } }
         let memfd = try SMMUClient.makeSharedMemory(size: Self.clientSize, name: "guest-ram")
@@ -139,48 +148,55 @@ import WireProtocol
         let (core, sessions) = try setUp(ram: ram, memfd: memfd)
         let checkpoint = (core.hypervisor.checkpointImage(),
                           core.dispatcher.stateImage(sessions: sessions.map { ($0, []) }, serverCounters: .init(), audit: nil))
-        #expect(checkpoint.0.memory == nil, "RAM stays in its files")
+        try body(Checkpointed(ram: ram, memfd: memfd, core: core, sessions: sessions, checkpoint: checkpoint))
+    }
 
-        // The original, journaling its reads as restart mode does: one READS payload per request that had any.
-        let log = MemoryReadLog()
-        log.attach(to: core.hypervisor.memory)
-        var reads: [[UInt8]] = []
-        var original: [[UInt8]] = []
-        for (i, request) in suffix.enumerated() {
-            original.append(DispatcherStateImageTests.send(request.bytes, to: sessions[request.session]))
-            if let payload = log.takePending() { reads.append(payload) }
-            #expect(FrameHeader(decoding: original[i])?.statusCode == .ok, "request \(i)")
+    @Test func aReplayAfterTheClientChangedItsMemoryAnswersAsTheOriginal() throws {
+        try withCheckpoint { c in
+            let (ram, memfd, core, sessions, checkpoint) = (c.ram, c.memfd, c.core, c.sessions, c.checkpoint)
+            #expect(checkpoint.0.memory == nil, "RAM stays in its files")
+
+            // The original, journaling its reads as restart mode does: one READS payload per request that had any.
+            let log = MemoryReadLog()
+            log.attach(to: core.hypervisor.memory)
+            var reads: [[UInt8]] = []
+            var original: [[UInt8]] = []
+            for (i, request) in suffix.enumerated() {
+                original.append(DispatcherStateImageTests.send(request.bytes, to: sessions[request.session]))
+                if let payload = log.takePending() { reads.append(payload) }
+                #expect(FrameHeader(decoding: original[i])?.statusCode == .ok, "request \(i)")
+            }
+            MemoryReadLog.detach(from: core.hypervisor.memory)
+            let dump = DumpDocument(hypervisor: core.hypervisor).json(limit: 1 << 20)
+            // Each distinct descriptor once (the second pass rereads them), MEM_READ's bytes each time: 4 levels with one
+            // table each, 8 leaves; then 8 + 16 bytes.
+            let observations = reads.map { $0.count }.reduce(0, +)
+            #expect(observations == (3 + Self.pages) * (MemoryReadLog.observationHeader + 8)
+                    + 2 * MemoryReadLog.observationHeader + 8 + 16)
+
+            // The client unmaps everything (its tables now read as zeros), and the RAM file holds the later MEM_WRITE.
+            let zeros = [UInt8](repeating: 0, count: 0x8000)
+            #expect(pwrite(memfd, zeros, zeros.count, 0) == zeros.count)
+            var clientData = [UInt8](repeating: 0xC5, count: 16)
+            #expect(pwrite(memfd, clientData, 16, 0x9000) == 16)
+
+            // Without the journaled reads the replay walks the zeros (faults) and reads "after!!!".
+            let blind = try replay(checkpoint, ram: ram, memfd: memfd, reads: nil)
+            #expect(blind.answers != original)
+            #expect(blind.answers[0] != original[0], "the first DMA faults on the unmapped tables")
+
+            // With them: every answer byte for byte, and the same state.
+            let exact = try replay(checkpoint, ram: ram, memfd: memfd, reads: reads)
+            for (i, (a, b)) in zip(exact.answers, original).enumerated() { #expect(a == b, "request \(i)") }
+            #expect(exact.dump == dump)
+            // The replay wrote into a private mapping of the client's memory: the client's own bytes are untouched.
+            var tables = [UInt8](repeating: 1, count: 0x8000)
+            #expect(pread(memfd, &tables, tables.count, 0) == tables.count && tables == zeros)
+            #expect(pread(memfd, &clientData, 16, 0x9000) == 16 && clientData == [UInt8](repeating: 0xC5, count: 16))
+            // The RAM file ends as the original left it: the replayed MEM_WRITE comes after the read it put back.
+            var own = [UInt8](repeating: 0, count: 8)
+            #expect(pread(ram[0], &own, 8, off_t(Self.ownPage - 0x8000_0000)) == 8 && own == Array("after!!!".utf8))
         }
-        MemoryReadLog.detach(from: core.hypervisor.memory)
-        let dump = DumpDocument(hypervisor: core.hypervisor).json(limit: 1 << 20)
-        // Each distinct descriptor once (the second pass rereads them), MEM_READ's bytes each time: 4 levels with one
-        // table each, 8 leaves; then 8 + 16 bytes.
-        let observations = reads.map { $0.count }.reduce(0, +)
-        #expect(observations == (3 + Self.pages) * (MemoryReadLog.observationHeader + 8)
-                + 2 * MemoryReadLog.observationHeader + 8 + 16)
-
-        // The client unmaps everything (its tables now read as zeros), and the RAM file holds the later MEM_WRITE.
-        let zeros = [UInt8](repeating: 0, count: 0x8000)
-        #expect(pwrite(memfd, zeros, zeros.count, 0) == zeros.count)
-        var clientData = [UInt8](repeating: 0xC5, count: 16)
-        #expect(pwrite(memfd, clientData, 16, 0x9000) == 16)
-
-        // Without the journaled reads the replay walks the zeros (faults) and reads "after!!!".
-        let blind = try replay(checkpoint, ram: ram, memfd: memfd, reads: nil)
-        #expect(blind.answers != original)
-        #expect(blind.answers[0] != original[0], "the first DMA faults on the unmapped tables")
-
-        // With them: every answer byte for byte, and the same state.
-        let exact = try replay(checkpoint, ram: ram, memfd: memfd, reads: reads)
-        for (i, (a, b)) in zip(exact.answers, original).enumerated() { #expect(a == b, "request \(i)") }
-        #expect(exact.dump == dump)
-        // The replay wrote into a private mapping of the client's memory: the client's own bytes are untouched.
-        var tables = [UInt8](repeating: 1, count: 0x8000)
-        #expect(pread(memfd, &tables, tables.count, 0) == tables.count && tables == zeros)
-        #expect(pread(memfd, &clientData, 16, 0x9000) == 16 && clientData == [UInt8](repeating: 0xC5, count: 16))
-        // The RAM file ends as the original left it: the replayed MEM_WRITE comes after the read it put back.
-        var own = [UInt8](repeating: 0, count: 8)
-        #expect(pread(ram[0], &own, 8, off_t(Self.ownPage - 0x8000_0000)) == 8 && own == Array("after!!!".utf8))
     }
 
     /// A read the journal does not cover (the request a crash interrupted) is journaled by the replaying process;
@@ -217,29 +233,25 @@ import WireProtocol
     /// address put into the private copy (with a guest, a descriptor it rewrote: the replay published a stale
     /// translation and QEMU read a garbage virtqueue descriptor).
     @Test func theInterruptedRequestReadsTheClientsMemoryAsItIsNow() throws {
-        let ram = try #require(RAMFiles.create(policy))
-        defer { for fd in ram { close(fd) } }
-        let memfd = try SMMUClient.makeSharedMemory(size: Self.clientSize, name: "guest-ram")
-        defer { close(memfd) }
-        let (core, sessions) = try setUp(ram: ram, memfd: memfd)
-        let checkpoint = (core.hypervisor.checkpointImage(),
-                          core.dispatcher.stateImage(sessions: sessions.map { ($0, []) }, serverCounters: .init(), audit: nil))
-        let requests = [(session: 0, bytes: r(.memRead(MemReadRequest(address: Self.clientBase + 0x9000, length: 16)), 300)),
-                        (session: 0, bytes: r(.memRead(MemReadRequest(address: Self.clientBase + 0x9000, length: 16)), 301))]
-        let log = MemoryReadLog()
-        log.attach(to: core.hypervisor.memory)
-        let first = DispatcherStateImageTests.send(requests[0].bytes, to: sessions[0])
-        let reads = [try #require(log.takePending())]
-        // The client rewrites the bytes; the next request reads them, and the crash comes before its reads are journaled.
-        let data = [UInt8](repeating: 0xC5, count: 16)
-        #expect(pwrite(memfd, data, 16, 0x9000) == 16)
-        let second = DispatcherStateImageTests.send(requests[1].bytes, to: sessions[0])
-        _ = log.takePending()
-        MemoryReadLog.detach(from: core.hypervisor.memory)
-        #expect(Array(second.suffix(16)) == data && first != second)
+        try withCheckpoint { c in
+            let (ram, memfd, core, sessions, checkpoint) = (c.ram, c.memfd, c.core, c.sessions, c.checkpoint)
+            let requests = [(session: 0, bytes: r(.memRead(MemReadRequest(address: Self.clientBase + 0x9000, length: 16)), 300)),
+                            (session: 0, bytes: r(.memRead(MemReadRequest(address: Self.clientBase + 0x9000, length: 16)), 301))]
+            let log = MemoryReadLog()
+            log.attach(to: core.hypervisor.memory)
+            let first = DispatcherStateImageTests.send(requests[0].bytes, to: sessions[0])
+            let reads = [try #require(log.takePending())]
+            // The client rewrites the bytes; the next request reads them, and the crash comes before its reads are journaled.
+            let data = [UInt8](repeating: 0xC5, count: 16)
+            #expect(pwrite(memfd, data, 16, 0x9000) == 16)
+            let second = DispatcherStateImageTests.send(requests[1].bytes, to: sessions[0])
+            _ = log.takePending()
+            MemoryReadLog.detach(from: core.hypervisor.memory)
+            #expect(Array(second.suffix(16)) == data && first != second)
 
-        let replayed = try replay(checkpoint, ram: ram, memfd: memfd, reads: reads, requests: requests)
-        #expect(replayed.answers[0] == first, "the journaled read")
-        #expect(replayed.answers[1] == second, "the interrupted request reads the client's bytes as they are now")
+            let replayed = try replay(checkpoint, ram: ram, memfd: memfd, reads: reads, requests: requests)
+            #expect(replayed.answers[0] == first, "the journaled read")
+            #expect(replayed.answers[1] == second, "the interrupted request reads the client's bytes as they are now")
+        }
     }
 }
