@@ -113,7 +113,7 @@ final class ServerPersistence {
 
     /// How many bytes beyond its first frame connection `id` may take now: `chunk`, or 0 near the bound.
     func heldInputRoom(for id: ConnectionID, chunk: Int) -> Int {
-        heldInput - (heldInputBy[id] ?? 0) + chunk <= Self.maxHeldInput ? chunk : 0
+        mayHold(id, bytes: chunk) ? chunk : 0
     }
 
     /// Whether connection `id` may hold `bytes` of input read but not run (a frame's start) within the bound on all
