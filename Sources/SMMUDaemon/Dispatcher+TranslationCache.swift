@@ -146,8 +146,34 @@ extension Dispatcher {
             var edge = start
             var steps: UInt32 = 0
             var inHole = false
-            while steps < limit, edge != 0 {
+            var stop = false
+            /// One probe's answer: a record, or a hole (which ends the walk unless holes are skipped).
+            func take(_ probe: UInt64, _ t: (physicalAddress: UInt64, extent: TranslationExtent)?) -> Bool {
+                steps += 1
+                guard let t else {
+                    if !skipHoles { stop = true; return false }
+                    edge = down ? probe : probe &+ 4096
+                    inHole = true
+                    return true
+                }
+                inHole = false
+                let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
+                let base = probe & ~mask
+                var access: UInt8 = 0
+                if t.extent.read { access |= CachedDMAResult.readable }
+                if t.extent.write { access |= CachedDMAResult.writable }
+                record(t.physicalAddress - (probe - base), t.extent.sizeShift, access, t.extent.reachShift, base: base)
+                n += 1
+                edge = down ? base : base &+ mask &+ 1
+                return true
+            }
+            while steps < limit, edge != 0, !stop {
                 let probe = down ? edge - 4096 : edge
+                // Pages of one last-level table, answered together; 0 when the first needs a probe of its own.
+                if hypervisor.probeDMARun(window: Int(d.window), stream: d.streamID, iova: probe, access: flags, down: down,
+                                          limit: Int(limit - steps), take) > 0 {
+                    continue
+                }
                 if inHole {
                     // Pages whose probe would give nothing, counted from their descriptors: one step each, as probed
                     // (asked only after a probe found a hole: mapped pages come in runs).
@@ -159,22 +185,7 @@ extension Dispatcher {
                         continue
                     }
                 }
-                steps += 1
-                guard let t = hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags) else {
-                    if !skipHoles { return }
-                    edge = down ? probe : probe &+ 4096
-                    inHole = true
-                    continue
-                }
-                inHole = false
-                let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
-                let base = probe & ~mask
-                var access: UInt8 = 0
-                if t.extent.read { access |= CachedDMAResult.readable }
-                if t.extent.write { access |= CachedDMAResult.writable }
-                record(t.physicalAddress - (probe - base), t.extent.sizeShift, access, t.extent.reachShift, base: base)
-                n += 1
-                edge = down ? base : base &+ mask &+ 1
+                _ = take(probe, hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags))
             }
         }
         let firstEnd = firstBase &+ (1 << UInt64(r.sizeShift))

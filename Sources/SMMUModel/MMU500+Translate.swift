@@ -130,11 +130,7 @@ extension MMU500 {
         let ctx = context(bank)
         let vaPage = iova >> 12
         if ctx.usesTLB, let e = tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: vaPage) {
-            return finish(bank: bank, stream: stream, iova: iova, access: access,
-                          physical: e.paPage << 12 | iova & 0xFFF, permissions: e.permissions,
-                          level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true,
-                          mappingShift: e.hasIPA ? min(e.leafShift, e.s2LeafShift) : e.leafShift,
-                          reachShift: e.leafShift)
+            return finishHit(e, bank: bank, stream: stream, iova: iova, access: access)
         }
         guard ctx.aarch64 else {
             // Only AArch64 descriptors are modelled: a VA64 = 0 bank faults every transaction.
@@ -248,6 +244,16 @@ extension MMU500 {
                       tlbHit: false,
                       mappingShift: !walked ? 12 : entry.hasIPA ? min(entry.leafShift, entry.s2LeafShift) : entry.leafShift,
                       reachShift: walked ? entry.leafShift : 12)
+    }
+
+    /// A translation from the TLB entry `e` that covers `iova`.
+    @inline(__always)
+    func finishHit(_ e: TLB.Entry, bank: Int, stream: StreamID, iova: UInt64, access: DMAAccess) -> Translation {
+        finish(bank: bank, stream: stream, iova: iova, access: access,
+               physical: e.paPage << 12 | iova & 0xFFF, permissions: e.permissions,
+               level: Int(e.level), ipa: e.hasIPA ? e.ipaPage << 12 | iova & 0xFFF : nil, tlbHit: true,
+               mappingShift: e.hasIPA ? min(e.leafShift, e.s2LeafShift) : e.leafShift,
+               reachShift: e.leafShift)
     }
 
     /// The last checks on a translated address: permissions (for TLB hits) and the filter.

@@ -194,6 +194,24 @@ public final class MemoryMap: PhysicalMemory {
         return UInt64(littleEndian: p.load(as: UInt64.self))
     }
 
+    /// One lookup of the backing memory for the run, and one call of each hook for its bytes (the journal and the
+    /// trace take any length); RAM never written reads as zeros and is not reported, as `read64` does.
+    public func read64Run(at address: UInt64, count: Int, into words: UnsafeMutablePointer<UInt64>) -> Bool {
+        let bytes = count &* 8
+        guard address & 7 == 0, count > 0, count <= 512, Int(address & 0xFFF) + bytes <= 4096,
+              let (p, available, client) = segment(address, forWrite: false), available >= UInt64(bytes) else {
+            return false
+        }
+        guard let p else {
+            words.update(repeating: 0, count: count)
+            return true
+        }
+        if let readJournal { readJournal(address, UnsafeMutableRawBufferPointer(start: p, count: bytes)) }
+        if client, let clientReadObserver { clientReadObserver(address, UnsafeRawBufferPointer(start: p, count: bytes)) }
+        for i in 0..<count { words[i] = UInt64(littleEndian: p.load(fromByteOffset: i &* 8, as: UInt64.self)) }
+        return true
+    }
+
     @discardableResult
     public func write64(_ value: UInt64, at address: UInt64) -> Bool {
         guard address & 7 == 0, let (p, available, client) = segment(address, forWrite: true), available >= 8, let p else {

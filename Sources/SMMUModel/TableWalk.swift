@@ -158,26 +158,37 @@ struct TableWalker {
         return .success(d)
     }
 
-    /// The last-level table a stage-1 walk of `input` (4 KiB granule) reaches and the permissions its table
-    /// descriptors allow, exactly as `walk` gets there; nil when the walk would end above level 3 (a fault or a
-    /// block): the caller then walks. For a run of probes that decodes leaves directly (`translateInLeafTable`).
-    func leafTable(_ params: StageParameters, input: UInt64) -> (table: UInt64, allowed: TLB.Permissions)? {
+    /// Where a stage-1 walk of `input` (4 KiB granule) ends above its leaf, for a run of probes that decodes leaves
+    /// directly (`translateInLeafTable`, `MMU500.probeLeafRun`).
+    enum LeafTableWalk {
+        /// The last-level table, and the permissions its table descriptors allow.
+        case table(UInt64, allowed: TLB.Permissions)
+        /// An invalid descriptor above level 3: `walk` answers a translation fault for every input it covers.
+        case hole
+        /// Anything else (a block, another fault, a refused or unbacked descriptor read): the caller walks.
+        case walk
+    }
+
+    /// Where a stage-1 walk of `input` ends above level 3, exactly as `walk` gets there.
+    func leafTable(_ params: StageParameters, input: UInt64) -> LeafTableWalk {
         let level0 = params.startLevel
         guard !params.stage2, params.granuleShift == 12, (0...2).contains(level0), params.startIndexBits >= 1,
               params.startIndexBits <= params.stride, params.inputBits < 64, input >> UInt64(params.inputBits) == 0
-        else { return nil }
+        else { return .walk }
         var table = params.tableBase
         var allowed = TLB.Permissions.all
         for level in level0...2 {
             let bits = level == level0 ? params.startIndexBits : params.stride
             let index = (input >> UInt64(params.shift(level))) & ((1 << UInt64(bits)) - 1)
-            guard case .success(let d) = fetch((table + index * 8) & ~7, level: level), d & 3 == 3 else { return nil }
+            guard case .success(let d) = fetch((table + index * 8) & ~7, level: level) else { return .walk }
+            guard d & 1 != 0 else { return .hole }
+            guard d & 2 != 0 else { return .walk }
             let next = StageParameters.addressField(d, lowBit: params.granuleShift)
-            guard next >> UInt64(params.outputBits) == 0 else { return nil }
+            guard next >> UInt64(params.outputBits) == 0 else { return .walk }
             allowed.formIntersection(Self.tablePermissions(d))
             table = next
         }
-        return (table, allowed)
+        return .table(table, allowed: allowed)
     }
 
     /// Stage-1 leaf: AP[2:1] (bits 7:6), PXN (53), UXN (54); EL0-writable implies PXN.

@@ -121,6 +121,20 @@ public protocol PhysicalMemory: AnyObject {
     func read64(at address: UInt64) -> UInt64?
     /// Writes 8 bytes at `address`; false when no memory backs it.
     @discardableResult func write64(_ value: UInt64, at address: UInt64) -> Bool
+    /// Reads `count` consecutive 8-byte words from `address` (8-byte aligned, all in one 4 KiB page) into `words`,
+    /// as `count` `read64`s would; false (nothing promised in `words`) when any is not backed. A last-level table
+    /// decoded in bulk (`MMU500.probeLeafRun`) reads its descriptors with one lookup of the backing memory.
+    func read64Run(at address: UInt64, count: Int, into words: UnsafeMutablePointer<UInt64>) -> Bool
+}
+
+extension PhysicalMemory {
+    public func read64Run(at address: UInt64, count: Int, into words: UnsafeMutablePointer<UInt64>) -> Bool {
+        for i in 0..<count {
+            guard let w = read64(at: address &+ UInt64(i) * 8) else { return false }
+            words[i] = w
+        }
+        return true
+    }
 }
 
 /// A check every memory access the SMMU makes must pass, after its own translation: the page-table

@@ -9,8 +9,8 @@
 /// passed the downstream filter are kept; leaves are always read. Outside a run the cache is off and empty.
 final class WalkCache {
     /// [2·level] = descriptor address | 1 (0: empty), [2·level + 1] = the descriptor; [8] = 1 + stream while on;
-    /// [9...12]: the last leaf table found (`LeafTable`): key, table address (0: none), permissions, output bits.
-    private let slots = FixedArray<UInt64>(repeating: 0, count: 13)
+    /// [9...13]: the last leaf table found (`LeafTable`): key, table address (0: none), permissions, output bits, hole.
+    private let slots = FixedArray<UInt64>(repeating: 0, count: 14)
 
     func deallocate() { slots.deallocate() }
 
@@ -22,7 +22,7 @@ final class WalkCache {
         slots[8] = 1 + UInt64(stream.rawValue)
     }
 
-    func end() { for i in 0..<13 { slots[i] = 0 } }
+    func end() { for i in 0..<14 { slots[i] = 0 } }
 
     /// The stage-1 last-level table that maps a 2 MiB-aligned region of IOVA for a context bank.
     struct LeafTable {
@@ -30,6 +30,9 @@ final class WalkCache {
         var table: UInt64
         var allowed: TLB.Permissions
         var outputBits: Int
+        /// No table because an invalid descriptor above it covers the region: a walk of any page in it ends in a
+        /// translation fault (`table` is 0).
+        var hole = false
     }
 
     /// The key of `iova`'s 2 MiB region in `bank` (never 0).
@@ -40,7 +43,7 @@ final class WalkCache {
     func leafTable(key: UInt64) -> LeafTable? {
         guard slots[9] == key else { return nil }
         return LeafTable(table: slots[10], allowed: TLB.Permissions(rawValue: UInt8(truncatingIfNeeded: slots[11])),
-                         outputBits: Int(slots[12]))
+                         outputBits: Int(slots[12]), hole: slots[13] != 0)
     }
 
     func keep(_ t: LeafTable, key: UInt64) {
@@ -48,6 +51,7 @@ final class WalkCache {
         slots[10] = t.table
         slots[11] = UInt64(t.allowed.rawValue)
         slots[12] = UInt64(t.outputBits)
+        slots[13] = t.hole ? 1 : 0
     }
 
     @inline(__always)

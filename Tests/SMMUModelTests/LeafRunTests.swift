@@ -137,6 +137,110 @@ struct LeafRunTests {
     }
 }
 
+extension LeafRunTests {
+    /// The level-2 descriptor's address above `va` (the builder's tables are identity-mapped RAM).
+    static func level2Entry(_ m: Machine, _ pt: PageTableBuilder, _ va: UInt64) -> UInt64? {
+        var table = pt.root
+        for level in 0...1 {
+            guard let d = m.memory.read64(at: table + ((va >> UInt64(39 - 9 * level)) & 511) * 8), d & 3 == 3 else { return nil }
+            table = StageParameters.addressField(d, lowBit: 12)
+        }
+        return table + ((va >> 21) & 511) * 8
+    }
+
+    /// `probeLeafRun` (DMA_PREFETCH's bulk decode) answers each page exactly as a probe does, walking as the daemon
+    /// does (a page a run cannot answer is probed), up and down over: the mixed tables, a 2 MiB hole with no table,
+    /// a block, and pages the TLB still holds after their descriptors went without a TLBI, in a table and in a hole.
+    @Test(arguments: [DMAAccess.read, .write, [.write, .privileged]])
+    func aLeafRunAnswersWhatEachProbeAnswers(access: DMAAccess) throws {
+        let allowed = Machine.ramBase..<(Machine.ramBase + (192 << 20))
+        let (a, ptA) = try Self.machine(filter: RangeFilter(allowed))
+        let (b, ptB) = try Self.machine(filter: RangeFilter(allowed))
+        let stream = StreamID(Self.sid)
+        let staleInTable: [UInt64] = [Self.base + 0x2_0000, Self.base + 0x2_1000, Self.base + 0x11_0000]
+        let staleInHole: UInt64 = 0x1060_5000   // after the block; its whole 2 MiB loses its table
+        for (m, pt) in [(a, ptA), (b, ptB)] {
+            try pt.map(staleInHole, to: Machine.ramBase + 0x7000, size: 0x1000)
+            for va in staleInTable + [staleInHole] {
+                _ = m.smmu.translate(stream: stream, iova: va, access: .read)     // into the TLB, if it translates
+                _ = m.memory.write64(0, at: try #require(Self.descriptorAddress(m, pt, va)))
+            }
+            _ = m.memory.write64(0, at: try #require(Self.level2Entry(m, pt, staleInHole)))
+            m.driver.w32(.FSR, Self.bank, m.driver.r32(.FSR, Self.bank))    // the set-up's faults, cleared
+        }
+        #expect(a.smmu.probe(stream: stream, iova: staleInHole, access: .read).physicalAddress == Machine.ramBase + 0x7000,
+                "the TLB still holds a page of the hole")
+        var inRuns = 0, probed = 0, inHoles = 0
+        func compare(_ page: UInt64, _ fast: Translation) {
+            var slow = a.smmu.probe(stream: stream, iova: page, access: access)
+            var fast = fast
+            slow.tlbHit = false
+            fast.tlbHit = false
+            #expect(fast == slow, "iova 0x\(String(page, radix: 16))")
+            #expect(a.smmu.extent(of: slow, stream: stream) == b.smmu.extent(of: fast, stream: stream))
+        }
+        b.smmu.speculating(stream: stream) {
+            for (start, down) in [(Self.base, false), (UInt64(0x1080_0000), true), (Self.base + 0x8_0000, false)] {
+                var page = start, steps = 0
+                let total = 2100
+                while steps < total {
+                    let probe = down ? page - 0x1000 : page
+                    var answered: [UInt64] = []
+                    let n = b.smmu.probeLeafRun(stream: stream, iova: probe + 0x18, access: access, down: down,
+                                                limit: total - steps) { p, t in
+                        answered.append(p)
+                        compare(p, t)
+                        return true
+                    }
+                    if n == 0 {
+                        compare(probe, b.smmu.probe(stream: stream, iova: probe, access: access))
+                        probed += 1
+                        page = down ? probe : probe + 0x1000
+                        steps += 1
+                        continue
+                    }
+                    #expect(n == answered.count && n <= total - steps)
+                    #expect(answered == (0..<n).map { down ? probe - UInt64($0) << 12 : probe + UInt64($0) << 12 },
+                            "consecutive pages in order")
+                    #expect(Set(answered.map { $0 >> 21 }).count == 1, "one table's pages")
+                    inRuns += n
+                    inHoles += answered.filter { (0x1020_0000..<0x1040_0000).contains($0) || $0 >= 0x1060_0000 }.count
+                    page = down ? probe - UInt64(n - 1) << 12 : probe + UInt64(n) << 12
+                    steps += n
+                }
+            }
+        }
+        #expect(inRuns > 4000 && probed > 100 && inHoles > 1000, "\(inRuns) in runs, \(probed) probed, \(inHoles) in holes")
+        #expect(b.driver.r32(.FSR, Self.bank) == 0, "a run records no fault")
+        // After a run, faults are recorded again.
+        _ = b.smmu.translate(stream: stream, iova: 0x1020_1000, access: access)
+        #expect(b.driver.r32(.FSR, Self.bank) != 0)
+    }
+
+    /// A run stops when told to, and answers nothing outside `speculating` (no walk cache to hold its table).
+    @Test func aLeafRunStopsWhenToldAndOnlyInsideARun() throws {
+        let (m, pt) = try Self.machine(filter: RangeFilter(0..<UInt64.max))
+        let stream = StreamID(Self.sid)
+        let table: UInt64 = 0x1020_0000     // after the mixed range: a 2 MiB of its own
+        for i in 0..<UInt64(16) { try pt.map(table + i << 12, to: Machine.ramBase + i << 12, size: 0x1000) }
+        let all: (UInt64, Translation) -> Bool = { _, _ in true }
+        #expect(m.smmu.probeLeafRun(stream: stream, iova: table, access: .read, down: false, limit: 64, all) == 0)
+        m.smmu.speculating(stream: stream) {
+            var seen = 0
+            #expect(m.smmu.probeLeafRun(stream: stream, iova: table, access: .read, down: false, limit: 64) { _, _ in
+                seen += 1
+                return seen < 5
+            } == 5)
+            #expect(m.smmu.probeLeafRun(stream: stream, iova: table + 0x3000, access: .read, down: false, limit: 7, all) == 7)
+            #expect(m.smmu.probeLeafRun(stream: stream, iova: table + 0x1F_F000, access: .read, down: false, limit: 64, all) == 1,
+                    "a table's last page ends a run up")
+            #expect(m.smmu.probeLeafRun(stream: stream, iova: table, access: .read, down: true, limit: 64, all) == 1,
+                    "a table's first page ends a run down")
+            #expect(m.smmu.probeLeafRun(stream: stream, iova: table + 0x5000, access: .read, down: true, limit: 64, all) == 6)
+        }
+    }
+}
+
 /// A small deterministic generator for the tests' page mixes.
 struct SplitMix {
     var state: UInt64

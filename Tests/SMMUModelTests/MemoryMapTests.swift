@@ -36,6 +36,31 @@ struct MemoryMapTests {
         #expect(!m.write64(1, at: 0x4000))
     }
 
+    /// A run of descriptors reads what `read64` reads word by word, inside one page, and the journal sees its bytes
+    /// once, before they are read (a replay writes the journaled bytes there first).
+    @Test func aRunOfWordsReadsAsWordsAndIsJournaledOnce() throws {
+        let m = try MemoryMap(regions: [(0x10_0000, 0x10_0000)])
+        let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 512)
+        defer { words.deallocate() }
+        #expect(m.read64Run(at: 0x10_2000, count: 512, into: words), "untouched RAM")
+        #expect((0..<512).allSatisfy { words[$0] == 0 })
+        for i in 0..<UInt64(512) { #expect(m.write64(0x1000_0000_0000 | i, at: 0x10_3000 + i * 8)) }
+        var journaled: [(UInt64, Int)] = []
+        m.readJournal = { address, bytes in
+            journaled.append((address, bytes.count))
+            bytes.storeBytes(of: UInt64(0xAB).littleEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        #expect(m.read64Run(at: 0x10_3100, count: 16, into: words))
+        #expect(journaled.count == 1 && journaled[0] == (0x10_3100, 128))
+        #expect(words[0] == 0x1000_0000_0020 && words[1] == 0xAB && words[15] == 0x1000_0000_002F)
+        m.readJournal = nil
+        #expect(m.read64Run(at: 0x10_3108, count: 1, into: words) && words[0] == 0xAB)
+        #expect(!m.read64Run(at: 0x10_3FF8, count: 2, into: words), "across a page")
+        #expect(!m.read64Run(at: 0x10_3004, count: 1, into: words), "unaligned")
+        #expect(!m.read64Run(at: 0x20_0000, count: 1, into: words), "no RAM")
+        #expect(!m.read64Run(at: 0x10_3000, count: 0, into: words))
+    }
+
     @Test func externalMemoryReplacesARangeUntilRestored() throws {
         let m = try MemoryMap(regions: [(0x10_0000, 0x10_0000)])
         m.write64(0xAAAA, at: 0x10_1000)
