@@ -61,7 +61,7 @@ run() {   # run CONFIG -> "write_cs read_cs" per measured round, on stdout
         say "$config: no block rounds (see $TMP/console-$config.log)"; tail -n 5 "$TMP/console-$config.log" >&2
     fi
     if [ "${BENCH_STATS:-0}" = 1 ] && [ "$config" = smmu-hypd ]; then
-        grep -a "smmu-hypd: \(translation cache\|full flushes\|round trips\)" "$TMP/qemu-$config.log" >&2
+        grep -a "smmu-hypd: \(translation cache\|full flushes\|round trips\|ring exchanges\)" "$TMP/qemu-$config.log" >&2
     fi
 }
 

@@ -136,6 +136,7 @@ typedef struct SmmuHypdConn {
     uint32_t batch_len, batch_count;
     uint64_t idr0_address;  /* what a full batch is flushed with */
     uint64_t calls, posts, call_ns; /* round trips, posted requests, time waited (printed at exit) */
+    uint64_t wakes, wake_ns;        /* ring exchanges that found the daemon's thread asleep, their time */
 } SmmuHypdConn;
 
 /*
@@ -364,18 +365,21 @@ static uint8_t *sh_ring_exchange(SmmuHypdConn *c, uint32_t request_bytes)
     int64_t start = get_clock();
     unsigned spins = 0;
 
+    bool woke = false;
+
     qatomic_store_release(sh_ring_word(c, 0), seq);
     smp_mb();
     if (qatomic_load_acquire(sh_ring_word(c, 2))) {
         sh_futex(sh_ring_word(c, 0), FUTEX_WAKE, 1, 0);
+        woke = true;
     }
     while (qatomic_load_acquire(sh_ring_word(c, 1)) != seq) {
         uint32_t now;
         cpu_relax();
-        if (++spins % 1024) {
+        if (++spins % 64) {
             continue;
         }
-        sched_yield();      /* the daemon's ring thread may be waiting for this CPU */
+        sched_yield();      /* the daemon's ring thread may be waiting for this CPU (every ~1.7 µs) */
         if (get_clock() - start < 100000) {
             continue;
         }
@@ -389,6 +393,10 @@ static uint8_t *sh_ring_exchange(SmmuHypdConn *c, uint32_t request_bytes)
         if (get_clock() - start > 10 * NANOSECONDS_PER_SECOND) {
             return NULL;
         }
+    }
+    if (woke) {
+        c->wakes++;
+        c->wake_ns += get_clock() - start;
     }
     return c->ring + SH_RING_RESPONSE;
 }
@@ -1363,6 +1371,9 @@ static void smmu_hypd_exit_summary(Notifier *n, void *data)
     info_report("smmu-hypd: round trips: mmio %" PRIu64 " (%" PRIu64 " ms), %" PRIu64 " posted; dma %"
                 PRIu64 " (%" PRIu64 " ms)", s->mmio.calls, s->mmio.call_ns / 1000000, s->mmio.posts,
                 s->dma.calls, s->dma.call_ns / 1000000);
+    info_report("smmu-hypd: ring exchanges that woke the daemon: mmio %" PRIu64 " (%" PRIu64 " ms); dma %"
+                PRIu64 " (%" PRIu64 " ms)", s->mmio.wakes, s->mmio.wake_ns / 1000000, s->dma.wakes,
+                s->dma.wake_ns / 1000000);
     for (uint32_t i = 0; i < s->num_windows; i++) {
         SmmuHypdWindow *w = &s->windows[i];
         info_report("smmu-hypd: window \"%s\" at 0x%" PRIx64 ": %" PRIu64 " reads, %" PRIu64
