@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
+#include <sched.h>
 #include <unistd.h>
 
 ssize_t csock_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags) {
@@ -121,3 +122,22 @@ int csock_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 int csock_punch_hole(int fd, off_t offset, off_t len) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
 }
+
+int csock_leave_this_cpu(void) {
+    cpu_set_t allowed, others;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return 0;
+    others = allowed;
+    CPU_CLR(cpu, &others);
+    if (CPU_COUNT(&others) == 0 || sched_setaffinity(0, sizeof(others), &others) != 0) return 0;
+    /* The thread now runs on another allowed CPU; the full set again lets the scheduler place it later. */
+    sched_setaffinity(0, sizeof(allowed), &allowed);
+    return 1;
+}
+
+int csock_allowed_cpu_count(void) {
+    cpu_set_t allowed;
+    return sched_getaffinity(0, sizeof(allowed), &allowed) == 0 ? CPU_COUNT(&allowed) : -1;
+}
+
+int csock_current_cpu(void) { return sched_getcpu(); }

@@ -25,9 +25,9 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
     static let maxFrame = FrameHeader.size + Int(FrameHeader.maxPayloadLength)
     /// At most this many rings (each one is a thread, G8).
     static let limit = 16
-    /// How long the thread spins for the next request before it sleeps (yielding every 64 polls, about 1.7 µs of
-    /// PAUSE here, so a client that shares its CPU gets to run soon: at 1,024 polls, 26 µs, a guest's DMA_PREFETCH
-    /// round trip took 47 µs where the daemon worked 15, and 20 µs at 64).
+    /// How long the thread spins for the next request before it sleeps (yielding about every 2 µs, `RingSpin`, so a
+    /// client that shares its CPU gets to run soon: yielding every 1,024 polls, a guest's DMA_PREFETCH round trip took
+    /// 47 µs where the daemon worked 15).
     static let spinNanoseconds: UInt64 = 200_000
 
     // Words of the header page.
@@ -107,6 +107,7 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
         defer { munmap(base, Self.size) }
         var last = initial
         var frame = [UInt8](repeating: 0, count: Self.maxFrame)
+        var spin = RingSpin(now: now())
         while !stopping.load(ordering: .acquiring) {
             var seq = csock_load_acquire(requestSeq)
             if seq == last {
@@ -116,10 +117,14 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
                     csock_cpu_relax()
                     spins += 1
                     // Yield now and then: when the client runs on this CPU (the other is busy), spinning
-                    // would keep it from writing the request we wait for.
-                    if spins & 63 == 0 {
-                        sched_yield()
-                        if now() - start > Self.spinNanoseconds { break }
+                    // would keep it from writing the request we wait for (RingSpin says when, and when to move).
+                    if spins & 15 == 0 {
+                        let t = now()
+                        if t - start > Self.spinNanoseconds { break }
+                        if spin.shouldYield(now: t) {
+                            sched_yield()
+                            if spin.yielded(from: t, to: now()) { _ = csock_leave_this_cpu() }
+                        }
                     }
                     seq = csock_load_acquire(requestSeq)
                 }

@@ -45,6 +45,13 @@ static inline long csock_futex_wait(uint32_t *p, uint32_t expected, long timeout
     return syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, NULL, 0);
 }
 static inline long csock_futex_wake(uint32_t *p) { return syscall(SYS_futex, p, FUTEX_WAKE, 1, NULL, NULL, 0); }
+/* Moves the calling thread to another CPU it may run on (its affinity less the current CPU, then the whole affinity
+ * again, so it stays where it went but is not pinned). 1 if it moved; 0 with one CPU allowed. A ring's spinning
+ * thread that finds its client spinning on the same CPU leaves it: sharing one, each waits for the other's yield. */
+int csock_leave_this_cpu(void);
+/* How many CPUs the calling thread may run on (its affinity), or -1; the CPU it runs on (sched_getcpu). */
+int csock_allowed_cpu_count(void);
+int csock_current_cpu(void);
 
 
 /* Sends len bytes of buf with nfds descriptors attached as one SCM_RIGHTS message.
