@@ -77,6 +77,8 @@ struct Run {
     /// Pages donated to a VM and holding canaries, by VM.
     var canaries: [UInt32: [UInt64]] = [:]
     var hostWroteMagic = false
+    /// The last stage-1 bank `attach` set up: its table base and input size (for `mapRun`).
+    var stage1: (ttbr: UInt64, inputBits: Int)?
     let window = topology.windows[0]
 
     init(_ b: Bytes, _ h: Hypervisor) {
@@ -184,6 +186,13 @@ struct Run {
             let value = b.u64()
             noteHostWrite(value)
             _ = exchange(.memWrite(MemWriteRequest(address: address, bytes: le(value))), on: host)
+        case 6 where b.bool():   // a run of valid descriptors (tables above, pages at level 3): mapped neighbours
+            let table = pageAddress()
+            let index = UInt64(b.u16() & 0x1FF)
+            let bits = 0x403 | UInt64(b.u8() & 0xC0)   // valid, table or page, AF; AP[2:1] from the input
+            for k in 0..<min(UInt64(b.u8() % 32 + 1), 512 - index) {
+                _ = exchange(.memWrite(MemWriteRequest(address: table + (index + k) * 8, bytes: le(pageAddress() | bits))), on: host)
+            }
         case 6:   // a descriptor in host memory: a page's address with any low (and some high) bits
             let table = pageAddress()
             let index = UInt64(b.u16() & 0x1FF)
@@ -195,8 +204,12 @@ struct Run {
             let (address, width) = register()
             let value = b.bool() ? UInt64(b.u32()) : b.u64()
             _ = exchange(.write(WriteRequest(address: address, value: value, width: width)), on: host)
+        case 8 where b.bool() && stage1 != nil:   // tables down to a run of pages, under the last stage-1 bank
+            mapRun()
         case 8:   // a context bank walking tables in host memory, and a stream routed to it
             attach()
+        case 9 where b.bool():   // DMA_PREFETCH: each record must be what a DMA_CACHED of its first page answers
+            prefetch()
         case 9:   // DMA by a device
             let stream = UInt32(b.u8() & 0xF)
             let iova = b.bool() ? UInt64(b.u32() & 0x3F_FFFF) : pageAddress() + UInt64(b.u16() & 0xFFF)
@@ -279,6 +292,7 @@ struct Run {
         let ttbr = pageAddress() | UInt64(b.u16() & 0xFFF)   // bits 11:0 too: an unaligned table base
         let stream = UInt16(b.u8() & 0xF)
         let t0sz = UInt64([16, 25, 33, 39][Int(b.u8() % 4)])
+        stage1 = kind == 0 ? (ttbr & ~0xFFF, 64 - Int(t0sz)) : nil
         switch kind {
         case 0:
             write(.CBA2R, bank, 1)
@@ -309,6 +323,29 @@ struct Run {
         write(.S2CR, bank, 0x0002_0000)
         write(.SMR, bank, 1 << 31 | UInt64(stream))
         write(.S2CR, bank, UInt64(bank))
+    }
+
+    /// Under the last stage-1 bank: table descriptors from its TTBR down to a last-level table for an IOVA the DMA
+    /// steps use, then a run of page descriptors there, some of them holes or read-only: what DMA_PREFETCH decodes in
+    /// bulk (the fuzzer rarely chains four random descriptors itself).
+    mutating func mapRun() {
+        guard let (ttbr, inputBits) = stage1 else { return }
+        let iova = b.bool() ? UInt64(b.u32() & 0x3F_FFFF) : pageAddress()
+        guard iova >> UInt64(inputBits) == 0 else { return }
+        var table = ttbr
+        let start = inputBits > 39 ? 0 : inputBits > 30 ? 1 : 2
+        for level in start...2 {
+            let next = pageAddress()
+            _ = exchange(.memWrite(MemWriteRequest(address: table + ((iova >> UInt64(39 - 9 * level)) & 511) * 8,
+                                                   bytes: le(next | 3))), on: host)
+            table = next
+        }
+        let first = (iova >> 12) & 511
+        for k in 0..<min(UInt64(b.u8() % 64 + 1), 512 - first) {
+            let kind = b.u8()
+            let value: UInt64 = kind % 5 == 0 ? 0 : pageAddress() | 0x403 | (kind % 5 == 1 ? 0x80 : 0x40)
+            _ = exchange(.memWrite(MemWriteRequest(address: table + (first + k) * 8, bytes: le(value))), on: host)
+        }
     }
 
     mutating func reconnectHost() {
@@ -382,6 +419,47 @@ struct Run {
             i += 8
         }
     }
+
+    /// DMA_PREFETCH (the daemon decodes last-level tables in bulk, MMU500.probeLeafRun): a well-formed answer whose
+    /// every record is what DMA_CACHED answers for that record's first page (address, size, directions), asked at
+    /// once, and whose outputs the stream's owner may reach.
+    mutating func prefetch() {
+        let stream = UInt32(b.u8() & 0xF)
+        let iova = b.bool() ? UInt64(b.u32() & 0x3F_FFFF) : pageAddress() + UInt64(b.u16() & 0xFFF)
+        let flags = DMAFlags(rawValue: UInt32(b.u8() & 7))
+        let count = UInt32(b.u16()) % (DMAPrefetchRequest.maxPages + 2)
+        let mode = [0, DMAPrefetchRequest.backwardFlag, DMAPrefetchRequest.windowFlag][Int(b.u8() % 3)]
+        let access = DMARequest(window: 0, streamID: stream, iova: iova, flags: flags)
+        let (status, payload) = exchange(.dmaPrefetch(DMAPrefetchRequest(access: access, pages: count | mode)), on: device)
+        guard status == .ok else { return }
+        guard payload.count >= 16, (payload.count - 16) % 16 == 0 else { fail("DMA_PREFETCH answer of \(payload.count) bytes") }
+        let n = Int(word32(payload, 8))
+        let most = mode == DMAPrefetchRequest.windowFlag ? 2 * Int(count) + 1 : Int(count)
+        guard n == (payload.count - 16) / 16, n >= 1, n <= most else { fail("DMA_PREFETCH: \(n) records for \(count) (\(mode))") }
+        for i in stride(from: 0, to: n, by: max(1, n / 48)) {   // 48 or so of up to 1,025: an input stays fast
+            let r = Array(payload[(16 + 16 * i)..<(32 + 16 * i)])
+            let pa = word64(r, 0), shift = r[8], directions = r[9] & 3
+            let offset = Int64(Int32(bitPattern: word32(r, 12)))
+            let first = UInt64(bitPattern: Int64(bitPattern: iova & ~0xFFF) &+ offset &* 4096)
+            guard shift >= 12, shift <= 21, first & ((1 << UInt64(shift)) - 1) == 0 || i == 0 else {
+                fail("DMA_PREFETCH record \(i): size 2^\(shift) at 0x\(String(first, radix: 16))")
+            }
+            let asked = i == 0 ? iova : first
+            let (again, one) = exchange(.dmaCached(DMARequest(window: 0, streamID: stream, iova: asked, flags: flags)), on: device)
+            guard again == .ok, one.count >= 16 else {
+                fail("DMA_PREFETCH record \(i) for 0x\(String(asked, radix: 16)) but DMA_CACHED answers \(again)")
+            }
+            let expected = (pa, shift, directions)
+            let cached = (word64(one, 0) & ~((1 << UInt64(one[12])) - 1), one[12], one[13] & 3)
+            guard i == 0 || (cached.0 == expected.0 && cached.1 == expected.1 && cached.2 == expected.2) else {
+                fail("DMA_PREFETCH record \(i) at 0x\(String(first, radix: 16)): \(expected), DMA_CACHED: \(cached)")
+            }
+            checkDMA(stream: stream, one)
+        }
+    }
+
+    func word32(_ p: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(p[at + $1]) << (8 * $1) } }
+    func word64(_ p: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(p[at + $1]) << (8 * $1) } }
 
     func checkDMA(stream: UInt32, _ payload: [UInt8]) {
         guard payload.count >= 8 else { fail("DMA OK without its payload") }
