@@ -6,7 +6,8 @@
 # (-M virt,iommu=smmuv3) and no IOMMU. Prints the median MB/s of each and the ratios.
 #
 # Usage: qemu/bench-io.sh [ROUNDS] (default 3; each boot runs the workload 3 times, the first is
-# dropped as warm-up; each measurement moves BENCH_REPEAT x 32 MiB, default 4). Environment: SMMU_HYPD_BIN (use a release build:
+# dropped as warm-up; each measurement moves BENCH_REPEAT x 32 MiB, default 8: the guest clock counts centiseconds,
+# 1% of a 256 MiB write here). Environment: SMMU_HYPD_BIN (use a release build:
 # .build/release/smmu-hypd), SMMU_HYPD_CACHE, BENCH_STRICT=0 for lazy invalidation (iommu.strict=0),
 # BENCH_DEVICE_OPTS=,ring=on (device properties appended to smmu-hypd's), BENCH_CONFIGS (default
 # "smmu-hypd smmuv3 none"), BENCH_STATS=1 to print the device's exit counters (round trips, cache
@@ -37,7 +38,7 @@ sed "s|^\( *socket:.*path: *\)[^,}]*|\1$SOCK|" "$ROOT/Config/qemu-virt.yaml" > "
 DAEMON_PID=$!
 $WIRE "$SOCK" wait-ready 20 >/dev/null || { cat "$TMP/daemon.log" >&2; say "smmu-hypd never finalized"; exit 1; }
 
-REPEAT=${BENCH_REPEAT:-4}   # 4 x 32 MiB per measurement
+REPEAT=${BENCH_REPEAT:-8}   # 8 x 32 MiB per measurement
 APPEND="console=ttyAMA0 panic=-1 iommu.strict=$STRICT blkrounds=3 blkrepeat=$REPEAT blkonly=1"
 run() {   # run CONFIG -> "write_cs read_cs" per measured round, on stdout
     local config=$1 machine=virt,memory-backend=ram0 dev=()

@@ -376,10 +376,10 @@ static uint8_t *sh_ring_exchange(SmmuHypdConn *c, uint32_t request_bytes)
     while (qatomic_load_acquire(sh_ring_word(c, 1)) != seq) {
         uint32_t now;
         cpu_relax();
-        if (++spins % 64) {
+        if (++spins % 16) {
             continue;
         }
-        sched_yield();      /* the daemon's ring thread may be waiting for this CPU (every ~1.7 µs) */
+        sched_yield();      /* the daemon's ring thread may be waiting for this CPU (every ~0.4 µs) */
         if (get_clock() - start < 100000) {
             continue;
         }

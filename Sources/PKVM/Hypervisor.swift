@@ -218,4 +218,17 @@ public final class Hypervisor {
         for n in 0..<instance.hostContextBanks { lines.append(instance.virtual.contextInterruptAsserted(bank: n)) }
         return lines
     }
+
+    /// True when `interruptLines(window:)` would not equal `levels`, found without building it: EVENTS asks after
+    /// every host WRITE, and most (TLB maintenance: one per unmapped page in strict mode) change no line.
+    public func interruptLines(window w: Int, differFrom levels: [Bool]) -> Bool {
+        guard instances.indices.contains(w) else { return !levels.isEmpty }
+        let instance = instances[w]
+        guard levels.count == 1 + instance.hostContextBanks,
+              levels[0] == instance.virtual.globalInterruptAsserted else { return true }
+        for n in 0..<instance.hostContextBanks where levels[1 + n] != instance.virtual.contextInterruptAsserted(bank: n) {
+            return true
+        }
+        return false
+    }
 }

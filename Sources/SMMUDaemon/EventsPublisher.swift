@@ -28,6 +28,7 @@ struct EventsPublisher {
     mutating func publishChanges(window: Int? = nil, to server: ServerHandle?) {
         var bytes: [UInt8] = []
         for w in window.map({ [$0] }) ?? Array(lines.indices) where lines.indices.contains(w) {
+            guard hypervisor.interruptLines(window: w, differFrom: lines[w]) else { continue }
             let now = hypervisor.interruptLines(window: w)
             for (line, up) in now.enumerated() where up != lines[w][line] {
                 Event(window: UInt32(w), line: UInt32(line), level: up ? 1 : 0).encode(into: &bytes)

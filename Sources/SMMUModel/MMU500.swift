@@ -339,8 +339,9 @@ public final class MMU500 {
 
     /// Context bank `bank`'s interrupt: FSR has fault bits and SCTLR.CFIE is set.
     public func contextInterruptAsserted(bank: Int) -> Bool {
-        peek(.FSR, index: bank) & UInt64(FaultStatus.contextFaultBits) != 0
-            && SCTLR(peek(.SCTLR, index: bank)).faultInterrupt
+        guard bank >= 0, bank < numContextBanks else { return false }
+        return values[fsrSlot + bank] & UInt64(FaultStatus.contextFaultBits) != 0
+            && SCTLR(values[sctlrSlot + bank]).faultInterrupt
     }
 
     public var tlbStatistics: (hits: Int, misses: Int) { (tlb.hits, tlb.misses) }

@@ -59,7 +59,12 @@ import SMMUModel
         #expect(m.hv.dma(window: 0, stream: 0x0E, iova: iova, access: .write).physicalAddress == hostData, "TLB hit")
         d.invalidate(iova: iova, bank: bank)
         #expect(m.hv.interruptLines(window: 0)[1 + bank] == false)
+        let quiet = m.hv.interruptLines(window: 0)
+        #expect(!m.hv.interruptLines(window: 0, differFrom: quiet), "the TLBI and sync changed no line")
         #expect(m.hv.dma(window: 0, stream: 0x0E, iova: iova + 0x24, access: .write).fault == .translation)
+        #expect(m.hv.interruptLines(window: 0, differFrom: quiet), "the fault raised one")
+        #expect(!m.hv.interruptLines(window: 0, differFrom: m.hv.interruptLines(window: 0)))
+        #expect(m.hv.interruptLines(window: 0, differFrom: Array(quiet.dropLast())), "another line count differs")
         #expect(m.hv.dma(window: 0, stream: 0x0E, iova: iova + 0x1000, access: .read).physicalAddress == hostData + 0x5000,
                 "the other page stays mapped")
         // The context fault, as arm_smmu_context_fault sees it.
