@@ -61,10 +61,14 @@ struct InProcessTranslation {
         }
     }
 
-    /// DMA_PREFETCH's speculative probes (`Hypervisor.probeDMA`) over the miss sweep's pages, 256 per run as a
-    /// prefetch asks them: each walking from the TTBR, or (`inRun`) inside `speculating` (the walk cache and the
-    /// last-level table decode). Probes per second.
-    func probes(seconds: Double, inRun: Bool) throws(BenchError) -> Rate {
+    /// How a sweep of probes runs: each walking from the TTBR; inside `speculating` one by one (the walk cache and
+    /// the last-level table decode); or as DMA_PREFETCH runs them, a last-level table's pages at once
+    /// (`Hypervisor.probeDMARun`).
+    enum ProbeMode { case walked, inRun, leafRuns }
+
+    /// DMA_PREFETCH's speculative probes over the miss sweep's pages, 256 per run as a prefetch asks them.
+    /// Probes per second.
+    func probes(seconds: Double, mode: ProbeMode) throws(BenchError) -> Rate {
         let budget = UInt64(seconds * 1e9)
         let cpuStart = threadCPUNanoseconds()
         let start = monotonicNanoseconds()
@@ -75,13 +79,22 @@ struct InProcessTranslation {
             for _ in 0..<16 {
                 let first = Stage1Domain.missIOVA + UInt64(count % Stage1Domain.missPages) << 12
                 func sweep() {
-                    for page in 0..<UInt64(256) {
-                        if hypervisor.probeDMA(window: 0, stream: stream, iova: first + page << 12, access: .read) == nil {
-                            faults += 1
+                    var page = 0
+                    while page < 256 {
+                        let iova = first + UInt64(page) << 12
+                        if mode == .leafRuns {
+                            let n = hypervisor.probeDMARun(window: 0, stream: stream, iova: iova, access: .read, down: false,
+                                                           limit: 256 - page) { _, answer in
+                                if answer == nil { faults += 1 }
+                                return true
+                            }
+                            if n > 0 { page += n; continue }
                         }
+                        if hypervisor.probeDMA(window: 0, stream: stream, iova: iova, access: .read) == nil { faults += 1 }
+                        page += 1
                     }
                 }
-                if inRun { hypervisor.speculating(window: 0, stream: stream, sweep) } else { sweep() }
+                if mode == .walked { sweep() } else { hypervisor.speculating(window: 0, stream: stream, sweep) }
                 count += 256
             }
         } while monotonicNanoseconds() - start < budget

@@ -295,15 +295,20 @@ struct SMMUBench: ParsableCommand {
                        rate(medianOf(misses.map(\.wall))) + "; " + rate(medianOf(misses.map(\.cpu))))
             var walked: [InProcessTranslation.Rate] = []
             var inRun: [InProcessTranslation.Rate] = []
+            var leafRuns: [InProcessTranslation.Rate] = []
             for _ in 0..<rounds {
-                walked.append(try t.probes(seconds: seconds, inRun: false))
-                inRun.append(try t.probes(seconds: seconds, inRun: true))
+                walked.append(try t.probes(seconds: seconds, mode: .walked))
+                inRun.append(try t.probes(seconds: seconds, mode: .inRun))
+                leafRuns.append(try t.probes(seconds: seconds, mode: .leafRuns))
             }
             report.add("in-process DMA_PREFETCH probes, each walked (wall; per CPU-s)",
                        rate(medianOf(walked.map(\.wall))) + "; " + rate(medianOf(walked.map(\.cpu))))
             report.add("in-process DMA_PREFETCH probes, 256 per run (wall; per CPU-s)",
                        rate(medianOf(inRun.map(\.wall))) + "; " + rate(medianOf(inRun.map(\.cpu))),
                        ratio: ratio(medianOf(inRun.map(\.cpu)) / medianOf(walked.map(\.cpu))))
+            report.add("in-process DMA_PREFETCH probes, 256 per run, each table's pages at once (probeDMARun)",
+                       rate(medianOf(leafRuns.map(\.wall))) + "; " + rate(medianOf(leafRuns.map(\.cpu))),
+                       ratio: ratio(medianOf(leafRuns.map(\.cpu)) / medianOf(walked.map(\.cpu))))
             var tlbivals: [InProcessTranslation.InvalidationRate] = []
             for _ in 0..<rounds { tlbivals.append(try t.tlbivalUnderLoad(seconds: seconds)) }
             let each = medianOf(tlbivals.map(\.nanosecondsEach))
