@@ -10,10 +10,10 @@ import SMMUModel
 ///
 /// How: every read the memory map makes on the model's behalf has an index (the reads since the journal began, in
 /// the daemon's one order, which a replay repeats). A read whose 8 bytes at that address were journaled since the
-/// journal began, with the same value, is left out (walks reread the same descriptors): a replay has written that
-/// value there already and nothing has changed it since, because any daemon write to client memory or change of what
-/// backs an address forgets what was remembered (`MemoryMap.clientChanges`), and the daemon's writes to its own RAM
-/// are replayed in the same order. Others are journaled as (index, address, bytes), in a READS record committed before
+/// journal began, with the same value (every word of it, for a longer read), is left out (walks reread the same
+/// descriptors): a replay has written that value there already and nothing has changed it since, because any daemon
+/// write to client memory or change of what backs an address forgets what was remembered (`MemoryMap.clientChanges`),
+/// and the daemon's writes to its own RAM are replayed in the same order. Others are journaled as (index, address, bytes), in a READS record committed before
 /// any answer that depended on them reaches an output file (`Connection` calls `commit`). A replay (`beginReplay`)
 /// writes each journaled read's bytes where it is about to be read, into the private replay mapping of client memory
 /// or the RAM file (which a later replayed write brings back to its final value). Reads the journal does not cover
@@ -90,10 +90,23 @@ public final class MemoryReadLog {
             seenClientChanges = clientChanges
             remembered.forget()
         }
-        let same = bytes.count == 8 && remembered.seen(address, bytes.loadUnaligned(as: UInt64.self))
+        // Remembered first, journaled or not: a replay remembers what the original did, so it leaves out the same reads.
+        let same = allRemembered(address, UnsafeRawBufferPointer(bytes))
         if same || journaled { return }
         if let covered, index <= covered { uncovered += 1 }
         Self.encode(index: index, address: address, bytes: UnsafeRawBufferPointer(bytes), into: &pending)
+    }
+
+    /// True when every 8-byte word of the read is what was last journaled at its address (each is remembered now
+    /// either way): a run of descriptors (`PhysicalMemory.read64Run`, DMA_PREFETCH's bulk decode) is left out as
+    /// a single descriptor is. Otherwise the whole read is journaled: one read, one observation.
+    private func allRemembered(_ address: UInt64, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count > 0, bytes.count % 8 == 0, address & 7 == 0 else { return false }
+        var all = true
+        for i in stride(from: 0, to: bytes.count, by: 8) {
+            all = remembered.seen(address &+ UInt64(i), bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) && all
+        }
+        return all
     }
 
     /// The observations to journal now (a READS record's payload), or nil when there are none.

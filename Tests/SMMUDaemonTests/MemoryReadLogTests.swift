@@ -228,6 +228,38 @@ import WireProtocol
         MemoryReadLog.detach(from: memory)
     }
 
+    /// A run of descriptors (DMA_PREFETCH's bulk decode) is left out when every word of it was journaled with its
+    /// value, else journaled whole; a replay puts the whole run back before it is read.
+    @Test func aRunIsLeftOutOnlyWhenEveryWordWasJournaled() {
+        let memory = try! MemoryMap(regions: [(0x1000, 0x1000)])
+        for i in 0..<UInt64(8) { memory.write64(0x100 + i, at: 0x1000 + i * 8) }
+        let original = MemoryReadLog()
+        original.attach(to: memory)
+        let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 8)
+        defer { words.deallocate() }
+        _ = memory.read64(at: 0x1008)                          // one word of the run, journaled alone
+        #expect(memory.read64Run(at: 0x1000, count: 8, into: words))   // the others are new: the whole run
+        #expect(memory.read64Run(at: 0x1000, count: 8, into: words))   // every word as journaled: left out
+        #expect(memory.read64Run(at: 0x1010, count: 4, into: words))   // a part of it too
+        let payload = original.takePending()!
+        #expect(payload.count == 2 * MemoryReadLog.observationHeader + 8 + 64)
+        memory.write64(0xBAD, at: 0x1020)                      // the next run sees a changed word: journaled again
+        #expect(memory.read64Run(at: 0x1000, count: 8, into: words))
+        #expect(original.takePending()?.count == MemoryReadLog.observationHeader + 64)
+        MemoryReadLog.detach(from: memory)
+
+        for i in 0..<UInt64(8) { memory.write64(0x900 + i, at: 0x1000 + i * 8) }   // RAM is ahead
+        let replay = MemoryReadLog()
+        payload.withUnsafeBytes { replay.beginReplay([$0]) }
+        replay.attach(to: memory)
+        #expect(memory.read64(at: 0x1008) == 0x101)
+        #expect(memory.read64Run(at: 0x1000, count: 8, into: words))
+        #expect((0..<8).allSatisfy { words[$0] == 0x100 + UInt64($0) }, "the run as the original read it")
+        #expect(memory.read64Run(at: 0x1000, count: 8, into: words) && words[7] == 0x107)
+        #expect(replay.takePending() == nil && replay.uncovered == 0 && replay.mismatched == 0)
+        MemoryReadLog.detach(from: memory)
+    }
+
     /// The request a crash interrupted (applied, its reads never journaled, its answer never sent) runs again in the
     /// replay and must read the client's memory as it is now: not the older bytes an earlier replayed read of the same
     /// address put into the private copy (with a guest, a descriptor it rewrote: the replay published a stale
