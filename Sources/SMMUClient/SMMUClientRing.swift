@@ -46,11 +46,7 @@ public final class SMMUClientRing {
 
     deinit { munmap(base, Self.size) }
 
-    private func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    private func now() -> UInt64 { csock_monotonic_ns() }
 
     /// One request through the ring and its response.
     public func call(_ request: Request) throws(SMMUClientError) -> SMMUClient.Frame {

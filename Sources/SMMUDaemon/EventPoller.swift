@@ -40,11 +40,6 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
     /// How long the loop polls without sleeping after a batch (`loop`).
     static let busyPollNanoseconds: UInt64 = 50_000
 
-    private static func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-    }
     private let epollFD: Int32
     private let stopFD: Int32
     private let ioQueue = DispatchQueue(label: "smmu-hypd.io")
@@ -112,7 +107,7 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
             // Right after a batch, poll without sleeping for a while: a client's next request usually follows its answer
             // within microseconds, and a thread asleep on an idle CPU of this VM took 40 µs to wake (a socket round
             // trip of 53 µs against a floor of 9). Then sleep until something arrives: an idle daemon spins not at all.
-            let spinning = Self.monotonicNanoseconds() &- lastBatch < Self.busyPollNanoseconds
+            let spinning = csock_monotonic_ns() &- lastBatch < Self.busyPollNanoseconds
             // EINTR is retried; EBADF/EINVAL: the set itself is broken, nothing more can be served.
             guard let n = try? Int(syscall("epoll_wait") {
                 csock_epoll_wait(epollFD, raw, Int32(capacity), spinning ? 0 : -1)
@@ -121,7 +116,7 @@ final class EventPoller: @unchecked Sendable {  // epoll_ctl is thread-safe; the
                 if spinning { sched_yield() }   // another thread on this CPU (a client) gets to run
                 continue
             }
-            lastBatch = Self.monotonicNanoseconds()
+            lastBatch = csock_monotonic_ns()
             var count = 0
             var stopping = false
             for i in 0..<n {

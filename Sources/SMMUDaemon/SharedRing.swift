@@ -96,11 +96,7 @@ final class SharedRing: @unchecked Sendable {   // invariant: `dispatcher` is us
         SharedMemoryFile.unmap(base, size: Self.size)
     }
 
-    private func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    private func now() -> UInt64 { csock_monotonic_ns() }
 
     private func run(after initial: UInt32) {
         // Plain munmap: a serving ring was mapped shared from the start, or again after the replay (ReplayMappings).

@@ -39,6 +39,12 @@ static inline void csock_cpu_relax(void) {
     __asm__ __volatile__("yield");
 #endif
 }
+/* CLOCK_MONOTONIC in nanoseconds: the spinning loops' clock (the rings, the epoll thread's busy poll). */
+static inline uint64_t csock_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 /* Sleeps while *p == expected, at most timeout_ms. */
 static inline long csock_futex_wait(uint32_t *p, uint32_t expected, long timeout_ms) {
     struct timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000L };
