@@ -35,13 +35,6 @@ extension Hypervisor {
         return instances[w].physical.speculating(stream: StreamID(UInt16(raw)), body)
     }
 
-    /// Inside `speculating`: how many of the `limit` pages from `iova` (up, or down from it) `probeDMA` would
-    /// certainly answer nil for (`MMU500.certainHoles`); 0 when it cannot tell cheaply.
-    public func certainHoles(window w: Int, stream raw: UInt32, iova: UInt64, down: Bool, limit: Int) -> Int {
-        guard instances.indices.contains(w), raw <= UInt32(instances[w].idMask) else { return 0 }
-        return instances[w].physical.certainHoles(stream: StreamID(UInt16(raw)), iova: iova, down: down, limit: limit)
-    }
-
     /// Live IOTLB entries over every instance (the benchmark's load).
     public var tlbEntryCount: Int { instances.reduce(0) { $0 + $1.physical.tlbEntryCount } }
 }

@@ -145,7 +145,6 @@ extension Dispatcher {
         func walk(from start: UInt64, down: Bool, limit: UInt32, skipHoles: Bool) {
             var edge = start
             var steps: UInt32 = 0
-            var inHole = false
             var stop = false
             /// One probe's answer: a record, or a hole (which ends the walk unless holes are skipped).
             func take(_ probe: UInt64, _ t: (physicalAddress: UInt64, extent: TranslationExtent)?) -> Bool {
@@ -153,10 +152,8 @@ extension Dispatcher {
                 guard let t else {
                     if !skipHoles { stop = true; return false }
                     edge = down ? probe : probe &+ 4096
-                    inHole = true
                     return true
                 }
-                inHole = false
                 let mask: UInt64 = (1 << UInt64(t.extent.sizeShift)) - 1
                 let base = probe & ~mask
                 var access: UInt8 = 0
@@ -173,17 +170,6 @@ extension Dispatcher {
                 if hypervisor.probeDMARun(window: Int(d.window), stream: d.streamID, iova: probe, access: flags, down: down,
                                           limit: Int(limit - steps), take) > 0 {
                     continue
-                }
-                if inHole {
-                    // Pages whose probe would give nothing, counted from their descriptors: one step each, as probed
-                    // (asked only after a probe found a hole: mapped pages come in runs).
-                    let holes = hypervisor.certainHoles(window: Int(d.window), stream: d.streamID, iova: probe, down: down,
-                                                        limit: Int(limit - steps))
-                    if holes > 0 {
-                        steps += UInt32(holes)
-                        edge = down ? edge - UInt64(holes) << 12 : edge &+ UInt64(holes) << 12
-                        continue
-                    }
                 }
                 _ = take(probe, hypervisor.probeDMA(window: Int(d.window), stream: d.streamID, iova: probe, access: flags))
             }

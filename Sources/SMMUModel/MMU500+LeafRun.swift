@@ -67,28 +67,6 @@ extension MMU500 {
         guard ctx.type == .s1TranslateS2Bypass, ctx.enabled, ctx.aarch64 else { return nil }
         return (s2cr.contextBank, ctx, s2cr)
     }
-
-    /// Inside a run (`speculating`): how many of the `limit` pages from `iova` on (upwards, or downwards from
-    /// `iova` itself) a probe by `stream` would certainly answer with a fault, counted in the last-level table the
-    /// run already found for `iova`'s 2 MiB: each has an invalid descriptor (bit 0 clear, read through the filter
-    /// as a walk reads it) and no TLB entry (which a probe would use first). 0 when it cannot tell (no table
-    /// known, a stream that is not translated by a plain stage-1 bank). Lets DMA_PREFETCH skip holes at the
-    /// cost of a descriptor load each instead of a probe each; the pages it counts give no record either way.
-    public func certainHoles(stream: StreamID, iova: UInt64, down: Bool, limit: Int) -> Int {
-        guard limit > 0, let (bank, ctx, _) = runBank(stream),
-              let region = walkCache.leafTable(key: WalkCache.key(bank: bank, iova: iova)), region.table != 0 else { return 0 }
-        let walker = TableWalker(memory: memory, filter: filter, stream: stream, cache: walkCache)
-        var index = Int((iova >> 12) & 511)
-        var count = 0
-        while count < limit, index >= 0, index < 512 {
-            guard case .success(let d) = walker.fetch(region.table + UInt64(index) * 8, level: 3), d & 1 == 0,
-                  tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: (iova >> 12) &+ UInt64(bitPattern: Int64(down ? -count : count))) == nil
-            else { break }
-            count += 1
-            index += down ? -1 : 1
-        }
-        return count
-    }
 }
 
 extension MMU500 {
@@ -113,27 +91,15 @@ extension MMU500 {
         let low = down ? index - count + 1 : index
         recordsFaults[0] = false
         defer { recordsFaults[0] = true }
-        if region.hole {
-            // No table below an invalid descriptor: each page faults as its walk would, unless the TLB holds it.
-            var answered = 0
-            while answered < count {
-                let page = down ? first &- UInt64(answered) << 12 : first &+ UInt64(answered) << 12
-                let t = if let e = tlb.lookup(bank: bank, vmid: ctx.vmid, asid: ctx.asid, vaPage: page >> 12) {
-                    finishHit(e, bank: bank, stream: stream, iova: page, access: access)
-                } else {
-                    fail(bank, stream, page, access, WalkFault(kind: .translation, level: 2, duringWalk: false))
-                }
-                answered += 1
-                if !each(page, t) { break }
-            }
-            return answered
-        }
-        guard region.table != 0 else { return 0 }
-        let tableAddress = region.table + UInt64(low) * 8
+        guard region.hole || region.table != 0 else { return 0 }
         // One check for the table: every descriptor of a 4 KiB table lies in one page, and the filter decides by page.
-        if let filter, !filter.permits(stream: stream, address: region.table, kind: .tableWalk) { return 0 }
+        if !region.hole, let filter, !filter.permits(stream: stream, address: region.table, kind: .tableWalk) { return 0 }
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: count) { buffer -> Int in
-            guard let words = buffer.baseAddress, memory.read64Run(at: tableAddress, count: count, into: words) else {
+            guard let words = buffer.baseAddress else { return 0 }
+            if region.hole {
+                // No table below an invalid descriptor: each page faults as an invalid leaf would, unless the TLB holds it.
+                words.update(repeating: 0, count: count)
+            } else if !memory.read64Run(at: region.table + UInt64(low) * 8, count: count, into: words) {
                 return 0
             }
             var answered = 0
